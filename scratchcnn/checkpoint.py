@@ -1,0 +1,150 @@
+"""Checkpoints: one file, written atomically, loaded without running code from it.
+
+A training checkpoint (``runs/NAME/checkpoint.pth``) is a ``torch.save`` of a
+plain dict, the same for both backends::
+
+    {"format": "scratchcnn-checkpoint", "version": 1,
+     "model": {"conv1.weight": Tensor, ...},         # torch's state_dict keys
+     "optimizer": {"conv1.weight": Tensor, ...},     # SGD momentum buffers (absent before step 1)
+     "epoch": 3,                                      # completed epochs
+     "metrics": [{"epoch": 1, "train_loss": ...}, ...],
+     "config": {"backend": "scratch", "lr": 0.001, ...}}
+
+Beside it, ``model.pth`` is the bare ``state_dict``, exactly what the
+tutorial's ``torch.save(model.state_dict(), ...)`` writes, so the tutorial's
+code can load our weights and we can load the tutorial's.
+
+Loading always uses ``torch.load(weights_only=True)``: tensors, numbers,
+strings and containers only; a pickle that asks for anything else is refused.
+"""
+import os
+import tempfile
+from collections import OrderedDict
+
+import numpy as np
+
+from scratchcnn.errors import UserError
+
+FORMAT = "scratchcnn-checkpoint"
+VERSION = 1
+
+# The tutorial network's parameters, in state_dict order.
+EXPECTED_SHAPES = OrderedDict([
+    ("conv1.weight", (32, 3, 3, 3)), ("conv1.bias", (32,)),
+    ("conv2.weight", (32, 32, 3, 3)), ("conv2.bias", (32,)),
+    ("fc3.weight", (512, 8192)), ("fc3.bias", (512,)),
+    ("fc4.weight", (10, 512)), ("fc4.bias", (10,)),
+])
+
+
+def atomic_write(path, write):
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    A crash at any moment leaves either the old file or the new one, never half of one.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _to_tensors(arrays):
+    import torch
+    return OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v))) for k, v in arrays.items())
+
+
+def _to_numpy(tensors):
+    return OrderedDict((k, v.detach().cpu().numpy()) for k, v in tensors.items())
+
+
+def save_state_dict(path, state_dict):
+    """The tutorial's format: ``torch.save`` of the bare state_dict (numpy arrays in, tensors out)."""
+    import torch
+    atomic_write(path, lambda f: torch.save(_to_tensors(state_dict), f))
+
+
+def save_checkpoint(path, *, model, optimizer, epoch, metrics, config):
+    """Write a full training checkpoint atomically (arrays as numpy, the rest plain values)."""
+    import torch
+    payload = {"format": FORMAT, "version": VERSION,
+               "model": _to_tensors(model), "optimizer": _to_tensors(optimizer),
+               "epoch": int(epoch), "metrics": list(metrics), "config": dict(config)}
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path):
+    """Load a training checkpoint or a bare tutorial state_dict.
+
+    Returns a dict with numpy arrays: ``{"model", "optimizer", "epoch", "metrics", "config"}``
+    (the last four empty/zero for a bare state_dict). Every failure is a :class:`UserError`.
+    """
+    import pickle
+    import torch
+
+    if not os.path.exists(path):
+        raise UserError(f"checkpoint {path!r} does not exist; pass the checkpoint.pth or model.pth "
+                        f"of a training run (runs/NAME/checkpoint.pth)")
+    if os.path.isdir(path):
+        raise UserError(f"checkpoint {path!r} is a folder; pass the file inside it, "
+                        f"e.g. {os.path.join(path, 'checkpoint.pth')}")
+    if os.path.getsize(path) == 0:
+        raise UserError(f"checkpoint {path!r} is empty (an interrupted copy?); use another checkpoint")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"refused to load {path!r}: it is not a plain weights file "
+                        f"({first[:160]}); only load checkpoints from sources you trust") from e
+    except Exception as e:   # truncated zip, random bytes, wrong format: torch raises many types
+        raise UserError(f"{path!r} is not a readable checkpoint ({type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else 'no detail'}); "
+                        f"it may be truncated or not a .pth file") from e
+
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if obj.get("version") != VERSION:
+            raise UserError(f"{path!r} is a scratchcnn checkpoint of version {obj.get('version')}; "
+                            f"this scratchcnn reads version {VERSION}")
+        ckpt = {"model": _checked_tensors(obj.get("model"), path),
+                "optimizer": _checked_tensors(obj.get("optimizer", {}), path),
+                "epoch": int(obj.get("epoch", 0)), "metrics": list(obj.get("metrics", [])),
+                "config": dict(obj.get("config", {}))}
+    elif isinstance(obj, dict) and all(isinstance(k, str) for k in obj) and obj:
+        ckpt = {"model": _checked_tensors(obj, path), "optimizer": {}, "epoch": 0,
+                "metrics": [], "config": {}}
+    else:
+        raise UserError(f"{path!r} holds a {type(obj).__name__}, not a state_dict or a scratchcnn "
+                        f"checkpoint")
+    check_architecture(ckpt["model"], path)
+    return ckpt
+
+
+def _checked_tensors(d, path):
+    import torch
+    if not isinstance(d, dict) or not all(isinstance(v, torch.Tensor) for v in d.values()):
+        raise UserError(f"{path!r} is not a state_dict: expected a mapping of names to tensors")
+    return OrderedDict((k, v.detach().cpu().numpy()) for k, v in d.items())
+
+
+def check_architecture(state_dict, path="state_dict"):
+    """Raise a UserError naming every missing, unexpected or mis-shaped key."""
+    problems = []
+    missing = [k for k in EXPECTED_SHAPES if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in EXPECTED_SHAPES]
+    if missing:
+        problems.append("missing " + ", ".join(missing))
+    if unexpected:
+        problems.append("unexpected " + ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else ""))
+    for k, shape in EXPECTED_SHAPES.items():
+        if k in state_dict and tuple(state_dict[k].shape) != shape:
+            problems.append(f"{k} has shape {tuple(state_dict[k].shape)}, expected {shape}")
+    if problems:
+        raise UserError(f"{path!r} is not the tutorial's CIFAR10Model: " + "; ".join(problems))

@@ -1,0 +1,182 @@
+"""The ``scratchcnn`` command line: train, evaluate, gradcheck and the study tools.
+
+Every subcommand has ``--help`` with its defaults. Bad input ends with a single
+``error: ...`` line and exit status 2; ``--debug`` shows the traceback instead.
+"""
+import argparse
+import os
+import sys
+
+from scratchcnn.errors import UserError
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train the CIFAR-10 network with either backend",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Train the tutorial's network. Defaults are the tutorial's "
+                                   "settings; the default dataset is the built-in synthetic one.")
+    p.add_argument("--backend", choices=["scratch", "torch"], default=None,
+                   help="scratch: NumPy + numba (default); torch: the PyTorch reference")
+    p.add_argument("--device", default=None, help="cpu or cuda (torch backend only) [cpu]")
+    p.add_argument("--dataset", choices=["synthetic", "cifar10"], default=None,
+                   help="synthetic: built in, offline [synthetic]")
+    p.add_argument("--data-dir", default=None, help="where CIFAR-10 is (or goes) [data]")
+    p.add_argument("--download", action="store_true", default=None,
+                   help="download CIFAR-10 (MD5-checked) into --data-dir if it is not there")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="[20]")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="[32]")
+    p.add_argument("--lr", type=float, default=None, help="learning rate [0.001]")
+    p.add_argument("--momentum", type=float, default=None, help="SGD momentum [0.9]")
+    p.add_argument("--seed", type=int, default=None, help="weights, shuffling and dropout [0]")
+    p.add_argument("--train-size", type=int, default=None, help="use only the first N training images [all]")
+    p.add_argument("--test-size", type=int, default=None, help="use only the first N test images [all]")
+    p.add_argument("--normalize", action="store_true", default=None,
+                   help="standardise each channel with the training set's mean/std (off: pixels in [0, 1])")
+    p.add_argument("--out", default=None, help="run folder [runs/BACKEND-DATASET, numbered if taken]")
+    p.add_argument("--resume", metavar="RUN", default=None,
+                   help="continue the run in this folder from its last completed epoch")
+    p.add_argument("--overwrite", action="store_true", help="start over in an existing --out folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay)")
+    p.set_defaults(func=_cmd_train)
+
+
+def _fresh_run_dir(backend, dataset):
+    base = os.path.join("runs", f"{backend}-{dataset}")
+    out, k = base, 1
+    while os.path.exists(os.path.join(out, "checkpoint.pth")):
+        k += 1
+        out = f"{base}-{k}"
+    return out
+
+
+def _cmd_train(args):
+    from scratchcnn.train import TrainConfig, train
+
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    if args.resume:
+        from scratchcnn.checkpoint import load_checkpoint
+        out = args.resume
+        stored = load_checkpoint(os.path.join(out, "checkpoint.pth"))["config"]
+        if not stored:
+            raise UserError(f"{out}/checkpoint.pth has no training state to resume; "
+                            f"start a new run with --out")
+        cfg = TrainConfig.from_dict(stored)
+        changed = [k for k in ("backend", "dataset", "batch_size", "lr", "momentum", "seed")
+                   if k in given and given[k] != getattr(cfg, k)]
+        if changed:
+            raise UserError(f"--resume continues the run as it was configured; drop "
+                            f"{', '.join('--' + c.replace('_', '-') for c in changed)}")
+        if "epochs" in given:
+            cfg.epochs = given["epochs"]
+    else:
+        cfg = TrainConfig.from_dict(given)
+        out = args.out or _fresh_run_dir(cfg.backend, cfg.dataset)
+    if cfg.backend == "scratch":
+        _warm_kernels()
+    train(cfg, out, resume=bool(args.resume), overwrite=args.overwrite,
+          progress=not args.no_progress)
+    return 0
+
+
+def _warm_kernels():
+    """Load (or, the first time, compile and announce) the numba kernels before timing starts."""
+    try:
+        from scratchcnn.fused import warmup
+    except ImportError:
+        return
+    warmup(verbose=True)
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="test-set accuracy, per-class accuracy, confusion matrix",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True,
+                   help="runs/NAME/checkpoint.pth, model.pth, or a state_dict saved by the tutorial")
+    p.add_argument("--backend", choices=["scratch", "torch"], default="scratch")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dataset", choices=["synthetic", "cifar10"], default=None,
+                   help="defaults to the checkpoint's dataset (cifar10 for a bare state_dict)")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--test-size", type=int, default=0, help="only the first N test images (0: all)")
+    p.add_argument("--plot", metavar="PNG", default=None, help="also save the confusion matrix here")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args):
+    from scratchcnn.evaluate import evaluate, format_report
+    from scratchcnn.plots import plot_confusion
+
+    if args.backend == "scratch":
+        _warm_kernels()
+    r = evaluate(args.checkpoint, backend=args.backend, device=args.device, dataset=args.dataset,
+                 data_dir=args.data_dir, test_size=args.test_size)
+    print(format_report(r))
+    if args.plot:
+        plot_confusion(r["confusion"], r["classes"], args.plot)
+        print(f"\nconfusion matrix plot: {args.plot}")
+    return 0
+
+
+def _add_gradcheck(sub):
+    p = sub.add_parser("gradcheck", help="check every layer's backward against central differences")
+    p.set_defaults(func=_cmd_gradcheck)
+
+
+def _cmd_gradcheck(args):
+    from scratchcnn.gradcheck import main as gradcheck_main
+    return gradcheck_main([])
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="scratchcnn",
+        description="The PyTorch CIFAR-10 tutorial's CNN, from scratch (NumPy + numba) and in PyTorch.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_gradcheck(sub)
+    try:
+        from scratchcnn import study
+    except ImportError:
+        study = None
+    if study is not None:
+        study.register(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        if args.debug:
+            raise
+        print("error: out of memory; try a smaller --batch-size or --train-size", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""Datasets and the one batch iterator both backends read from.
+
+Images are kept as uint8 arrays in NCHW layout, ``(N, 3, 32, 32)``; labels as
+int64 ``(N,)``. :func:`iterate_batches` turns them into float32 batches scaled
+to [0, 1] (the tutorial's ``ToTensor``), in an order that depends only on
+``(seed, epoch)``, so both backends see the same batches in the same order and
+an interrupted run can resume exactly.
+
+Two sources:
+
+* ``cifar10``: the official CIFAR-10 archive, either downloaded (MD5-checked)
+  or read from an already extracted copy in the official "python version"
+  (``cifar-10-batches-py/``) or "binary version" (``cifar-10-batches-bin/``)
+  layout. The python batches are pickles; they are read with a restricted
+  unpickler that can build NumPy arrays and nothing else.
+* ``synthetic``: ten procedurally drawn pattern classes (stripes at four
+  angles, checkerboard, disk, ring, cross, square outline, triangle) in random
+  colours, positions and sizes, with noise. Deterministic from a seed, made
+  in about a second, works offline, and not separable by mean colour: the
+  network needs its convolutions.
+"""
+import hashlib
+import os
+import pickle
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+
+import numpy as np
+
+from scratchcnn.errors import UserError
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+SYNTHETIC_CLASSES = ("horizontal", "vertical", "diagonal", "antidiagonal", "checker",
+                     "disk", "ring", "cross", "square", "triangle")
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+_PY_DIR, _BIN_DIR = "cifar-10-batches-py", "cifar-10-batches-bin"
+_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+_TEST_BATCHES = ["test_batch"]
+_BIN_RECORD = 1 + 3 * 32 * 32          # label byte + 3072 pixel bytes
+
+
+@dataclass
+class Dataset:
+    """Images ``x`` (N, 3, 32, 32) uint8 and labels ``y`` (N,) int64."""
+    x: np.ndarray
+    y: np.ndarray
+    classes: tuple
+    name: str
+
+    def __len__(self):
+        return len(self.y)
+
+    def subset(self, n):
+        """The first ``n`` examples (for quick runs and tests)."""
+        return Dataset(self.x[:n], self.y[:n], self.classes, self.name)
+
+
+# ----------------------------------------------------------------------------
+# Batches
+# ----------------------------------------------------------------------------
+
+def to_float(x_uint8, normalize=None):
+    """uint8 pixels -> float32 in [0, 1] (``ToTensor``); optionally ``(x - mean) / std``
+    per channel, with ``normalize = (mean[3], std[3])``."""
+    x = x_uint8.astype(np.float32) * np.float32(1.0 / 255.0)
+    if normalize is not None:
+        mean, std = (np.asarray(v, np.float32).reshape(1, 3, 1, 1) for v in normalize)
+        x = (x - mean) / std
+    return x
+
+
+def epoch_order(n, seed, epoch):
+    """The shuffled order of ``n`` examples for one epoch: a function of (seed, epoch) only."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def iterate_batches(data, batch_size, *, shuffle=False, seed=0, epoch=0, normalize=None):
+    """Yield ``(x, y)`` batches: x float32 (B, 3, 32, 32), y int64 (B,).
+
+    The last batch is smaller when ``batch_size`` does not divide the dataset
+    (like ``DataLoader(drop_last=False)``).
+    """
+    n = len(data)
+    order = epoch_order(n, seed, epoch) if shuffle else np.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        yield to_float(data.x[idx], normalize), data.y[idx]
+
+
+def num_batches(n, batch_size):
+    return (n + batch_size - 1) // batch_size
+
+
+# ----------------------------------------------------------------------------
+# CIFAR-10 on disk
+# ----------------------------------------------------------------------------
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and NumPy arrays; refuses every other global.
+
+    The official python-format batches are Python 2 pickles of a dict holding
+    a uint8 array and a list of labels. Nothing in them needs more than these
+    names, and refusing the rest means a crafted file cannot run code.
+    """
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),        # how protocol-2 pickles store bytes
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_python_batch(path):
+    try:
+        with open(path, "rb") as f:
+            d = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise UserError(f"{path} is not a readable CIFAR-10 python batch ({e}); "
+                        f"re-extract the official archive into --data-dir") from e
+    if not isinstance(d, dict):
+        raise UserError(f"{path} is not a CIFAR-10 python batch (expected a dict, "
+                        f"got {type(d).__name__}); re-extract the official archive")
+    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+    x, y = d.get("data"), d.get("labels")
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 \
+            or y is None or len(y) != len(x):
+        raise UserError(f"{path} is not a CIFAR-10 python batch (needs 'data' uint8 (N, 3072) "
+                        f"and N 'labels'); re-extract the official archive into --data-dir")
+    return x.reshape(-1, 3, 32, 32), _check_labels(np.asarray(y), path)
+
+
+def _read_binary_batch(path):
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % _BIN_RECORD:
+        raise UserError(f"{path} has {raw.size} bytes, not a whole number of {_BIN_RECORD}-byte "
+                        f"CIFAR-10 records (truncated?); re-extract the official archive")
+    rec = raw.reshape(-1, _BIN_RECORD)
+    return rec[:, 1:].reshape(-1, 3, 32, 32).copy(), _check_labels(rec[:, 0], path)
+
+
+def _check_labels(y, path):
+    y = y.astype(np.int64)
+    if y.size and (y.min() < 0 or y.max() > 9):
+        raise UserError(f"{path} has labels outside 0..9; it is not a CIFAR-10 batch")
+    return y
+
+
+def find_cifar10(data_dir):
+    """Return ``("python" | "binary", folder)`` for an extracted copy under ``data_dir``, or None."""
+    for fmt, sub, probe in (("python", _PY_DIR, "data_batch_1"), ("binary", _BIN_DIR, "data_batch_1.bin")):
+        for folder in (os.path.join(data_dir, sub), data_dir):
+            if os.path.isfile(os.path.join(folder, probe)):
+                return fmt, folder
+    return None
+
+
+def _load_split(fmt, folder, names):
+    xs, ys = [], []
+    for name in names:
+        path = os.path.join(folder, name + (".bin" if fmt == "binary" else ""))
+        if not os.path.isfile(path):
+            raise UserError(f"{path} is missing: the CIFAR-10 copy in {folder} is incomplete; "
+                            f"re-extract the official archive into --data-dir")
+        x, y = (_read_binary_batch if fmt == "binary" else _read_python_batch)(path)
+        xs.append(x)
+        ys.append(y)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def load_cifar10(data_dir="data", download=False):
+    """``(train, test)`` Datasets from an extracted CIFAR-10 under ``data_dir``.
+
+    With ``download=True`` and nothing on disk, fetch and verify the official
+    archive first.
+    """
+    found = find_cifar10(data_dir)
+    if found is None and download:
+        download_cifar10(data_dir)
+        found = find_cifar10(data_dir)
+    if found is None:
+        raise UserError(f"no CIFAR-10 found in --data-dir {data_dir!r} (expected {_PY_DIR}/ or "
+                        f"{_BIN_DIR}/); pass --download to fetch it, point --data-dir at an "
+                        f"extracted copy, or use the built-in --dataset synthetic")
+    fmt, folder = found
+    train = Dataset(*_load_split(fmt, folder, _TRAIN_BATCHES), CIFAR10_CLASSES, "cifar10")
+    test = Dataset(*_load_split(fmt, folder, _TEST_BATCHES), CIFAR10_CLASSES, "cifar10")
+    return train, test
+
+
+def md5sum(path, chunk=1 << 20):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_cifar10(data_dir, url=CIFAR10_URL, md5=CIFAR10_MD5):
+    """Download the archive into ``data_dir``, verify its MD5, extract it safely.
+
+    An archive whose checksum does not match is deleted and reported, never used.
+    """
+    from tqdm import tqdm
+
+    os.makedirs(data_dir, exist_ok=True)
+    archive = os.path.join(data_dir, os.path.basename(url))
+    if not (os.path.isfile(archive) and md5sum(archive) == md5):
+        partial = archive + ".part"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r, open(partial, "wb") as f, \
+                    tqdm(total=int(r.headers.get("Content-Length") or 0) or None, unit="B",
+                         unit_scale=True, desc="downloading CIFAR-10") as bar:
+                for block in iter(lambda: r.read(1 << 20), b""):
+                    f.write(block)
+                    bar.update(len(block))
+        except OSError as e:
+            _remove(partial)
+            raise UserError(f"could not download {url} ({e}); download it by hand into "
+                            f"--data-dir {data_dir!r}, or use the built-in --dataset synthetic") from e
+        got = md5sum(partial)
+        if got != md5:
+            _remove(partial)
+            raise UserError(f"downloaded archive from {url} has MD5 {got}, expected {md5}; "
+                            f"it was deleted. Try again, or download it by hand into --data-dir")
+        os.replace(partial, archive)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(data_dir, filter="data")    # no absolute paths, links out, devices
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise UserError(f"could not extract {archive} ({e}); delete it and download again") from e
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+# ----------------------------------------------------------------------------
+# The built-in synthetic dataset
+# ----------------------------------------------------------------------------
+
+def _class_mask(k, yy, xx, dy, dx, r, period, phase):
+    """Foreground (bool) of class ``k``; arrays broadcast to (n, H, W)."""
+    def stripes(u):
+        return np.sin(2 * np.pi * u / period + phase) > 0
+    box = np.maximum(np.abs(dx), np.abs(dy))          # distance from the centre, in the max-norm
+    if k == 0:
+        return stripes(yy + 0 * dx)                   # horizontal
+    if k == 1:
+        return stripes(xx + 0 * dy)                   # vertical
+    if k == 2:
+        return stripes((xx + yy) * np.sqrt(0.5) + 0 * dx)
+    if k == 3:
+        return stripes((xx - yy) * np.sqrt(0.5) + 0 * dx)
+    if k == 4:
+        cell = period / 2 + 1
+        return (np.floor(dx / cell) + np.floor(dy / cell)) % 2 == 0
+    if k == 5:
+        return dx ** 2 + dy ** 2 <= r ** 2            # disk
+    if k == 6:
+        return np.abs(np.sqrt(dx ** 2 + dy ** 2) - r) <= 1.6   # ring
+    if k == 7:
+        return ((np.abs(dx) <= 1.6) | (np.abs(dy) <= 1.6)) & (box <= r)   # cross
+    if k == 8:
+        return (box <= r) & (box >= r - 2.2)          # square outline
+    return (dy <= r * 0.8) & (np.abs(dx) <= (dy + r) * 0.6)           # triangle
+
+
+def _pattern_masks(labels, rng, size=32):
+    """Foreground coverage (0 or 1), (N, size, size), for each image's class."""
+    n = len(labels)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    cy, cx = rng.uniform(9, size - 9, (2, n, 1, 1)).astype(np.float32)   # object centre
+    r = rng.uniform(5.5, 9.0, (n, 1, 1)).astype(np.float32)              # object size
+    period = rng.uniform(5.0, 9.0, (n, 1, 1)).astype(np.float32)         # stripe period
+    phase = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(np.float32)
+    masks = np.empty((n, size, size), np.float32)
+    for k in range(10):
+        sel = labels == k
+        masks[sel] = _class_mask(k, yy, xx, yy - cy[sel], xx - cx[sel], r[sel], period[sel], phase[sel])
+    return masks
+
+
+def make_synthetic(n, seed=0, size=32):
+    """``n`` images of the ten synthetic classes, balanced (n // 10 each, the rest spread),
+    in a shuffled order. Deterministic in ``(n, seed)``."""
+    rng = np.random.default_rng([seed, 2024])
+    labels = rng.permutation(np.arange(n) % 10).astype(np.int64)
+    m = _pattern_masks(labels, rng, size)[:, None]                       # (N, 1, H, W)
+    fg = rng.uniform(0, 1, (n, 3, 1, 1)).astype(np.float32)
+    bg = rng.uniform(0, 1, (n, 3, 1, 1)).astype(np.float32)
+    # Keep foreground and background visibly different in brightness.
+    too_close = np.abs(fg.mean(1) - bg.mean(1))[:, 0, 0] < 0.25
+    fg[too_close] = 1.0 - bg[too_close]
+    img = m * fg + (1 - m) * bg + rng.normal(0, 0.06, (n, 3, size, size)).astype(np.float32)
+    x = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+    return Dataset(x, labels, SYNTHETIC_CLASSES, "synthetic")
+
+
+def load_synthetic(n_train=10000, n_test=2000, seed=0):
+    """``(train, test)``: independent draws (different seeds) of the synthetic classes."""
+    return make_synthetic(n_train, seed=2 * seed), make_synthetic(n_test, seed=2 * seed + 1)
+
+
+def load_dataset(name, data_dir="data", download=False, seed=0, n_train=None, n_test=None):
+    """``(train, test)`` for ``name`` in {'cifar10', 'synthetic'}; optionally cut to n_train/n_test."""
+    if name == "synthetic":
+        train, test = load_synthetic(n_train or 10000, n_test or 2000, seed=seed)
+    elif name == "cifar10":
+        train, test = load_cifar10(data_dir, download=download)
+        if n_train:
+            train = train.subset(n_train)
+        if n_test:
+            test = test.subset(n_test)
+    else:
+        raise UserError(f"unknown dataset {name!r}; choose cifar10 or synthetic")
+    return train, test
+
+
+def load_image(path):
+    """A user's image file as uint8 (1, 3, 32, 32) (resized with Pillow, RGB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB").resize((32, 32), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise UserError(f"image {path!r} does not exist; check --image") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise UserError(f"{path!r} is not an image Pillow can read ({e.__class__.__name__}); "
+                        f"pass a PNG or JPEG to --image") from e
+    return arr.transpose(2, 0, 1)[None].copy()

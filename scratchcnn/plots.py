@@ -1,0 +1,48 @@
+"""PNG figures, headless-safe: matplotlib's Agg backend, no display needed."""
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_curves(metrics, path, title=""):
+    """Train loss, and train and test accuracy, per epoch."""
+    ep = [m["epoch"] for m in metrics]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.plot(ep, [m["train_loss"] for m in metrics], "o-", label="train loss")
+    ax1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax2.plot(ep, [100 * m["train_acc"] for m in metrics], "o-", label="train")
+    ax2.plot(ep, [100 * m["test_acc"] for m in metrics], "s-", label="test")
+    ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy", ylim=(0, 100))
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_confusion(cm, classes, path, title="confusion matrix (test set)"):
+    """Rows: true class; columns: predicted class; counts written in each cell."""
+    fig, ax = plt.subplots(figsize=(7, 6))
+    im = ax.imshow(cm, cmap="Blues")
+    ax.set(xticks=range(len(classes)), yticks=range(len(classes)),
+           xlabel="predicted", ylabel="true", title=title)
+    ax.set_xticklabels(classes, rotation=45, ha="right")
+    ax.set_yticklabels(classes)
+    thresh = cm.max() / 2 if cm.size else 0
+    for i, j in np.ndindex(cm.shape):
+        ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                color="white" if cm[i, j] > thresh else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path)

@@ -1,0 +1,170 @@
+"""The one training loop, for both backends.
+
+Each epoch: seed the dropout randomness from ``(seed, epoch)``, run the shuffled
+batches (order from ``(seed, epoch)`` too) through ``backend.train_step``,
+measure test-set accuracy, then write ``checkpoint.pth`` (atomically),
+``model.pth``, ``metrics.json`` and ``curves.png`` into the run folder.
+Because all randomness derives from ``(seed, epoch)``, ``--resume`` from the
+last completed epoch ends with exactly the weights an uninterrupted run has.
+"""
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from scratchcnn import checkpoint as ckpt_io
+from scratchcnn.backends import accuracy, make_backend
+from scratchcnn.data import iterate_batches, load_dataset, num_batches
+from scratchcnn.errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    backend: str = "scratch"
+    device: str = "cpu"
+    dataset: str = "synthetic"
+    data_dir: str = "data"
+    download: bool = False
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 0.001
+    momentum: float = 0.9
+    seed: int = 0
+    train_size: int = 0          # 0: the whole split
+    test_size: int = 0
+    normalize: bool = False      # per-channel (x - mean) / std from the training set
+
+    def validate(self, n_train=None):
+        if self.epochs < 1:
+            raise UserError(f"--epochs must be at least 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"--lr must be a positive number (got {self.lr}); the tutorial uses 0.001")
+        if not (0 <= self.momentum < 1):
+            raise UserError(f"--momentum must be in [0, 1) (got {self.momentum}); the tutorial uses 0.9")
+        if self.train_size < 0 or self.test_size < 0:
+            raise UserError("--train-size and --test-size must be positive (0 means the whole split)")
+        if n_train is not None and self.batch_size > n_train:
+            raise UserError(f"--batch-size {self.batch_size} is larger than the training set "
+                            f"({n_train} images); use a smaller --batch-size")
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def epoch_seed(seed, epoch):
+    """The dropout seed of one epoch: a function of (seed, epoch) only."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def channel_stats(data):
+    """Per-channel mean and std of a uint8 dataset, in [0, 1] units."""
+    x = data.x.reshape(len(data), 3, -1).astype(np.float64) / 255.0
+    return x.mean(axis=(0, 2)).tolist(), x.std(axis=(0, 2)).tolist()
+
+
+def train(cfg, out, *, resume=False, overwrite=False, progress=True, log=print):
+    """Train ``cfg.backend`` on ``cfg.dataset``; return the list of per-epoch metrics."""
+    ckpt_path = os.path.join(out, "checkpoint.pth")
+    state = None
+    if resume:
+        state = ckpt_io.load_checkpoint(ckpt_path)
+    elif os.path.exists(ckpt_path) and not overwrite:
+        raise UserError(f"{out} already holds a training run; continue it with --resume {out}, "
+                        f"start over with --overwrite, or choose another --out")
+    cfg.validate()
+    train_set, test_set = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed,
+                                       cfg.train_size or None, cfg.test_size or None)
+    cfg.validate(n_train=len(train_set))
+    normalize = channel_stats(train_set) if cfg.normalize else None
+
+    backend = make_backend(cfg.backend, device=cfg.device, lr=cfg.lr, momentum=cfg.momentum,
+                           seed=cfg.seed)
+    metrics, start = [], 0
+    if state is not None:
+        backend.load_state_dict(state["model"])
+        backend.load_optimizer_state(state["optimizer"])
+        metrics, start = state["metrics"], state["epoch"]
+        log(f"resuming {out} after epoch {start} of {cfg.epochs}")
+        if start >= cfg.epochs:
+            log(f"nothing to do: {start} epochs done; pass a larger --epochs to train further")
+            return metrics
+    os.makedirs(out, exist_ok=True)
+    log(f"training {cfg.backend} on {cfg.device}: {cfg.dataset} ({len(train_set)} train / "
+        f"{len(test_set)} test images), {cfg.epochs} epochs, batch {cfg.batch_size}, "
+        f"lr {cfg.lr}, momentum {cfg.momentum}, seed {cfg.seed} -> {out}")
+    steps = num_batches(len(train_set), cfg.batch_size)
+    config = {**asdict(cfg), "normalize_stats": normalize, "classes": list(train_set.classes)}
+
+    for epoch in range(start, cfg.epochs):
+        backend.seed(epoch_seed(cfg.seed, epoch))
+        loss_sum, correct, seen = 0.0, 0, 0
+        t0 = time.perf_counter()
+        bar = _progress(steps, f"epoch {epoch + 1}/{cfg.epochs}", progress)
+        try:
+            batches = iterate_batches(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                      epoch=epoch, normalize=normalize)
+            for step, (x, y) in enumerate(batches):
+                loss, n_right = backend.train_step(x, y)
+                if not math.isfinite(loss):
+                    last = (f"the checkpoint of epoch {epoch} in {ckpt_path} is kept"
+                            if epoch > 0 else "no checkpoint was written")
+                    raise TrainingDiverged(
+                        f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; training stopped "
+                        f"({last}); try a lower --lr than {cfg.lr}")
+                loss_sum += loss * len(y)
+                correct += n_right
+                seen += len(y)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
+                                refresh=False)
+        except KeyboardInterrupt:
+            bar.close()
+            done = f"epoch {epoch} is saved in {ckpt_path}" if epoch > 0 else "no epoch was completed"
+            log(f"\ninterrupted during epoch {epoch + 1}; {done}. "
+                f"Continue with: scratchcnn train --resume {out}")
+            raise
+        bar.close()
+        seconds = time.perf_counter() - t0
+        test_acc = accuracy(backend, test_set, normalize=normalize)
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                  "test_acc": test_acc, "seconds": seconds, "images_per_s": seen / seconds}
+        metrics.append(record)
+        log(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
+            f"train acc {100 * record['train_acc']:5.2f}%  test acc {100 * test_acc:5.2f}%  "
+            f"{seconds:6.1f} s  {record['images_per_s']:7.0f} img/s")
+        save_run(out, backend, epoch + 1, metrics, config)
+    log(f"done: test accuracy {100 * metrics[-1]['test_acc']:.2f}% after {len(metrics)} epochs; "
+        f"checkpoint {ckpt_path}, metrics {os.path.join(out, 'metrics.json')}, "
+        f"plot {os.path.join(out, 'curves.png')}")
+    return metrics
+
+
+def save_run(out, backend, epoch, metrics, config):
+    """Everything a finished epoch leaves behind; each file is replaced atomically."""
+    state = backend.state_dict()
+    ckpt_io.save_checkpoint(os.path.join(out, "checkpoint.pth"), model=state,
+                            optimizer=backend.optimizer_state(), epoch=epoch,
+                            metrics=metrics, config=config)
+    ckpt_io.save_state_dict(os.path.join(out, "model.pth"), state)
+    text = json.dumps({"config": config, "epochs": metrics}, indent=2).encode()
+    ckpt_io.atomic_write(os.path.join(out, "metrics.json"), lambda f: f.write(text))
+    from scratchcnn.plots import plot_curves
+    plot_curves(metrics, os.path.join(out, "curves.png"),
+                title=f"{config['backend']} on {config['dataset']}")
+
+
+def _progress(total, desc, enabled):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, disable=not enabled,
+                dynamic_ncols=True, mininterval=0.5)
