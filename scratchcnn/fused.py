@@ -1,0 +1,326 @@
+"""The fast path: the whole network's forward and backward in one function.
+
+``fused_forward_backward(model, x, y)`` computes what the layer-by-layer path
+computes,
+
+    logits = model.forward(x); loss = SoftmaxCrossEntropy().forward(logits, y)
+    model.backward(criterion.backward())
+
+(same loss, logits, parameter gradients and dropout masks, to float32
+rounding; ``tests/test_fused.py`` checks it) but about an order of magnitude
+faster, because it is organised for the CPU rather than for reading:
+
+* Activations are NHWC (channels last) inside, so the 32 channels of a pixel
+  are one cache line pair and two 16-lane vectors. Input and output are NCHW
+  like everywhere else; flatten order is torch's (c, y, x).
+* Both convolutions, and the gradient of conv2's input, run the same
+  register-blocked direct 3x3 kernel (``kernels.fused_conv``); the weight
+  gradients run its twin. No im2col buffers.
+* ReLU, dropout and max-pool are fused into single passes
+  (``kernels.fused_elementwise``). Dropout masks are recomputed from the
+  counter-based hash, never stored: the kept-and-positive units are exactly
+  those whose output is > 0, and max-pool keeps a 1-byte winner index.
+* fc3 and fc4 are plain matrix products (NumPy's BLAS).
+* Buffers are allocated once per batch size and reused (``_workspace``).
+
+Only the tutorial's network at float32 is supported (any batch size); other
+models raise ``NotImplementedError`` so the caller can use the layer path.
+
+Data flow of one step (N images; shapes NHWC unless noted):
+
+    x (N,3,32,32) NCHW --pad--> xp1 (N,34,34,3)
+      conv1 -> a1 (N,32,32,32) --relu,drop1--> d1p (N,34,34,32) (padded for conv2)
+      conv2 -> a2 (N,32,32,32) --relu,pool--> flat (N,8192) (c,y,x order), arg uint8
+      fc3 -> h3 (N,512) --relu,drop3--> d3 --fc4--> logits (N,10) --> loss
+    backward:
+      dlogits -> fc4 grads, dd3 -> dh3 -> fc3 grads, dflat
+      dflat --unpool,relu'--> g2p (N,34,34,32) -> conv2 grads (weight-grad kernel)
+      g2p --conv with rotated conv2 weights--> dd1 (N,32,32,32) --drop1',relu'--> g1
+      g1 -> conv1 grads (weight-grad kernel)
+"""
+import time
+
+import numba
+import numpy as np
+
+from scratchcnn.kernels import fused_conv as fc
+from scratchcnn.kernels import fused_elementwise as fe
+from scratchcnn.kernels import fused_sgd as fsgd
+
+__all__ = ["fused_forward_backward", "fused_predict", "fused_sgd_step", "check_supported", "warmup"]
+
+_H = _W = 32
+_C = 32
+
+
+def check_supported(model):
+    """Raise NotImplementedError unless ``model`` is the tutorial's network at float32."""
+    def need(cond, what):
+        if not cond:
+            raise NotImplementedError(f"scratchcnn.fused supports only the tutorial's CIFAR-10 network "
+                                      f"at float32 ({what}); use the layer-by-layer path instead")
+    need(getattr(model, "dtype", None) == np.float32, "dtype must be float32")
+    try:
+        c1, c2, f3, f4 = model.conv1, model.conv2, model.fc3, model.fc4
+        d1, d3 = model.drop1, model.drop3
+    except AttributeError as e:
+        raise NotImplementedError(f"scratchcnn.fused: not a CIFAR10Model ({e})") from None
+    for conv, cin in ((c1, 3), (c2, _C)):
+        need(conv.weight.data.shape == (_C, cin, 3, 3) and conv.bias is not None
+             and tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (1, 1),
+             f"{conv.name} must be Conv2d({cin}, 32, 3, padding=1)")
+    need(tuple(model.pool2.kernel_size) == (2, 2) and tuple(model.pool2.stride) == (2, 2), "pool2 must be 2x2/2")
+    need(f3.weight.data.shape == (512, 8192) and f4.weight.data.shape[1] == 512
+         and f3.bias is not None and f4.bias is not None, "fc3 must be Linear(8192, 512), fc4 Linear(512, K)")
+    need(0 <= d1.p < 1 and 0 <= d3.p < 1, "dropout p must be in [0, 1)")
+
+
+class _Workspace:
+    """Every intermediate buffer of one step for batch size n (reused across steps)."""
+
+    def __init__(self, n, n_chunks, n_classes):
+        f32 = np.float32
+        self.xp1 = np.zeros((n, _H + 2, _W + 2, 3), f32)
+        self.a = np.empty((n, _H, _W, _C), f32)           # a1, then a2, then dd1
+        self.d1p = np.zeros((n, _H + 2, _W + 2, _C), f32)
+        self.flat = np.empty((n, _C * (_H // 2) * (_W // 2)), f32)
+        self.arg = np.empty((n, _H // 2, _W // 2, _C), np.uint8)
+        self.h3 = np.empty((n, 512), f32)
+        self.d3 = np.empty((n, 512), f32)
+        self.dflat = np.empty_like(self.flat)
+        self.g2p = np.zeros((n, _H + 2, _W + 2, _C), f32)
+        self.g1 = np.empty((n, _H, _W, _C), f32)
+        self.partial2 = np.empty((n_chunks, len(_KOFF32), _C), f32)
+        self.partial1 = np.empty((n_chunks, len(_KOFF3), _C), f32)
+        self.partial_b = np.empty((n_chunks, _C), f32)
+        self.zero_bias = np.zeros(_C, f32)
+
+
+_KOFF3 = fc.tap_offsets(_W, 3)      # 27 taps padded to 32
+_KOFF32 = fc.tap_offsets(_W, _C)    # 288 taps
+_workspaces = {}
+
+
+def _workspace(n, n_classes):
+    key = (n, numba.get_num_threads(), n_classes)
+    ws = _workspaces.get(key)
+    if ws is None:
+        if len(_workspaces) > 4:              # keep memory bounded when batch sizes vary
+            _workspaces.clear()
+        ws = _workspaces[key] = _Workspace(n, key[1], n_classes)
+    return ws
+
+
+def _check_input(x):
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4 or x.shape[1:] != (3, _H, _W):
+        raise ValueError(f"scratchcnn.fused: expected float32 input of shape (N, 3, 32, 32), "
+                         f"got {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
+
+
+def _dropout_args(layer):
+    """(seed, counter, p, scale) for the kernels; scale 0 means 'not training: no dropout'."""
+    if not layer.training:
+        return 0, 0, 0.0, np.float32(0)
+    return layer.seed, layer.counter, layer.p, fe.dropout_scale(layer.p)
+
+
+def _features(model, x, ws, drop, t=None):
+    """conv1 -> relu -> drop1 -> conv2 -> relu -> pool into ws.flat / ws.arg; returns drop1's scale."""
+    t = t or _Timer(None)
+    ws.xp1[:, 1:-1, 1:-1, :] = x.transpose(0, 2, 3, 1)
+    t.lap("input NCHW->NHWC")
+    w1 = fc.pack_weights(model.conv1.weight.data, len(_KOFF3))
+    fc.conv3x3_forward(ws.xp1, w1, _KOFF3, model.conv1.bias.data, ws.a)
+    t.lap("conv1 forward")
+    seed, counter, p, scale = _dropout_args(model.drop1) if drop else (0, 0, 0.0, np.float32(0))
+    fe.relu_dropout_pad_nhwc(ws.a, ws.d1p, seed, counter, p, scale)
+    t.lap("act1+drop1 forward")
+    w2 = fc.pack_weights(model.conv2.weight.data, len(_KOFF32))
+    fc.conv3x3_forward(ws.d1p, w2, _KOFF32, model.conv2.bias.data, ws.a)
+    t.lap("conv2 forward")
+    fe.relu_maxpool2_nhwc(ws.a, ws.flat, ws.arg)
+    t.lap("act2+pool2 forward")
+    return scale
+
+
+class _Timer:
+    """``profile`` helper: t.lap("name") adds the seconds since the previous lap to profile[name]."""
+
+    def __init__(self, profile):
+        self.profile = profile
+        self.t = time.perf_counter()
+
+    def lap(self, name):
+        if self.profile is not None:
+            now = time.perf_counter()
+            self.profile[name] = self.profile.get(name, 0.0) + now - self.t
+            self.t = now
+
+
+def fused_forward_backward(model, x, y, profile=None):
+    """One training step's forward and backward (no parameter update).
+
+    model: ``scratchcnn.model.CIFAR10Model`` at float32; x: float32 (N, 3, 32, 32)
+    NCHW; y: integer labels (N,). Returns ``(loss: float, logits: (N, K) float32)``.
+
+    Side effects, exactly like the layer path: every parameter's ``.grad`` is
+    OVERWRITTEN with dL/dparam, and each Dropout layer in training mode draws
+    one mask (its ``counter`` goes up by one). Raises NotImplementedError for
+    a model this path does not support, ValueError for bad x or y.
+
+    ``profile``: optional dict; the seconds spent in each stage are added to it
+    (keys like "conv2 forward"), for ``benchmarks.layers`` and curious readers.
+    """
+    check_supported(model)
+    _check_input(x)
+    x = np.ascontiguousarray(x)
+    n = x.shape[0]
+    n_classes = model.fc4.weight.data.shape[0]
+    y = np.asarray(y)
+    if y.shape != (n,) or y.dtype.kind not in "iu" or np.any((y < 0) | (y >= n_classes)):
+        raise ValueError(f"scratchcnn.fused: expected integer labels of shape ({n},) in [0, {n_classes}), "
+                         f"got {y.dtype} {y.shape}")
+    ws = _workspace(n, n_classes)
+    c1, c2, f3, f4 = model.conv1, model.conv2, model.fc3, model.fc4
+    t = _Timer(profile)
+    t.lap("checks")
+
+    # ---- forward
+    scale1 = _features(model, x, ws, drop=True, t=t)
+    np.matmul(ws.flat, f3.weight.data.T, out=ws.h3)
+    ws.h3 += f3.bias.data
+    seed3, counter3, p3, scale3 = _dropout_args(model.drop3)
+    t.lap("fc3 forward")
+    fe.relu_dropout_rows(ws.h3, ws.d3, seed3, counter3, p3, scale3)
+    logits = ws.d3 @ f4.weight.data.T
+    logits += f4.bias.data
+
+    # ---- loss (as layers.SoftmaxCrossEntropy)
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = float(-log_probs[np.arange(n), y].mean())
+    dlogits = np.exp(log_probs)
+    dlogits[np.arange(n), y] -= 1
+    dlogits *= 1.0 / n
+    t.lap("act3+drop3+fc4+loss forward, fc4 backward")
+
+    # ---- backward: fc4, drop3/act3, fc3
+    np.matmul(dlogits.T, ws.d3, out=f4.weight.grad)
+    f4.bias.grad[...] = dlogits.sum(axis=0)
+    dh3 = dlogits @ f4.weight.data
+    b3 = scale3 if scale3 != 0 else np.float32(1)
+    dh3 = np.where(ws.d3 > 0, dh3 * b3, np.float32(0))
+    t.lap("act3+drop3+fc4+loss forward, fc4 backward")
+    np.matmul(dh3.T, ws.flat, out=f3.weight.grad)
+    f3.bias.grad[...] = dh3.sum(axis=0)
+    np.matmul(dh3, f3.weight.data, out=ws.dflat)
+    t.lap("fc3 backward")
+
+    # ---- backward: pool2/act2, conv2 (weights, then input), drop1/act1, conv1 (weights)
+    fe.maxpool2_relu_backward_pad(ws.dflat, ws.flat, ws.arg, ws.g2p)
+    t.lap("pool2+act2 backward")
+    fc.conv3x3_weight_grad(ws.d1p, ws.g2p, _KOFF32, ws.partial2, ws.partial_b)
+    c2.weight.grad[...] = fc.unpack_weight_grad(ws.partial2.sum(axis=0), _C)
+    c2.bias.grad[...] = ws.partial_b.sum(axis=0)
+    t.lap("conv2 backward (weights)")
+    w2r = fc.pack_weights(fc.rotated_weights(c2.weight.data), len(_KOFF32))
+    fc.conv3x3_forward(ws.g2p, w2r, _KOFF32, ws.zero_bias, ws.a)          # ws.a = dL/d(drop1 out)
+    t.lap("conv2 backward (input)")
+    b1 = scale1 if scale1 != 0 else np.float32(1)
+    fe.dropout_relu_backward_nhwc(ws.a, ws.d1p, b1, ws.g1)
+    t.lap("drop1+act1 backward")
+    fc.conv3x3_weight_grad(ws.xp1, ws.g1, _KOFF3, ws.partial1, ws.partial_b)
+    c1.weight.grad[...] = fc.unpack_weight_grad(ws.partial1.sum(axis=0), 3)
+    c1.bias.grad[...] = ws.partial_b.sum(axis=0)
+    t.lap("conv1 backward (weights)")
+
+    # ---- the masks used: advance the counters as the Dropout layers would
+    for layer in (model.drop1, model.drop3):
+        if layer.training:
+            layer.counter += 1
+    t.lap("checks")
+    return loss, logits
+
+
+def fused_predict(model, x, batch_size=256):
+    """Eval-mode logits (N, K) float32 for x (N, 3, 32, 32): no dropout, no gradients,
+    no change to the model. Runs in chunks of ``batch_size`` images."""
+    check_supported(model)
+    _check_input(x)
+    n_classes = model.fc4.weight.data.shape[0]
+    out = np.empty((x.shape[0], n_classes), np.float32)
+    for s in range(0, x.shape[0], batch_size):
+        xb = np.ascontiguousarray(x[s:s + batch_size])
+        ws = _workspace(xb.shape[0], n_classes)
+        _features(model, xb, ws, drop=False)
+        h = ws.flat @ model.fc3.weight.data.T
+        h += model.fc3.bias.data
+        np.maximum(h, 0, out=h)
+        out[s:s + xb.shape[0]] = h @ model.fc4.weight.data.T + model.fc4.bias.data
+    return out
+
+
+# ------------------------------------------------------------------ compile / cache load
+
+_KERNELS = (fc.conv3x3_forward, fc.conv3x3_weight_grad, fe.relu_dropout_pad_nhwc, fe.relu_dropout_rows,
+            fe.relu_maxpool2_nhwc, fe.maxpool2_relu_backward_pad, fe.dropout_relu_backward_nhwc,
+            fsgd.sgd_momentum_parallel)
+
+
+def kernels_cached():
+    """True when every fused kernel has an up-to-date entry in numba's on-disk cache
+    (so loading them takes well under a second instead of compiling)."""
+    for disp in _KERNELS:
+        try:
+            if not disp._cache._cache_file._load_index():     # {} when missing or stale
+                return False
+        except Exception:                                      # numba internals moved: assume cold
+            return False
+    return True
+
+
+def warmup(verbose=True):
+    """Compile (first run) or load from numba's cache (later runs) every fused kernel.
+
+    Runs one tiny fused step on a throwaway model, so the exact signatures used
+    in training are ready. Prints "compiling kernels, first run only ..." first
+    when the on-disk cache is cold (that takes some 10-30 s once). Returns the
+    seconds it took.
+    """
+    from scratchcnn.model import CIFAR10Model
+    t0 = time.perf_counter()
+    cold = not kernels_cached()
+    if cold and verbose:
+        print("compiling kernels, first run only (about 30 s) ...", flush=True)
+    model = CIFAR10Model(rng=0)
+    x = np.zeros((1, 3, _H, _W), np.float32)
+    fused_forward_backward(model, x, np.zeros(1, np.int64))
+    from scratchcnn.optim import SGD
+    opt = SGD(model.parameters(), lr=0.001, momentum=0.9)
+    fused_sgd_step(opt)
+    fused_sgd_step(opt)
+    model.eval()
+    fused_predict(model, x)
+    dt = time.perf_counter() - t0
+    if cold and verbose:
+        print(f"compiled in {dt:.0f} s; later runs load them from the cache", flush=True)
+    return dt
+
+
+def fused_sgd_step(optimizer):
+    """``optimizer.step()`` for ``scratchcnn.optim.SGD``, with the update split across threads.
+
+    Same arithmetic, element for element (bit-identical results); the momentum
+    buffers stay in ``optimizer`` (``state_dict()`` sees them). Falls back to
+    ``optimizer.step()`` where the parameters are not one flat buffer.
+    """
+    flat = getattr(optimizer, "_flat", None)
+    if optimizer.momentum == 0 or flat is None or not hasattr(optimizer, "_allocate_buffers"):
+        return optimizer.step()
+    first_step = not optimizer.momentum_buffers
+    if first_step:
+        optimizer._allocate_buffers()
+    param, grad = flat
+    dt = param.dtype.type
+    fsgd.sgd_momentum_parallel(param, grad, optimizer._flat_buffer, dt(optimizer.lr), dt(optimizer.momentum),
+                               first_step)

@@ -1,0 +1,226 @@
+"""Direct 3x3 convolution kernels in NHWC, register-blocked (the fused path's hot loops).
+
+Layout (all float32, C-contiguous):
+
+    xp   (N, H+2, W+2, C)   input, zero-padded by 1 pixel on each side, channels last
+    wk   (K, 32)            weights as rows k = (kh, kw, c) -> 32 output channels,
+                            i.e. torch's weight (32, C, 3, 3) transposed to (3, 3, C, 32)
+    koff (K,) int64         koff[k] = kh*(W+2)*C + kw*C + c: where tap k sits in xp,
+                            relative to the top-left corner of a pixel's 3x3 window
+    out  (N, H, W, 32)      output, channels last
+
+With these, one output pixel is a K-long dot product per output channel:
+
+    out[n,h,w,:] = bias + sum_k xp_flat[corner(n,h,w) + koff[k]] * wk[k, :]
+    corner(n,h,w) = ((n*(H+2) + h)*(W+2) + w)*C
+
+``conv3x3_forward`` computes 8 neighbouring pixels x 32 output channels at a
+time: 16 vector accumulators (8 pixels x 2 vectors of 16 channels) stay in
+registers for the whole K loop; each step loads 2 weight vectors and
+broadcasts 8 input values, then does 16 fused multiply-adds. This is the
+"register-blocked direct convolution" of PERF.md: no im2col buffer.
+
+The same kernel computes dL/dinput of a stride-1, pad-1 3x3 conv ("backward
+data"): feed it dL/dout zero-padded, and the weights rotated by 180 degrees
+with input/output channels swapped (``rotated_weights``):
+
+    dL/dx[n,h,w,c] = sum_{kh,kw,f} dout_p[n,h+kh,w+kw,f] * weight[f,c,2-kh,2-kw]
+
+``conv3x3_weight_grad`` computes dL/dweight and dL/dbias:
+
+    dW[k, f] = sum_{n,h,w} xp_flat[corner(n,h,w) + koff[k]] * g[n,h,w,f]
+    db[f]    = sum_{n,h,w} g[n,h,w,f]
+
+blocked as 8 taps x 32 channels of accumulators, swept along an image row.
+Each thread sums its share of the rows into its own slice of ``partial``;
+the caller adds the slices (a deterministic order, so results do not depend
+on timing).
+
+The NumPy twins (``*_reference``) say the same thing in a few lines each.
+"""
+import numba
+import numpy as np
+from numba import prange
+
+from scratchcnn.kernels.fused_simd import vadd, vbcast_at, vfma, vload, vstore, vzero
+
+COUT = 32       # output channels per kernel call (two 16-lane vectors)
+PIX = 8         # output pixels per register block
+
+
+def tap_offsets(width, channels, k_pad=8):
+    """koff for a 3x3 window over a padded NHWC image of the given width; padded
+    with zeros to a multiple of ``k_pad`` (the extra taps get zero weights)."""
+    wp = width + 2
+    offs = [kh * wp * channels + kw * channels + c
+            for kh in range(3) for kw in range(3) for c in range(channels)]
+    offs += [0] * (-len(offs) % k_pad)
+    return np.array(offs, dtype=np.int64)
+
+
+def pack_weights(weight, k_total):
+    """torch layout (32, C, 3, 3) -> wk (k_total, 32): rows (kh, kw, c), zero rows after 9*C."""
+    f, c = weight.shape[:2]
+    wk = np.zeros((k_total, f), np.float32)
+    wk[:9 * c] = weight.transpose(2, 3, 1, 0).reshape(9 * c, f)
+    return wk
+
+
+def rotated_weights(weight):
+    """Weights of the backward-data conv: rot[c, f, i, j] = weight[f, c, 2-i, 2-j] (torch layout)."""
+    return np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+
+
+def unpack_weight_grad(dwk, channels):
+    """dwk (K, 32) rows (kh, kw, c) -> torch layout (32, C, 3, 3)."""
+    return dwk[:9 * channels].reshape(3, 3, channels, -1).transpose(3, 2, 0, 1)
+
+
+@numba.njit(inline="always")
+def _fma2(xf, i, wl, wh, al, ah):
+    """(al, ah) += xf[i] * (wl, wh): one input value times 32 weights."""
+    xb = vbcast_at(xf, i)
+    return vfma(xb, wl, al), vfma(xb, wh, ah)
+
+
+@numba.njit(cache=True, fastmath=True, parallel=True)
+def conv3x3_forward(xp, wk, koff, bias, out):
+    """out (N,H,W,32) = 3x3 conv of padded NHWC xp (N,H+2,W+2,C) with wk (K,32) + bias (32,).
+
+    Requires W % 8 == 0 and K == koff.size == wk.shape[0].
+    """
+    n_img, hp, wp, c = xp.shape
+    h_out, w_out = hp - 2, wp - 2
+    k_taps = koff.shape[0]
+    xf = xp.reshape(-1)
+    wf = wk.reshape(-1)
+    of = out.reshape(-1)
+    b_lo = vload(bias, 0)
+    b_hi = vload(bias, 16)
+    for r in prange(n_img * h_out):
+        n = r // h_out
+        h = r - n * h_out
+        x_row = (n * hp + h) * wp * c
+        o_row = r * w_out * COUT
+        for w0 in range(0, w_out, PIX):
+            a0l = b_lo; a0h = b_hi; a1l = b_lo; a1h = b_hi
+            a2l = b_lo; a2h = b_hi; a3l = b_lo; a3h = b_hi
+            a4l = b_lo; a4h = b_hi; a5l = b_lo; a5h = b_hi
+            a6l = b_lo; a6h = b_hi; a7l = b_lo; a7h = b_hi
+            base = x_row + w0 * c
+            for k in range(k_taps):
+                o = base + koff[k]
+                wl = vload(wf, k * COUT)
+                wh = vload(wf, k * COUT + 16)
+                a0l, a0h = _fma2(xf, o, wl, wh, a0l, a0h)
+                a1l, a1h = _fma2(xf, o + c, wl, wh, a1l, a1h)
+                a2l, a2h = _fma2(xf, o + 2 * c, wl, wh, a2l, a2h)
+                a3l, a3h = _fma2(xf, o + 3 * c, wl, wh, a3l, a3h)
+                a4l, a4h = _fma2(xf, o + 4 * c, wl, wh, a4l, a4h)
+                a5l, a5h = _fma2(xf, o + 5 * c, wl, wh, a5l, a5h)
+                a6l, a6h = _fma2(xf, o + 6 * c, wl, wh, a6l, a6h)
+                a7l, a7h = _fma2(xf, o + 7 * c, wl, wh, a7l, a7h)
+            q = o_row + w0 * COUT
+            vstore(of, q, a0l); vstore(of, q + 16, a0h)
+            vstore(of, q + 32, a1l); vstore(of, q + 48, a1h)
+            vstore(of, q + 64, a2l); vstore(of, q + 80, a2h)
+            vstore(of, q + 96, a3l); vstore(of, q + 112, a3h)
+            vstore(of, q + 128, a4l); vstore(of, q + 144, a4h)
+            vstore(of, q + 160, a5l); vstore(of, q + 176, a5h)
+            vstore(of, q + 192, a6l); vstore(of, q + 208, a6h)
+            vstore(of, q + 224, a7l); vstore(of, q + 240, a7h)
+
+
+@numba.njit(cache=True, fastmath=True, parallel=True)
+def conv3x3_weight_grad(xp, g, koff, partial, partial_b):
+    """Per-thread sums of dW (K,32) and db (32,) into partial (T,K,32), partial_b (T,32).
+
+    xp (N,H+2,W+2,C) padded input; g (N,H+2p,W+2p,32) dL/dout, padded by p = 0 or 1
+    (only its interior is read). K = koff.size must be a multiple of 8.
+    ``partial`` and ``partial_b`` are overwritten; the answer is their sum over axis 0.
+    """
+    n_img, hp, wp, c = xp.shape
+    h_out, w_out = hp - 2, wp - 2
+    gpad = (g.shape[1] - h_out) // 2
+    ghp, gwp = g.shape[1], g.shape[2]
+    k_taps = koff.shape[0]
+    n_chunks = partial.shape[0]
+    rows = n_img * h_out
+    xf = xp.reshape(-1)
+    gf = g.reshape(-1)
+    for t in prange(n_chunks):
+        pf = partial[t].reshape(-1)
+        pb = partial_b[t]
+        pf[:] = 0
+        b_lo = vzero()
+        b_hi = vzero()
+        for r in range(t * rows // n_chunks, (t + 1) * rows // n_chunks):
+            n = r // h_out
+            h = r - n * h_out
+            x_row = (n * hp + h) * wp * c
+            g_row = ((n * ghp + h + gpad) * gwp + gpad) * COUT
+            for w in range(w_out):
+                b_lo = vadd(b_lo, vload(gf, g_row + w * COUT))
+                b_hi = vadd(b_hi, vload(gf, g_row + w * COUT + 16))
+            for k0 in range(0, k_taps, 8):
+                q = k0 * COUT
+                a0l = vload(pf, q); a0h = vload(pf, q + 16)
+                a1l = vload(pf, q + 32); a1h = vload(pf, q + 48)
+                a2l = vload(pf, q + 64); a2h = vload(pf, q + 80)
+                a3l = vload(pf, q + 96); a3h = vload(pf, q + 112)
+                a4l = vload(pf, q + 128); a4h = vload(pf, q + 144)
+                a5l = vload(pf, q + 160); a5h = vload(pf, q + 176)
+                a6l = vload(pf, q + 192); a6h = vload(pf, q + 208)
+                a7l = vload(pf, q + 224); a7h = vload(pf, q + 240)
+                o0 = koff[k0]; o1 = koff[k0 + 1]; o2 = koff[k0 + 2]; o3 = koff[k0 + 3]
+                o4 = koff[k0 + 4]; o5 = koff[k0 + 5]; o6 = koff[k0 + 6]; o7 = koff[k0 + 7]
+                for w in range(w_out):
+                    gl = vload(gf, g_row + w * COUT)
+                    gh = vload(gf, g_row + w * COUT + 16)
+                    xb = x_row + w * c
+                    a0l, a0h = _fma2(xf, xb + o0, gl, gh, a0l, a0h)
+                    a1l, a1h = _fma2(xf, xb + o1, gl, gh, a1l, a1h)
+                    a2l, a2h = _fma2(xf, xb + o2, gl, gh, a2l, a2h)
+                    a3l, a3h = _fma2(xf, xb + o3, gl, gh, a3l, a3h)
+                    a4l, a4h = _fma2(xf, xb + o4, gl, gh, a4l, a4h)
+                    a5l, a5h = _fma2(xf, xb + o5, gl, gh, a5l, a5h)
+                    a6l, a6h = _fma2(xf, xb + o6, gl, gh, a6l, a6h)
+                    a7l, a7h = _fma2(xf, xb + o7, gl, gh, a7l, a7h)
+                vstore(pf, q, a0l); vstore(pf, q + 16, a0h)
+                vstore(pf, q + 32, a1l); vstore(pf, q + 48, a1h)
+                vstore(pf, q + 64, a2l); vstore(pf, q + 80, a2h)
+                vstore(pf, q + 96, a3l); vstore(pf, q + 112, a3h)
+                vstore(pf, q + 128, a4l); vstore(pf, q + 144, a4h)
+                vstore(pf, q + 160, a5l); vstore(pf, q + 176, a5h)
+                vstore(pf, q + 192, a6l); vstore(pf, q + 208, a6h)
+                vstore(pf, q + 224, a7l); vstore(pf, q + 240, a7h)
+        vstore(pb, 0, b_lo)
+        vstore(pb, 16, b_hi)
+
+
+# ---------------------------------------------------------------- NumPy twins
+
+def conv3x3_forward_reference(xp, wk, koff, bias):
+    """out[n,h,w,:] = bias + sum_k xp_flat[corner(n,h,w) + koff[k]] * wk[k,:] (see module doc)."""
+    n_img, hp, wp, c = xp.shape
+    h_out, w_out = hp - 2, wp - 2
+    out = np.empty((n_img, h_out, w_out, wk.shape[1]), np.float32)
+    xf = xp.reshape(-1)
+    corners = (((np.arange(n_img)[:, None, None] * hp + np.arange(h_out)[None, :, None]) * wp
+                + np.arange(w_out)[None, None, :]) * c)                      # (N, H, W)
+    cols = xf[corners[..., None] + koff]                                      # (N, H, W, K)
+    out[...] = cols @ wk + bias
+    return out
+
+
+def conv3x3_weight_grad_reference(xp, g, koff):
+    """(dW (K,32), db (32,)): dW[k,f] = sum_{n,h,w} xp_flat[corner + koff[k]] * g[n,h,w,f]."""
+    n_img, hp, wp, c = xp.shape
+    h_out, w_out = hp - 2, wp - 2
+    p = (g.shape[1] - h_out) // 2
+    g = g[:, p:p + h_out, p:p + w_out, :].reshape(-1, g.shape[3]).astype(np.float64)
+    xf = xp.reshape(-1)
+    corners = (((np.arange(n_img)[:, None, None] * hp + np.arange(h_out)[None, :, None]) * wp
+                + np.arange(w_out)[None, None, :]) * c).reshape(-1)
+    cols = xf[corners[:, None] + koff].astype(np.float64)                     # (NHW, K)
+    return (cols.T @ g).astype(np.float32), g.sum(0).astype(np.float32)

@@ -1,0 +1,172 @@
+"""The fused path's cheap per-element kernels: ReLU, dropout, 2x2 max-pool (NHWC).
+
+They sit between the convolution kernels of ``fused_conv`` and touch each
+activation once. Dropout masks are recomputed from the counter-based hash of
+``scratchcnn.kernels.rng`` instead of being stored: element i of a layer's
+mask (i = its flat NCHW index, whatever layout the data is in here) is
+
+    keep[i] = uniform01(stream_key(seed, counter), i) >= p
+
+exactly as ``rng.keep_mask(seed, counter, size, p)``, so these kernels drop
+the same units as the layer-by-layer path. ``scale = float32(1) / float32(1 - p)``
+is the same float32 number ``layers.Dropout`` multiplies by.
+
+After ReLU and dropout, the kept-and-positive units are exactly those with
+out > 0, so the backward passes need no mask at all:
+
+    dL/dx = dL/dout * scale   where out > 0,   else 0
+
+Shapes (float32, C-contiguous unless said otherwise):
+    a     (N, H, W, C)        conv output before ReLU, NHWC
+    outp  (N, H+2, W+2, C)    next conv's zero-padded input (only the interior is written)
+    flat  (N, C*(H/2)*(W/2))  pooled output in torch's Flatten order (c, y, x)
+    arg   (N, H/2, W/2, C)    uint8 in 0..3: which of the window's 4 inputs won, 2*dy + dx
+"""
+import numba
+import numpy as np
+from numba import prange
+
+from scratchcnn.kernels.rng import keep_mask_reference, stream_key, uniform01
+
+
+def dropout_scale(p):
+    """The float32 factor layers.Dropout uses: mask.astype(float32) / (1 - p)."""
+    return np.float32(1.0) / np.float32(1 - p)
+
+
+# ------------------------------------------------------------------ forward
+
+@numba.njit(cache=True, fastmath=True, parallel=True)
+def relu_dropout_pad_nhwc(a, outp, seed, counter, p, scale):
+    """outp[n, h+1, w+1, c] = relu(a[n,h,w,c]) * keep[i] * scale, i = ((n*C + c)*H + h)*W + w.
+
+    With ``scale == 0`` dropout is off (eval mode): outp = relu(a).
+    """
+    n_img, h_in, w_in, c_in = a.shape
+    key = stream_key(seed, counter)
+    pf = np.float32(p)
+    hw = h_in * w_in
+    for r in prange(n_img * h_in):
+        n = r // h_in
+        h = r - n * h_in
+        for w in range(w_in):
+            i0 = n * c_in * hw + h * w_in + w
+            for c in range(c_in):
+                v = a[n, h, w, c]
+                if scale == 0:
+                    d = max(v, np.float32(0))
+                else:
+                    keep = uniform01(key, i0 + c * hw) >= pf
+                    d = v * scale if (v > 0 and keep) else np.float32(0)
+                outp[n, h + 1, w + 1, c] = d
+
+
+@numba.njit(cache=True, fastmath=True)
+def relu_dropout_rows(a, out, seed, counter, p, scale):
+    """out[n, j] = relu(a[n, j]) * keep[n*J + j] * scale (a, out: (N, J)); scale 0: plain ReLU."""
+    n_img, j_len = a.shape
+    key = stream_key(seed, counter)
+    pf = np.float32(p)
+    for n in range(n_img):
+        for j in range(j_len):
+            v = a[n, j]
+            if scale == 0:
+                out[n, j] = max(v, np.float32(0))
+            else:
+                keep = uniform01(key, n * j_len + j) >= pf
+                out[n, j] = v * scale if (v > 0 and keep) else np.float32(0)
+
+
+@numba.njit(cache=True, fastmath=True, parallel=True)
+def relu_maxpool2_nhwc(a, flat, arg):
+    """2x2/2 max-pool of relu(a), written in torch's flatten order; arg = winner in its window.
+
+    flat[n, (c*Ho + y)*Wo + x] = max(0, max_{dy,dx} a[n, 2y+dy, 2x+dx, c]),
+    arg[n, y, x, c] = 2*dy + dx of the FIRST maximum in window order (like torch).
+    (ReLU and max commute, so pooling first and clamping once is the same.)
+    """
+    n_img, h_in, w_in, c_in = a.shape
+    ho, wo = h_in // 2, w_in // 2
+    for r in prange(n_img * ho):
+        n = r // ho
+        y = r - n * ho
+        for x in range(wo):
+            for c in range(c_in):
+                m = a[n, 2 * y, 2 * x, c]
+                k = 0
+                v = a[n, 2 * y, 2 * x + 1, c]
+                if v > m:
+                    m = v
+                    k = 1
+                v = a[n, 2 * y + 1, 2 * x, c]
+                if v > m:
+                    m = v
+                    k = 2
+                v = a[n, 2 * y + 1, 2 * x + 1, c]
+                if v > m:
+                    m = v
+                    k = 3
+                arg[n, y, x, c] = k
+                flat[n, (c * ho + y) * wo + x] = max(m, np.float32(0))
+
+
+# ------------------------------------------------------------------ backward
+
+@numba.njit(cache=True, fastmath=True, parallel=True)
+def maxpool2_relu_backward_pad(dflat, flat, arg, gp):
+    """dL/da into the zero-padded gp (N, H+2, W+2, C) (interior written, border untouched).
+
+    gp[n, 2y+dy+1, 2x+dx+1, c] = dflat[n, j] if 2*dy+dx == arg[n,y,x,c] and flat[n, j] > 0 else 0,
+    with j = (c*Ho + y)*Wo + x.
+    """
+    n_img, hp, wp, c_in = gp.shape
+    ho, wo = (hp - 2) // 2, (wp - 2) // 2
+    for r in prange(n_img * ho):
+        n = r // ho
+        y = r - n * ho
+        for x in range(wo):
+            for c in range(c_in):
+                j = (c * ho + y) * wo + x
+                g = dflat[n, j] if flat[n, j] > 0 else np.float32(0)
+                k = arg[n, y, x, c]
+                gp[n, 2 * y + 1, 2 * x + 1, c] = g if k == 0 else np.float32(0)
+                gp[n, 2 * y + 1, 2 * x + 2, c] = g if k == 1 else np.float32(0)
+                gp[n, 2 * y + 2, 2 * x + 1, c] = g if k == 2 else np.float32(0)
+                gp[n, 2 * y + 2, 2 * x + 2, c] = g if k == 3 else np.float32(0)
+
+
+@numba.njit(cache=True, fastmath=True, parallel=True)
+def dropout_relu_backward_nhwc(dout, outp, scale, da):
+    """da[n,h,w,c] = dout[n,h,w,c] * scale where outp[n,h+1,w+1,c] > 0, else 0 (all NHWC)."""
+    n_img, h_in, w_in, c_in = da.shape
+    for r in prange(n_img * h_in):
+        n = r // h_in
+        h = r - n * h_in
+        for w in range(w_in):
+            for c in range(c_in):
+                da[n, h, w, c] = dout[n, h, w, c] * scale if outp[n, h + 1, w + 1, c] > 0 else np.float32(0)
+
+
+# ------------------------------------------------------------------ NumPy twins
+
+def relu_dropout_reference(a_nchw, seed, counter, p):
+    """relu(a) * keep_mask * scale for an NCHW (or (N, J)) array, like act + Dropout layers."""
+    mask = keep_mask_reference(seed, counter, a_nchw.size, p).reshape(a_nchw.shape)
+    return np.maximum(a_nchw, 0) * (mask.astype(np.float32) / np.float32(1 - p))
+
+
+def relu_maxpool2_reference(a_nhwc):
+    """(flat (N, C*Ho*Wo) in (c, y, x) order, arg (N, Ho, Wo, C)) of relu then 2x2 max-pool."""
+    n, h, w, c = a_nhwc.shape
+    win = a_nhwc.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(n, h // 2, w // 2, c, 4)
+    arg = win.argmax(-1).astype(np.uint8)                 # argmax returns the first maximum
+    pooled = np.maximum(win.max(-1), 0)                   # (N, Ho, Wo, C)
+    return pooled.transpose(0, 3, 1, 2).reshape(n, -1), arg
+
+
+def maxpool2_relu_backward_reference(dflat, flat, arg):
+    """dL/da (N, H, W, C), unpadded: the pooled gradient routed to each window's winner."""
+    n, ho, wo, c = arg.shape
+    g = np.where(flat > 0, dflat, 0).reshape(n, c, ho, wo).transpose(0, 2, 3, 1)   # (N, Ho, Wo, C)
+    win = (arg[..., None] == np.arange(4)) * g[..., None]                          # (N, Ho, Wo, C, 4)
+    return win.reshape(n, ho, wo, c, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(n, 2 * ho, 2 * wo, c)

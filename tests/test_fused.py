@@ -1,0 +1,198 @@
+"""The fused fast path against its references.
+
+* each numba kernel of ``scratchcnn.kernels.fused_*`` == its NumPy twin;
+* ``fused_forward_backward`` == the layer-by-layer path (model.forward +
+  SoftmaxCrossEntropy + model.backward): loss, logits, every parameter
+  gradient and the dropout counters, at batch 32 and an odd batch size;
+* ``fused_predict`` == the layer path in eval mode; ``fused_sgd_step`` ==
+  ``SGD.step`` bit for bit.
+
+Tolerances: the fused path sums in a different order (NHWC, blocked), so
+results agree to float32 rounding, not bitwise; relative errors of a few
+1e-6 are expected, 1e-4 would mean a bug.
+"""
+import numpy as np
+import pytest
+
+from scratchcnn import fused
+from scratchcnn.kernels import fused_conv as fc
+from scratchcnn.kernels import fused_elementwise as fe
+from scratchcnn.kernels import fused_sgd as fsgd
+from scratchcnn.kernels.rng import keep_mask
+from scratchcnn.layers import SoftmaxCrossEntropy
+from scratchcnn.model import CIFAR10Model
+from scratchcnn.optim import SGD
+
+
+def rel_err(a, b):
+    """max |a - b| / max |b|: error relative to the array's scale."""
+    return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def padded(rng, n, c, h=32, w=32):
+    xp = np.zeros((n, h + 2, w + 2, c), np.float32)
+    xp[:, 1:-1, 1:-1] = rng.standard_normal((n, h, w, c))
+    return xp
+
+
+# ------------------------------------------------------------------ kernels
+
+@pytest.mark.parametrize("c", [3, 32])
+def test_conv3x3_forward_matches_reference(c):
+    rng = np.random.default_rng(c)
+    xp = padded(rng, 3, c)
+    koff = fc.tap_offsets(32, c)
+    wk = fc.pack_weights(rng.standard_normal((32, c, 3, 3)).astype(np.float32), len(koff))
+    bias = rng.standard_normal(32).astype(np.float32)
+    out = np.empty((3, 32, 32, 32), np.float32)
+    fc.conv3x3_forward(xp, wk, koff, bias, out)
+    assert rel_err(out, fc.conv3x3_forward_reference(xp, wk, koff, bias)) < 2e-6
+
+
+def test_conv3x3_forward_matches_torch_and_rotation_gives_input_grad():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 32, 32, 32)).astype(np.float32)          # NCHW
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    dout = rng.standard_normal((2, 32, 32, 32)).astype(np.float32)       # NCHW
+    koff = fc.tap_offsets(32, 32)
+    xp = np.zeros((2, 34, 34, 32), np.float32)
+    xp[:, 1:-1, 1:-1] = x.transpose(0, 2, 3, 1)
+    out = np.empty((2, 32, 32, 32), np.float32)
+    fc.conv3x3_forward(xp, fc.pack_weights(w, len(koff)), koff, np.zeros(32, np.float32), out)
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = torch.nn.functional.conv2d(tx, torch.from_numpy(w), padding=1)
+    assert rel_err(out, ty.detach().numpy().transpose(0, 2, 3, 1)) < 2e-6
+    (dx,) = torch.autograd.grad(ty, tx, torch.from_numpy(dout))
+    gp = np.zeros((2, 34, 34, 32), np.float32)
+    gp[:, 1:-1, 1:-1] = dout.transpose(0, 2, 3, 1)
+    fc.conv3x3_forward(gp, fc.pack_weights(fc.rotated_weights(w), len(koff)), koff, np.zeros(32, np.float32), out)
+    assert rel_err(out, dx.numpy().transpose(0, 2, 3, 1)) < 2e-6
+
+
+@pytest.mark.parametrize("c, gpad", [(3, 0), (32, 1)])
+def test_conv3x3_weight_grad_matches_reference(c, gpad):
+    rng = np.random.default_rng(c)
+    xp = padded(rng, 3, c)
+    g = rng.standard_normal((3, 32 + 2 * gpad, 32 + 2 * gpad, 32)).astype(np.float32)
+    koff = fc.tap_offsets(32, c)
+    partial = np.empty((3, len(koff), 32), np.float32)        # 3 chunks: uneven row split
+    partial_b = np.empty((3, 32), np.float32)
+    fc.conv3x3_weight_grad(xp, g, koff, partial, partial_b)
+    dw, db = fc.conv3x3_weight_grad_reference(xp, g, koff)
+    assert rel_err(partial.sum(0), dw) < 1e-5
+    assert rel_err(partial_b.sum(0), db) < 1e-5
+
+
+def test_relu_dropout_pad_matches_keep_mask():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((3, 32, 32, 32)).astype(np.float32)
+    outp = np.zeros((3, 34, 34, 32), np.float32)
+    fe.relu_dropout_pad_nhwc(a, outp, 123, 7, 0.3, fe.dropout_scale(0.3))
+    ref = fe.relu_dropout_reference(a.transpose(0, 3, 1, 2), 123, 7, 0.3)     # NCHW mask order
+    np.testing.assert_array_equal(outp[:, 1:-1, 1:-1], ref.transpose(0, 2, 3, 1))
+    assert not outp[:, 0].any() and not outp[:, :, -1].any()                  # border stays zero
+    h = rng.standard_normal((5, 512)).astype(np.float32)
+    out = np.empty_like(h)
+    fe.relu_dropout_rows(h, out, 9, 2, 0.5, fe.dropout_scale(0.5))
+    np.testing.assert_array_equal(out, fe.relu_dropout_reference(h, 9, 2, 0.5))
+    # the reference uses the same bits as the layer path's numba mask
+    np.testing.assert_array_equal(keep_mask(9, 2, h.size, 0.5).reshape(h.shape) * np.maximum(h, 0) * 2,
+                                  fe.relu_dropout_reference(h, 9, 2, 0.5))
+
+
+def test_maxpool_forward_backward_match_reference():
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((3, 32, 32, 32)).astype(np.float32)
+    a[0, 0, 0, 0] = a[0, 0, 1, 0] = 5.0                        # a tie: the first one wins, like torch
+    flat = np.empty((3, 8192), np.float32)
+    arg = np.empty((3, 16, 16, 32), np.uint8)
+    fe.relu_maxpool2_nhwc(a, flat, arg)
+    ref_flat, ref_arg = fe.relu_maxpool2_reference(a)
+    np.testing.assert_array_equal(flat, ref_flat)
+    np.testing.assert_array_equal(arg, ref_arg)
+    assert arg[0, 0, 0, 0] == 0
+    dflat = rng.standard_normal((3, 8192)).astype(np.float32)
+    gp = np.zeros((3, 34, 34, 32), np.float32)
+    fe.maxpool2_relu_backward_pad(dflat, flat, arg, gp)
+    np.testing.assert_array_equal(gp[:, 1:-1, 1:-1], fe.maxpool2_relu_backward_reference(dflat, flat, arg))
+    g1 = np.empty_like(a)
+    dout = rng.standard_normal(a.shape).astype(np.float32)
+    fe.dropout_relu_backward_nhwc(dout, gp, np.float32(2), g1)
+    np.testing.assert_array_equal(g1, np.where(gp[:, 1:-1, 1:-1] > 0, dout * np.float32(2), 0))
+
+
+def test_sgd_parallel_matches_reference_and_optim():
+    rng = np.random.default_rng(3)
+    p, g = rng.standard_normal((2, 10007)).astype(np.float32)
+    for first in (True, False):
+        a = (p.copy(), g, rng.standard_normal(10007).astype(np.float32))
+        b = (p.copy(), g, a[2].copy())
+        fsgd.sgd_momentum_parallel(*a, np.float32(0.01), np.float32(0.9), first)
+        fsgd.sgd_momentum_reference(*b, np.float32(0.01), np.float32(0.9), first)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[2], b[2])
+    m1, m2 = CIFAR10Model(rng=0), CIFAR10Model(rng=0)
+    o1 = SGD(m1.parameters(), lr=0.001, momentum=0.9)
+    o2 = SGD(m2.parameters(), lr=0.001, momentum=0.9)
+    for step in range(2):
+        m1.flat_grad[:] = m2.flat_grad[:] = rng.standard_normal(m1.flat_grad.size)
+        o1.step()
+        fused.fused_sgd_step(o2)
+    np.testing.assert_array_equal(m1.flat_data, m2.flat_data)
+    for k, v in o1.state_dict()["momentum_buffers"].items():
+        np.testing.assert_array_equal(v, o2.state_dict()["momentum_buffers"][k])
+
+
+# ------------------------------------------------------------------ whole network
+
+@pytest.mark.parametrize("n", [32, 5])
+def test_fused_forward_backward_equals_layer_path(n):
+    layer_model, fused_model = CIFAR10Model(rng=11), CIFAR10Model(rng=11)
+    rng = np.random.default_rng(n)
+    criterion = SoftmaxCrossEntropy()
+    for step in range(2):                    # the second step checks the advanced dropout counters
+        x = rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
+        y = rng.integers(0, 10, n)
+        logits = layer_model.forward(x)
+        loss = criterion.forward(logits, y)
+        layer_model.backward(criterion.backward())
+        f_loss, f_logits = fused.fused_forward_backward(fused_model, x, y)
+        assert isinstance(f_loss, float)
+        assert abs(f_loss - float(loss)) < 1e-6 * abs(float(loss))
+        assert rel_err(f_logits, logits) < 2e-6
+        for (name, p_layer), (_, p_fused) in zip(layer_model.parameters(), fused_model.parameters()):
+            assert rel_err(p_fused.grad, p_layer.grad) < 1e-5, name
+        assert fused_model.dropout_state() == layer_model.dropout_state()
+    assert layer_model.dropout_state()["drop1"]["counter"] == 2
+
+
+def test_fused_overwrites_grads_and_respects_eval_mode():
+    m_layer, m_fused = CIFAR10Model(rng=4).eval(), CIFAR10Model(rng=4).eval()
+    m_fused.flat_grad[:] = 7.0                               # stale values must be overwritten
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
+    y = np.array([1, 2, 3])
+    crit = SoftmaxCrossEntropy()
+    crit.forward(m_layer.forward(x), y)
+    m_layer.backward(crit.backward())
+    fused.fused_forward_backward(m_fused, x, y)
+    assert rel_err(m_fused.flat_grad, m_layer.flat_grad) < 1e-5
+    assert m_fused.dropout_state() == m_layer.dropout_state()            # no mask drawn in eval
+    assert rel_err(fused.fused_predict(m_fused, x), m_layer.forward(x)) < 2e-6
+
+
+def test_fused_rejects_what_it_does_not_support():
+    with pytest.raises(NotImplementedError, match="float32"):
+        fused.fused_forward_backward(CIFAR10Model(dtype=np.float64, rng=0),
+                                     np.zeros((1, 3, 32, 32)), np.zeros(1, np.int64))
+    model = CIFAR10Model(rng=0)
+    with pytest.raises(ValueError, match="shape"):
+        fused.fused_forward_backward(model, np.zeros((1, 3, 28, 28), np.float32), np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match="labels"):
+        fused.fused_forward_backward(model, np.zeros((2, 3, 32, 32), np.float32), np.array([0, 10]))
+
+
+def test_warmup_reports_time():
+    assert fused.warmup(verbose=False) >= 0
+    assert fused.kernels_cached()
