@@ -1,0 +1,238 @@
+"""Each scratch layer against torch.nn.functional: forward output and every gradient.
+
+``assert_parity`` feeds the same NumPy numbers to both sides, draws a random
+upstream gradient ``dout``, and compares ``out``, ``dL/dx`` and every parameter
+gradient (torch side: ``torch.autograd.grad((out * dout).sum(), ...)``).
+Errors are reported as max abs error and max abs error / max |torch value|.
+
+Tolerances (on that relative error) for Conv2d and Linear: float64 1e-14,
+float32 4e-6 (worst measured: 1.4e-15 and 1.0e-6, conv2's weight gradient, a
+sum of 2048 products); the loss: 1e-15 / 1e-6 (measured 2e-16 / 1e-7). ReLU,
+MaxPool2d, Dropout and Flatten are bitwise identical to torch (tolerance 0).
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
+
+from scratchcnn.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, SoftmaxCrossEntropy
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread_per_pool():
+    """torch's OpenMP threads and NumPy's OpenBLAS threads spin-wait against each
+    other when one process uses both on 2 cores (a training step ran 10-20x
+    slower); parity needs no parallelism, so each library gets one thread."""
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(torch_threads)
+
+
+DTYPES = [np.float32, np.float64]
+REL_TOL = {np.float32: 4e-6, np.float64: 1e-14}
+
+
+def assert_parity(layer, torch_fn, x, tol, seed=0, **forward_kwargs):
+    """``layer.forward(x)`` and its backward == ``torch_fn(x, *layer params)`` and autograd.
+
+    Returns {quantity: relative error}; fails with max abs/rel error in the message.
+    """
+    out = layer.forward(x, **forward_kwargs)
+    dout = np.asarray(np.random.default_rng(seed).standard_normal(np.shape(out)), dtype=x.dtype)
+    dx = layer.backward(dout)
+    x_t = torch.tensor(x, requires_grad=True)
+    params_t = [torch.tensor(p.data, requires_grad=True) for _, p in layer.parameters()]
+    out_t = torch_fn(x_t, *params_t)
+    grads_t = torch.autograd.grad((out_t * torch.from_numpy(dout)).sum(), [x_t, *params_t])
+    pairs = [("out", out, out_t), ("dx", dx, grads_t[0])]
+    pairs += [(f"d{name}", p.grad, g) for (name, p), g in zip(layer.parameters(), grads_t[1:])]
+    errors = {}
+    for what, ours, theirs in pairs:
+        theirs = theirs.detach().numpy()
+        assert np.shape(ours) == theirs.shape and np.asarray(ours).dtype == theirs.dtype, what
+        abs_err = float(np.max(np.abs(ours - theirs)))
+        errors[what] = rel_err = abs_err / max(float(np.max(np.abs(theirs))), 1e-300)
+        assert rel_err <= tol, (f"{layer.name} {what} ({x.dtype}): max abs error {abs_err:.3g}, "
+                                f"max rel error {rel_err:.3g} > {tol:g}")
+    return errors
+
+
+def randn(*shape, dtype, seed=1):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+# ---- Conv2d: kernel 1/3/5, stride 1/2, padding 0/1/2, non-square input and kernel, tutorial sizes
+CONV_CASES = [
+    # (in, out, kernel, stride, padding, x shape)
+    (3, 32, 3, 1, 1, (2, 3, 32, 32)),          # conv1
+    (32, 32, 3, 1, 1, (2, 32, 32, 32)),        # conv2
+    (3, 4, 5, 2, 2, (2, 3, 9, 7)),
+    (4, 3, 1, 1, 0, (2, 4, 5, 6)),
+    (3, 5, (3, 2), (2, 1), (0, 1), (2, 3, 7, 10)),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d(case, dtype):
+    cin, cout, k, s, p, shape = case
+    layer = Conv2d(cin, cout, k, stride=s, padding=p, dtype=dtype, rng=0)
+    assert_parity(layer, lambda x, w, b: F.conv2d(x, w, b, stride=s, padding=p), randn(*shape, dtype=dtype),
+                  REL_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_without_bias(dtype):
+    layer = Conv2d(3, 4, 3, padding=1, bias=False, dtype=dtype, rng=0)
+    assert_parity(layer, lambda x, w: F.conv2d(x, w, padding=1), randn(2, 3, 6, 6, dtype=dtype), REL_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 8192), (3, 7)])
+def test_linear(dtype, shape):
+    layer = Linear(shape[1], 5 if shape[1] < 100 else 512, dtype=dtype, rng=0)
+    assert_parity(layer, F.linear, randn(*shape, dtype=dtype), REL_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu(dtype):
+    x = randn(2, 3, 4, 5, dtype=dtype)
+    x[0, 0, 0, :2] = 0.0                    # the kink: gradient 0 at x = 0 on both sides
+    assert_parity(ReLU(), F.relu, x, 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel,stride,shape", [
+    (2, None, (2, 32, 32, 32)),             # pool2
+    (3, 2, (2, 3, 9, 7)),                   # overlapping windows
+    ((2, 3), (1, 2), (1, 2, 6, 9)),
+])
+def test_max_pool2d(dtype, kernel, stride, shape):
+    assert_parity(MaxPool2d(kernel, stride), lambda x: F.max_pool2d(x, kernel, stride),
+                  randn(*shape, dtype=dtype), 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool2d_ties_and_nan_route_like_torch(dtype):
+    g = np.random.default_rng(5)
+    x = g.integers(0, 3, size=(2, 3, 8, 8)).astype(dtype)          # plenty of tied maxima
+    x.flat[g.choice(x.size, 20, replace=False)] = np.nan           # some windows with 2 NaNs
+    x[0, 0, :2, :2] = -np.inf
+    layer = MaxPool2d(2)
+    out = layer.forward(x)
+    out_t, idx_t = F.max_pool2d(torch.tensor(x), 2, return_indices=True)
+    np.testing.assert_array_equal(out, out_t.numpy())
+    np.testing.assert_array_equal(layer.indices, idx_t.numpy())
+    dout = g.standard_normal(out.shape).astype(dtype)
+    x_t = torch.tensor(x, requires_grad=True)
+    (dx_t,) = torch.autograd.grad((F.max_pool2d(x_t, 2) * torch.tensor(dout)).sum(), [x_t])
+    np.testing.assert_array_equal(layer.backward(dout), dx_t.numpy())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.3, 0.5])
+def test_dropout_with_given_mask(dtype, p):
+    x = randn(2, 3, 4, 5, dtype=dtype)
+    mask = np.random.default_rng(2).random(x.shape) >= p
+    # torch's own dropout: noise = bernoulli(1 - p) / (1 - p); out = x * noise
+    assert_parity(Dropout(p), lambda x: x * (torch.tensor(mask, dtype=x.dtype) / (1 - p)), x, 0, mask=mask)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flatten(dtype):
+    assert_parity(Flatten(), lambda x: torch.flatten(x, 1), randn(2, 32, 16, 16, dtype=dtype), 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale", [1.0, 100.0])           # 100: exp() would overflow without the max shift
+def test_softmax_cross_entropy(dtype, scale):
+    logits = randn(8, 10, dtype=dtype) * dtype(scale)
+    targets = np.random.default_rng(3).integers(0, 10, 8)
+    assert_parity(SoftmaxCrossEntropy(), lambda z: F.cross_entropy(z, torch.tensor(targets)),
+                  logits, {np.float32: 1e-6, np.float64: 1e-15}[dtype], targets=targets)
+
+
+# ---- the helper catches real bugs (so a passing test means something)
+
+def test_parity_helper_catches_flipped_kernel():
+    layer = Conv2d(3, 4, 3, padding=1, dtype=np.float64, rng=0)
+    flipped = lambda x, w, b: F.conv2d(x, torch.flip(w, [2, 3]), b, padding=1)   # true convolution
+    with pytest.raises(AssertionError, match="out"):
+        assert_parity(layer, flipped, randn(2, 3, 6, 6, dtype=np.float64), 1e-14)
+
+
+def test_parity_helper_catches_missing_dropout_scale():
+    x = randn(2, 3, 4, 5, dtype=np.float64)
+    mask = np.random.default_rng(2).random(x.shape) >= 0.5
+    with pytest.raises(AssertionError, match="out"):
+        assert_parity(Dropout(0.5), lambda x: x * torch.tensor(mask, dtype=x.dtype), x, 0, mask=mask)
+
+
+def test_parity_helper_catches_off_by_one_padding():
+    layer = Conv2d(3, 4, 3, padding=1, dtype=np.float64, rng=0)
+    shifted = lambda x, w, b: F.conv2d(F.pad(x, (2, 0, 2, 0)), w, b)             # pads 2 left/top, 0 right
+    with pytest.raises(AssertionError, match="out"):
+        assert_parity(layer, shifted, randn(2, 3, 6, 6, dtype=np.float64), 1e-14)
+
+
+# ---- dropout's own mask, modes and edge cases
+
+def test_dropout_draws_counter_based_masks():
+    from scratchcnn.kernels.rng import keep_mask
+    layer = Dropout(0.3, seed=7)
+    x = np.ones((4, 8, 5, 5), np.float32)
+    out0, out1 = layer.forward(x), layer.forward(x)
+    assert layer.counter == 2
+    np.testing.assert_array_equal(layer.mask, keep_mask(7, 1, x.size, 0.3).reshape(x.shape))
+    assert not np.array_equal(out0, out1)
+    kept = out1[layer.mask == 1]
+    np.testing.assert_array_equal(kept, np.float32(1) / np.float32(0.7))       # 1/(1-p), in float32
+    assert np.all(out1[layer.mask == 0] == 0)
+
+
+def test_dropout_eval_is_identity_and_p1_drops_everything():
+    x = randn(3, 4, dtype=np.float32)
+    layer = Dropout(0.5).eval()
+    assert layer.forward(x) is x and layer.backward(x) is x and layer.counter == 0
+    everything = Dropout(1.0)
+    np.testing.assert_array_equal(everything.forward(x), 0)
+    np.testing.assert_array_equal(everything.backward(x), 0)
+
+
+# ---- defaults and input validation
+
+def test_default_init_matches_torch_bounds():
+    layer = Conv2d(32, 32, 3, rng=0)                                    # fan_in 288
+    bound = 1 / np.sqrt(288)
+    assert layer.weight.data.dtype == np.float32
+    assert np.abs(layer.weight.data).max() <= bound and np.abs(layer.weight.data).max() > 0.95 * bound
+    assert np.abs(layer.bias.data).max() <= bound
+    fc = Linear(8192, 512, dtype=np.float64, rng=0)
+    assert fc.weight.data.dtype == np.float64 and np.abs(fc.weight.data).max() <= 1 / np.sqrt(8192)
+    assert abs(fc.weight.data.std() - 1 / np.sqrt(3 * 8192)) < 1e-4              # std of U(-b, b) = b/sqrt(3)
+
+
+@pytest.mark.parametrize("layer,x,message", [
+    (Conv2d(3, 32, 3, padding=1), np.zeros((4, 1, 32, 32), np.float32),
+     "conv1 (Conv2d): expected float32 input of shape (N, 3, H, W), got float32 (4, 1, 32, 32)"),
+    (Conv2d(3, 32, 3, padding=1), np.zeros((4, 3, 32, 32)),
+     "conv1 (Conv2d): expected float32 input of shape (N, 3, H, W), got float64 (4, 3, 32, 32)"),
+    (Conv2d(3, 32, 5), np.zeros((4, 3, 4, 4), np.float32),
+     "conv1 (Conv2d): input 4x4 with padding (0, 0) is smaller than the 5x5 kernel"),
+    (Linear(8192, 512), np.zeros((4, 8000), np.float32),
+     "conv1 (Linear): expected float32 input of shape (N, 8192), got float32 (4, 8000)"),
+    (MaxPool2d(2), np.zeros((4, 32, 32), np.float32),
+     "conv1 (MaxPool2d): expected float32 or float64 input of shape (N, C, H, W), got float32 (4, 32, 32)"),
+    (ReLU(), np.zeros(3, np.int64),
+     "conv1 (ReLU): expected float32 or float64 input, got int64 (3,)"),
+    (Flatten(), np.zeros(3, np.float32),
+     "conv1 (Flatten): expected float32 or float64 input of shape (N, ...), got float32 (3,)"),
+])
+def test_bad_input_raises_one_line_value_error(layer, x, message):
+    layer.name = "conv1"
+    with pytest.raises(ValueError) as e:
+        layer.forward(x)
+    assert str(e.value) == message

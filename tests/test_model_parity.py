@@ -1,0 +1,183 @@
+"""The whole scratch model against torch_reference.model.CIFAR10Model (llm.c style).
+
+Same starting weights (torch's init, loaded through ``load_state_dict``), same
+batches, same dropout masks (torch's drop1/drop3 are replaced by a module that
+multiplies by the scratch model's mask / (1 - p), which is what nn.Dropout does
+with its own random mask). Step 0: logits, loss and every parameter gradient;
+then 50 SGD steps (lr 0.001, momentum 0.9): the loss at every step and the
+final weights.
+
+Errors are max |ours - torch| / max |torch| per tensor ("change": the same for
+the weights' change over the 50 steps, w50 - w0, which is what training did and
+far smaller than the weights themselves). Worst measured (torch and OpenBLAS
+single-threaded, as here):
+
+               step 0: logits  loss   grads  | 50 steps: loss   weights  change
+    float64           7e-16    0      7e-16  |           4e-16  4e-16    2e-14
+    float32           4e-7     0      2e-6   |           1e-7   3e-7     9e-6
+
+Tolerances (TOL) sit about 10x above. float32 differences start as rounding in
+differently ordered sums (torch's conv kernels vs im2col + OpenBLAS, ~1e-6 of a
+gradient's scale); each step feeds them back into the weights, so the weight
+change drifts to ~1e-5 after 50 steps, while the loss stays within ~1e-7.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from threadpoolctl import threadpool_limits
+
+from scratchcnn.layers import SoftmaxCrossEntropy
+from scratchcnn.model import CIFAR10Model
+from scratchcnn.optim import SGD
+from torch_reference.model import CIFAR10Model as TorchModel
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread_per_pool():
+    """torch's OpenMP threads and NumPy's OpenBLAS threads spin-wait against each
+    other when one process uses both on 2 cores (a training step ran 10-20x
+    slower); parity needs no parallelism, so each library gets one thread."""
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(torch_threads)
+
+
+TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
+TOL = {
+    np.float32: dict(out=5e-6, grad=2e-5, loss=1e-6, weights=3e-6, change=1e-4),
+    np.float64: dict(out=1e-14, grad=1e-14, loss=1e-14, weights=1e-14, change=2e-13),
+}
+
+
+class FixedMaskDropout(nn.Module):
+    """nn.Dropout with the mask given from outside: x * mask / (1 - p), as torch computes it."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p, self.mask = p, None
+
+    def forward(self, x):
+        return x * (self.mask.to(x.dtype) / (1 - self.p))
+
+
+def rel(ours, theirs):
+    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    return float(np.max(np.abs(ours - theirs)) / max(float(np.max(np.abs(theirs))), 1e-300))
+
+
+def make_pair(dtype):
+    torch.manual_seed(0)
+    theirs = TorchModel().to(TORCH_DTYPE[dtype])
+    theirs.drop1, theirs.drop3 = FixedMaskDropout(0.3), FixedMaskDropout(0.5)
+    ours = CIFAR10Model(dtype=dtype, rng=0)
+    ours.load_state_dict(theirs.state_dict())
+    return ours, theirs
+
+
+def batch(step, dtype, n=8):
+    g = np.random.default_rng(1000 + step)
+    return g.standard_normal((n, 3, 32, 32)).astype(dtype), g.integers(0, 10, n)
+
+
+def forward_both(ours, theirs, x, y, loss_fn):
+    """Scratch forward draws its masks; torch reuses them. Returns (our logits, loss, torch logits, loss)."""
+    logits = ours.forward(x)
+    loss = loss_fn.forward(logits, y)
+    theirs.drop1.mask = torch.from_numpy(ours.drop1.mask)
+    theirs.drop3.mask = torch.from_numpy(ours.drop3.mask)
+    logits_t = theirs(torch.from_numpy(x))
+    loss_t = nn.functional.cross_entropy(logits_t, torch.from_numpy(y))
+    return logits, loss, logits_t, loss_t
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step0_logits_loss_and_every_gradient(dtype):
+    ours, theirs = make_pair(dtype)
+    loss_fn = SoftmaxCrossEntropy()
+    x, y = batch(0, dtype)
+    logits, loss, logits_t, loss_t = forward_both(ours, theirs, x, y, loss_fn)
+    ours.backward(loss_fn.backward())
+    loss_t.backward()
+    tol = TOL[dtype]
+    assert ours.drop1.mask.mean() == pytest.approx(0.7, abs=0.01)      # masks were really applied
+    assert rel(logits, logits_t) < tol["out"], rel(logits, logits_t)
+    assert rel(loss, loss_t) < tol["out"], rel(loss, loss_t)
+    torch_params = dict(theirs.named_parameters())
+    assert [n for n, _ in ours.parameters()] == list(torch_params)
+    for name, p in ours.parameters():
+        err = rel(p.grad, torch_params[name].grad)
+        assert err < tol["grad"], f"{name} grad ({np.dtype(dtype).name}): max rel error {err:.3g} > {tol['grad']:g}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_50_sgd_steps_track_torch(dtype):
+    ours, theirs = make_pair(dtype)
+    start = ours.state_dict()
+    loss_fn = SoftmaxCrossEntropy()
+    opt = SGD(ours.parameters(), lr=0.001, momentum=0.9)
+    opt_t = torch.optim.SGD(theirs.parameters(), lr=0.001, momentum=0.9)
+    tol = TOL[dtype]
+    for step in range(50):
+        x, y = batch(step, dtype)
+        _, loss, _, loss_t = forward_both(ours, theirs, x, y, loss_fn)
+        ours.backward(loss_fn.backward())
+        opt.step()
+        opt_t.zero_grad()
+        loss_t.backward()
+        opt_t.step()
+        assert rel(loss, loss_t) < tol["loss"], f"step {step}: loss {loss} vs torch {loss_t.item()}"
+    assert ours.drop3.counter == 50                               # a fresh mask every step
+    torch_params = dict(theirs.named_parameters())
+    for name, p in ours.parameters():
+        change, change_t = p.data - start[name], torch_params[name].detach().numpy() - start[name]
+        assert np.abs(change_t).max() > 1e-5, name                # training really moved every tensor
+        for what, err in [("weights", rel(p.data, torch_params[name])), ("change", rel(change, change_t))]:
+            assert err < tol[what], f"{name} {what} after 50 steps: max rel error {err:.3g} > {tol[what]:g}"
+
+def test_state_dict_round_trip_and_strict_loading():
+    ours = CIFAR10Model(rng=1)
+    sd = ours.state_dict()
+    assert list(sd) == ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
+                        "fc3.weight", "fc3.bias", "fc4.weight", "fc4.bias"]
+    assert [v.size for v in sd.values()] == [864, 32, 9216, 32, 4194304, 512, 5120, 10]
+    other = CIFAR10Model(rng=2)
+    other.load_state_dict(sd)
+    for k, v in other.state_dict().items():
+        np.testing.assert_array_equal(v, sd[k])
+    sd["conv1.weight"][...] = 0                                   # a copy, not a view
+    assert np.abs(ours.conv1.weight.data).max() > 0
+    bad = dict(sd)
+    del bad["fc4.bias"]
+    bad["extra"] = np.zeros(1)
+    bad["fc3.weight"] = np.zeros((512, 100))
+    with pytest.raises(ValueError) as e:
+        other.load_state_dict(bad)
+    assert str(e.value) == ("CIFAR10Model.load_state_dict: missing keys ['fc4.bias']; unexpected keys ['extra']; "
+                            "fc3.weight: expected shape (512, 8192), got (512, 100)")
+
+
+def test_flat_buffers_dropout_state_and_intermediates():
+    model = CIFAR10Model(rng=3)
+    assert model.flat_data.size == 896 + 9248 + 4194816 + 5130
+    assert np.shares_memory(model.fc3.weight.data, model.flat_data)
+    assert np.shares_memory(model.fc3.weight.grad, model.flat_grad)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    model.seed_dropout(5)
+    state = model.dropout_state()
+    assert state["drop1"]["seed"] != state["drop3"]["seed"] and state["drop1"]["counter"] == 0
+    first = model.forward(x)
+    assert model.dropout_state()["drop1"]["counter"] == 1
+    model.load_dropout_state(state)
+    np.testing.assert_array_equal(model.forward(x), first)        # same seeds and counters: same masks
+    inter = model.forward_intermediates(x)
+    assert list(inter) == [name for name, _ in model.layers]
+    assert inter["conv1"].shape == (2, 32, 32, 32) and inter["pool2"].shape == (2, 32, 16, 16)
+    assert inter["fc4"].shape == (2, 10) and model.conv1.out is inter["conv1"]
+    model.eval()
+    np.testing.assert_array_equal(model.forward(x), model.forward(x))
+    with pytest.raises(ValueError, match=r"expected input of shape \(N, 3, 32, 32\)"):
+        model.forward(np.zeros((2, 3, 28, 28), np.float32))
