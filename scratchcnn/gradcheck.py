@@ -18,6 +18,7 @@ masks fixed). The loss is smooth, not linear: h = 1e-5 (error O(h^2) + rounding)
 
 Run it:  python -m scratchcnn.gradcheck   (exit status 1 when a check fails)
 """
+import argparse
 import sys
 
 import numpy as np
@@ -114,6 +115,10 @@ def run_gradchecks(threshold=THRESHOLD):
 
 def main(argv=None):
     """Print the table; return 1 if any check failed, else 0."""
+    parser = argparse.ArgumentParser(
+        prog="scratchcnn gradcheck",
+        description="Central-difference gradient checks (float64) of every scratch layer and parameter.")
+    parser.parse_args(argv)
     rows = run_gradchecks()
     header = ("layer", "config", "parameter", "max rel error", "result")
     table = [header] + [(l, c, p, f"{e:.2e}", "ok" if ok else "FAIL") for l, c, p, e, ok in rows]
