@@ -101,12 +101,13 @@ def load_checkpoint(path):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"refused to load {path!r}: it is not a plain weights file "
-                        f"({first[:160]}); only load checkpoints from sources you trust") from e
-    except Exception as e:   # truncated zip, random bytes, wrong format: torch raises many types
-        raise UserError(f"{path!r} is not a readable checkpoint ({type(e).__name__}: "
-                        f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else 'no detail'}); "
+        # torch's restricted unpickler: random bytes, or a pickle that asks for code.
+        detail = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()[0][:160]
+        raise UserError(f"{path!r} is not a plain weights file ({detail}); it was not loaded, "
+                        f"and no code in it ran. Only load checkpoints from sources you trust") from e
+    except Exception as e:   # truncated zip, wrong format: torch raises many types
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else "no detail"
+        raise UserError(f"{path!r} is not a readable checkpoint ({type(e).__name__}: {first}); "
                         f"it may be truncated or not a .pth file") from e
 
     if isinstance(obj, dict) and obj.get("format") == FORMAT:

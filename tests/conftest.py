@@ -1,0 +1,67 @@
+"""Shared fixtures: small CIFAR-10 copies written in both official on-disk formats.
+
+The real archive cannot be downloaded in CI; these files have the exact layout
+of the official "python version" (pickled dicts, one per batch) and "binary
+version" (3073-byte records: label, then 1024 R, 1024 G, 1024 B bytes).
+"""
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+TRAIN_NAMES = [f"data_batch_{i}" for i in range(1, 6)]
+
+
+def fake_cifar_arrays(per_batch=8, seed=0):
+    """{batch name: (uint8 (n, 3072), labels (n,))} for the five train batches and test_batch."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in TRAIN_NAMES + ["test_batch"]:
+        out[name] = (rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                     rng.integers(0, 10, per_batch).astype(np.int64))
+    return out
+
+
+def write_cifar_python(root, arrays):
+    """The official python layout: root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}."""
+    folder = os.path.join(root, "cifar-10-batches-py")
+    os.makedirs(folder, exist_ok=True)
+    for name, (x, y) in arrays.items():
+        d = {b"batch_label": name.encode(), b"labels": [int(v) for v in y], b"data": x,
+             b"filenames": [f"{name}_{i}.png".encode() for i in range(len(y))]}
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump(d, f, protocol=2)
+    with open(os.path.join(folder, "batches.meta"), "wb") as f:
+        pickle.dump({b"label_names": [b"airplane", b"automobile", b"bird", b"cat", b"deer",
+                                      b"dog", b"frog", b"horse", b"ship", b"truck"]}, f, protocol=2)
+    return folder
+
+
+def write_cifar_binary(root, arrays):
+    """The official binary layout: root/cifar-10-batches-bin/{data_batch_1..5.bin, test_batch.bin}."""
+    folder = os.path.join(root, "cifar-10-batches-bin")
+    os.makedirs(folder, exist_ok=True)
+    for name, (x, y) in arrays.items():
+        rec = np.concatenate([y.astype(np.uint8)[:, None], x], axis=1)
+        rec.tofile(os.path.join(folder, name + ".bin"))
+    with open(os.path.join(folder, "batches.meta.txt"), "w") as f:
+        f.write("airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n")
+    return folder
+
+
+@pytest.fixture
+def cifar_arrays():
+    return fake_cifar_arrays()
+
+
+@pytest.fixture
+def cifar_python_dir(tmp_path, cifar_arrays):
+    write_cifar_python(tmp_path, cifar_arrays)
+    return str(tmp_path)
+
+
+@pytest.fixture
+def cifar_binary_dir(tmp_path, cifar_arrays):
+    write_cifar_binary(tmp_path, cifar_arrays)
+    return str(tmp_path)
