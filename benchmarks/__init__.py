@@ -1,0 +1,1 @@
+"""Benchmarks of scratchcnn against PyTorch; see benchmarks/README.md."""
