@@ -68,16 +68,17 @@ class ScratchBackend:
         self.model.train()
         if self.fused is not None:
             loss, logits = self.fused.fused_forward_backward(self.model, x, y)
+            self.fused.fused_sgd_step(self.optimizer)
         else:
             logits = self.model.forward(x)
             loss = self.criterion.forward(logits, y)
             self.model.backward(self.criterion.backward())
-        self.optimizer.step()
+            self.optimizer.step()
         return float(loss), int((logits.argmax(1) == y).sum())
 
     def predict(self, x):
         self.model.eval()
-        if self.fused is not None and hasattr(self.fused, "fused_predict"):
+        if self.fused is not None:
             return self.fused.fused_predict(self.model, x)
         return self.model.forward(x)
 
@@ -88,10 +89,11 @@ class ScratchBackend:
         self.model.load_state_dict(sd)
 
     def optimizer_state(self):
-        return self.optimizer.state_dict()
+        return self.optimizer.state_dict()["momentum_buffers"]
 
-    def load_optimizer_state(self, state):
-        self.optimizer.load_state_dict(state)
+    def load_optimizer_state(self, buffers):
+        self.optimizer.load_state_dict({"lr": self.optimizer.lr, "momentum": self.optimizer.momentum,
+                                        "momentum_buffers": buffers})
 
 
 class TorchBackend:

@@ -1,0 +1,94 @@
+"""The command line end to end, on small subsets of the built-in dataset."""
+import json
+import os
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from scratchcnn.checkpoint import load_checkpoint
+from scratchcnn.cli import main
+
+TINY = ["--dataset", "synthetic", "--train-size", "320", "--test-size", "100", "--no-progress"]
+
+
+@pytest.fixture(scope="module", params=["scratch", "torch"])
+def tiny_run(request, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("runs") / request.param)
+    assert main(["train", "--backend", request.param, "--epochs", "1", "--out", out] + TINY) == 0
+    return request.param, out
+
+
+def test_train_writes_checkpoint_metrics_and_plot(tiny_run):
+    backend, out = tiny_run
+    assert sorted(os.listdir(out)) == ["checkpoint.pth", "curves.png", "metrics.json", "model.pth"]
+    m = json.load(open(os.path.join(out, "metrics.json")))
+    assert m["config"]["backend"] == backend and m["config"]["batch_size"] == 32
+    (e,) = m["epochs"]
+    assert e["epoch"] == 1
+    assert 1.5 < e["train_loss"] < 2.6                # cross-entropy of 10 classes starts at ln 10
+    assert 0.0 <= e["train_acc"] <= 1.0 and 0.0 <= e["test_acc"] <= 1.0
+    assert e["seconds"] > 0 and e["images_per_s"] == pytest.approx(320 / e["seconds"])
+    ck = load_checkpoint(os.path.join(out, "checkpoint.pth"))
+    assert ck["epoch"] == 1 and set(ck["optimizer"]) == set(ck["model"])   # momentum for every parameter
+    img = mpimg.imread(os.path.join(out, "curves.png"))
+    assert img.shape[0] > 200 and img.std() > 0.05
+
+
+def test_both_backends_start_from_the_same_weights():
+    from scratchcnn.backends import make_backend
+    s, t = make_backend("scratch", seed=3), make_backend("torch", seed=3)
+    for k, v in s.state_dict().items():
+        np.testing.assert_array_equal(t.state_dict()[k], v)
+
+
+def test_evaluate_reports_the_accuracy_training_measured(tiny_run, capsys):
+    backend, out = tiny_run
+    capsys.readouterr()
+    plot = os.path.join(out, "..", f"confusion-{backend}.png")
+    assert main(["evaluate", "--checkpoint", os.path.join(out, "checkpoint.pth"), "--backend", backend,
+                 "--test-size", "100", "--plot", plot]) == 0
+    text = capsys.readouterr().out
+    acc = json.load(open(os.path.join(out, "metrics.json")))["epochs"][-1]["test_acc"]
+    assert f"test accuracy: {100 * acc:.2f}% on 100 synthetic test images" in text
+    rows = [line for line in text.splitlines() if line.strip().startswith(("horizontal", "zigzag"))]
+    assert len(rows) == 4                              # per-class line and confusion row for two classes
+    assert os.path.getsize(plot) > 10_000
+
+
+def test_checkpoints_interchange_between_backends(tiny_run, capsys):
+    """A checkpoint from either backend gives the same test accuracy in the other."""
+    _, out = tiny_run
+    accs = []
+    for b in ("scratch", "torch"):
+        capsys.readouterr()
+        main(["evaluate", "--checkpoint", os.path.join(out, "model.pth"), "--backend", b,
+              "--dataset", "synthetic", "--test-size", "100"])
+        accs.append([line for line in capsys.readouterr().out.splitlines() if "test accuracy" in line][0])
+    assert accs[0] == accs[1]
+
+
+def test_existing_run_is_not_overwritten(tiny_run, capsys):
+    _, out = tiny_run
+    assert main(["train", "--out", out, "--epochs", "1"] + TINY) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "--resume" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,match", [
+    (["train", "--backend", "scratch", "--device", "cuda"], "scratch backend runs on the CPU only"),
+    (["train", "--lr", "-1"], "--lr must be a positive number"),
+    (["train", "--batch-size", "1000", "--train-size", "100"], "larger than the training set"),
+    (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent"], "--data-dir"),
+    (["evaluate", "--checkpoint", "/nonexistent.pth"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, match, capsys, tmp_path):
+    assert main(args + ["--out", str(tmp_path / "r")] if args[0] == "train" else args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and match in err and len(err.splitlines()) == 1
+
+
+def test_epochs_zero_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--epochs", "0"])
+    assert e.value.code == 2 and "must be at least 1" in capsys.readouterr().err
