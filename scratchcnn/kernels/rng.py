@@ -4,7 +4,8 @@ A dropout mask is a pure function of ``(seed, counter, element index)``: no
 generator state to store, identical in every memory layout (the element index
 is always the flat NCHW index), and cheap to recompute in a fused kernel.
 
-    bits   = splitmix64(seed * 0x9E3779B97F4A7C15 ^ splitmix64(counter) + index)
+    key    = splitmix64(seed * 0x9E3779B97F4A7C15) ^ splitmix64(counter)
+    bits   = splitmix64(key + index)
     u      = (bits >> 40) * 2**-24          # uniform on [0, 1), 24-bit resolution
     keep   = u >= p                         # P(keep) = 1 - p
 
