@@ -2,7 +2,7 @@
 
     python -m benchmarks._worker FRAMEWORK THREADS
 
-FRAMEWORK: scratch (fused fast path + threaded SGD), scratch-layers (the readable
+FRAMEWORK: scratch (the fused fast path, ``fused_train_step``), scratch-layers (the readable
 layer-by-layer path + optim.SGD), torch, torch-nodrop (both dropouts replaced by
 identity), torch-cuda. Thread counts are pinned by the parent's environment and
 again here. Commands: info, steps, profile, layers, peak, memory, quit. Each
@@ -49,8 +49,7 @@ class Scratch:
 
     def step(self, x, y):
         if self.fast:
-            self.fused.fused_forward_backward(self.model, x, y)
-            self.fused.fused_sgd_step(self.opt)
+            self.fused.fused_train_step(self.model, self.opt, x, y)
         else:
             self.crit.forward(self.model.forward(x), y)
             self.model.backward(self.crit.backward())
@@ -148,15 +147,12 @@ def timed_steps(fw, n_steps, batch_size):
 
 
 def fused_profile(fw, n_steps, batch_size):
-    """Median seconds per stage of the fused step (+ the SGD update) over n_steps."""
+    """Median seconds per stage of the fused training step over n_steps."""
     x, y = batch(batch_size)
     per = {}
     for _ in range(n_steps):
         prof = {}
-        fw.fused.fused_forward_backward(fw.model, x, y, profile=prof)
-        t = time.perf_counter()
-        fw.fused.fused_sgd_step(fw.opt)
-        prof["SGD update (all params)"] = time.perf_counter() - t
+        fw.fused.fused_train_step(fw.model, fw.opt, x, y, profile=prof)
         for k, v in prof.items():
             per.setdefault(k, []).append(v)
     return {k: float(np.median(v)) for k, v in per.items()}

@@ -52,7 +52,7 @@ def main():
     stage_flops = {"conv1 forward": flops("conv1", n)[0], "conv2 forward": flops("conv2", n)[0],
                    "conv2 backward (weights)": flops("conv2", n)[0], "conv2 backward (input)": flops("conv2", n)[0],
                    "conv1 backward (weights)": flops("conv1", n)[1], "fc3 forward": flops("fc3", n)[0],
-                   "fc3 backward": flops("fc3", n)[1]}
+                   "fc3 backward": flops("fc3", n)[1], "fc3 backward (with its SGD update)": flops("fc3", n)[1]}
     for k, v in out["fused_stages_s"].items():
         g = f"{stage_flops[k] / v / 1e9:.0f}" if k in stage_flops else ""
         lines.append(f"| {k} | {v * 1e3:.3f} | {g} |")

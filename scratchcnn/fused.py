@@ -20,7 +20,8 @@ faster, because it is organised for the CPU rather than for reading:
   (``kernels.fused_elementwise``). Dropout masks are recomputed from the
   counter-based hash, never stored: the kept-and-positive units are exactly
   those whose output is > 0, and max-pool keeps a 1-byte winner index.
-* fc3 and fc4 are plain matrix products (NumPy's BLAS).
+* fc3's three matrix products run as numba kernels too (``kernels.fused_linear``),
+  so one thread pool does all the heavy work; fc4 is tiny and uses NumPy.
 * Buffers are allocated once per batch size and reused (``_workspace``).
 
 Only the tutorial's network at float32 is supported (any batch size); other
@@ -45,9 +46,11 @@ import numpy as np
 
 from scratchcnn.kernels import fused_conv as fc
 from scratchcnn.kernels import fused_elementwise as fe
+from scratchcnn.kernels import fused_linear as fl
 from scratchcnn.kernels import fused_sgd as fsgd
 
-__all__ = ["fused_forward_backward", "fused_predict", "fused_sgd_step", "check_supported", "warmup"]
+__all__ = ["fused_forward_backward", "fused_train_step", "fused_predict", "fused_sgd_step", "check_supported",
+           "warmup"]
 
 _H = _W = 32
 _C = 32
@@ -171,6 +174,36 @@ def fused_forward_backward(model, x, y, profile=None):
     ``profile``: optional dict; the seconds spent in each stage are added to it
     (keys like "conv2 forward"), for ``benchmarks.layers`` and curious readers.
     """
+    return _forward_backward(model, x, y, profile, None)
+
+
+def fused_train_step(model, optimizer, x, y, profile=None):
+    """A whole training step: ``fused_forward_backward`` and then ``optimizer.step()``.
+
+    Same results as those two calls (the gradients are still written to every
+    ``.grad``, the momentum buffers stay in ``optimizer``), but fc3's backward
+    weight gradient and its SGD update share one pass over the 16 MB weight
+    matrix (``kernels.fused_linear.linear_grad_weight_sgd``), which saves
+    reading the gradient back from memory; the other parameters get the
+    threaded SGD kernel.
+    Needs ``scratchcnn.optim.SGD`` with momentum over the model's flat buffer;
+    anything else falls back to the two separate calls. Returns (loss, logits).
+    """
+    if not _can_fuse_sgd(model, optimizer):
+        out = fused_forward_backward(model, x, y, profile)
+        fused_sgd_step(optimizer)
+        return out
+    return _forward_backward(model, x, y, profile, optimizer)
+
+
+def _can_fuse_sgd(model, optimizer):
+    flat = getattr(optimizer, "_flat", None)
+    return (flat is not None and optimizer.momentum != 0 and hasattr(optimizer, "_allocate_buffers")
+            and flat[0] is getattr(model, "flat_data", None)
+            and dict(optimizer.params).get("fc3.weight") is model.fc3.weight)
+
+
+def _forward_backward(model, x, y, profile, optimizer):
     check_supported(model)
     _check_input(x)
     x = np.ascontiguousarray(x)
@@ -187,8 +220,7 @@ def fused_forward_backward(model, x, y, profile=None):
 
     # ---- forward
     scale1 = _features(model, x, ws, drop=True, t=t)
-    np.matmul(ws.flat, f3.weight.data.T, out=ws.h3)
-    ws.h3 += f3.bias.data
+    fl.linear_forward(ws.flat, f3.weight.data, f3.bias.data, ws.h3)
     seed3, counter3, p3, scale3 = _dropout_args(model.drop3)
     t.lap("fc3 forward")
     fe.relu_dropout_rows(ws.h3, ws.d3, seed3, counter3, p3, scale3)
@@ -205,16 +237,26 @@ def fused_forward_backward(model, x, y, profile=None):
     t.lap("act3+drop3+fc4+loss forward, fc4 backward")
 
     # ---- backward: fc4, drop3/act3, fc3
+    if optimizer is not None:
+        first_step = not optimizer.momentum_buffers
+        if first_step:
+            optimizer._allocate_buffers()
     np.matmul(dlogits.T, ws.d3, out=f4.weight.grad)
     f4.bias.grad[...] = dlogits.sum(axis=0)
     dh3 = dlogits @ f4.weight.data
     b3 = scale3 if scale3 != 0 else np.float32(1)
     dh3 = np.where(ws.d3 > 0, dh3 * b3, np.float32(0))
     t.lap("act3+drop3+fc4+loss forward, fc4 backward")
-    np.matmul(dh3.T, ws.flat, out=f3.weight.grad)
     f3.bias.grad[...] = dh3.sum(axis=0)
-    np.matmul(dh3, f3.weight.data, out=ws.dflat)
-    t.lap("fc3 backward")
+    if optimizer is None:
+        fl.linear_grad_weight(dh3, ws.flat, f3.weight.grad)
+        fl.linear_grad_input(dh3, f3.weight.data, ws.dflat)
+    else:                     # dx with the old weights first, then dw + fc3.weight's update in one pass
+        fl.linear_grad_input(dh3, f3.weight.data, ws.dflat)
+        fl.linear_grad_weight_sgd(dh3, ws.flat, f3.weight.grad, optimizer.momentum_buffers["fc3.weight"],
+                                  f3.weight.data, np.float32(optimizer.lr), np.float32(optimizer.momentum),
+                                  first_step)
+    t.lap("fc3 backward" if optimizer is None else "fc3 backward (with its SGD update)")
 
     # ---- backward: pool2/act2, conv2 (weights, then input), drop1/act1, conv1 (weights)
     fe.maxpool2_relu_backward_pad(ws.dflat, ws.flat, ws.arg, ws.g2p)
@@ -239,6 +281,15 @@ def fused_forward_backward(model, x, y, profile=None):
         if layer.training:
             layer.counter += 1
     t.lap("checks")
+    if optimizer is not None:           # SGD for every parameter but fc3.weight (done above)
+        param, grad = optimizer._flat
+        buf = optimizer._flat_buffer
+        lo = (f3.weight.data.ctypes.data - param.ctypes.data) // param.itemsize
+        hi = lo + f3.weight.data.size
+        lr, mom = np.float32(optimizer.lr), np.float32(optimizer.momentum)
+        for start, stop in ((0, lo), (hi, param.size)):
+            fsgd.sgd_momentum_parallel(param[start:stop], grad[start:stop], buf[start:stop], lr, mom, first_step)
+        t.lap("SGD update (all but fc3.weight)")
     return loss, logits
 
 
@@ -253,8 +304,8 @@ def fused_predict(model, x, batch_size=256):
         xb = np.ascontiguousarray(x[s:s + batch_size])
         ws = _workspace(xb.shape[0], n_classes)
         _features(model, xb, ws, drop=False)
-        h = ws.flat @ model.fc3.weight.data.T
-        h += model.fc3.bias.data
+        h = ws.h3
+        fl.linear_forward(ws.flat, model.fc3.weight.data, model.fc3.bias.data, h)
         np.maximum(h, 0, out=h)
         out[s:s + xb.shape[0]] = h @ model.fc4.weight.data.T + model.fc4.bias.data
     return out
@@ -264,6 +315,7 @@ def fused_predict(model, x, batch_size=256):
 
 _KERNELS = (fc.conv3x3_forward, fc.conv3x3_weight_grad, fe.relu_dropout_pad_nhwc, fe.relu_dropout_rows,
             fe.relu_maxpool2_nhwc, fe.maxpool2_relu_backward_pad, fe.dropout_relu_backward_nhwc,
+            fl.linear_forward, fl.linear_grad_input, fl.linear_grad_weight, fl.linear_grad_weight_sgd,
             fsgd.sgd_momentum_parallel)
 
 
@@ -299,6 +351,7 @@ def warmup(verbose=True):
     opt = SGD(model.parameters(), lr=0.001, momentum=0.9)
     fused_sgd_step(opt)
     fused_sgd_step(opt)
+    fused_train_step(model, opt, x, np.zeros(1, np.int64))
     model.eval()
     fused_predict(model, x)
     dt = time.perf_counter() - t0

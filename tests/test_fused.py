@@ -5,7 +5,8 @@
   SoftmaxCrossEntropy + model.backward): loss, logits, every parameter
   gradient and the dropout counters, at batch 32 and an odd batch size;
 * ``fused_predict`` == the layer path in eval mode; ``fused_sgd_step`` ==
-  ``SGD.step`` bit for bit.
+  ``SGD.step`` bit for bit; ``fused_train_step`` == ``fused_forward_backward``
+  + ``SGD.step`` bit for bit.
 
 Tolerances: the fused path sums in a different order (NHWC, blocked), so
 results agree to float32 rounding, not bitwise; relative errors of a few
@@ -17,6 +18,7 @@ import pytest
 from scratchcnn import fused
 from scratchcnn.kernels import fused_conv as fc
 from scratchcnn.kernels import fused_elementwise as fe
+from scratchcnn.kernels import fused_linear as fl
 from scratchcnn.kernels import fused_sgd as fsgd
 from scratchcnn.kernels.rng import keep_mask
 from scratchcnn.layers import SoftmaxCrossEntropy
@@ -144,6 +146,36 @@ def test_sgd_parallel_matches_reference_and_optim():
         np.testing.assert_array_equal(v, o2.state_dict()["momentum_buffers"][k])
 
 
+@pytest.mark.parametrize("n", [32, 5])
+def test_linear_kernels_match_reference(n):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 2048)).astype(np.float32)
+    w = rng.standard_normal((64, 2048)).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    g = rng.standard_normal((n, 64)).astype(np.float32)
+    out = np.empty((n, 64), np.float32)
+    fl.linear_forward(x, w, b, out)
+    assert rel_err(out, fl.linear_forward_reference(x.astype(np.float64), w, b)) < 2e-6
+    dx = np.empty_like(x)
+    fl.linear_grad_input(g, w, dx)
+    assert rel_err(dx, fl.linear_grad_input_reference(g.astype(np.float64), w)) < 2e-6
+    dw = np.empty_like(w)
+    fl.linear_grad_weight(g, x, dw)
+    assert rel_err(dw, fl.linear_grad_weight_reference(g.astype(np.float64), x)) < 2e-6
+    for first in (True, False):
+        w1, w2 = w.copy(), w.copy()
+        buf1 = rng.standard_normal(w.shape).astype(np.float32)
+        buf2 = buf1.copy()
+        dw1 = np.empty_like(w)
+        fl.linear_grad_weight_sgd(g, x, dw1, buf1, w1, np.float32(0.01), np.float32(0.9), first)
+        np.testing.assert_array_equal(dw1, dw)                  # same sums, same order
+        # the update itself is exact float32 arithmetic, as in optim.SGD: bitwise equal given dw
+        fsgd.sgd_momentum_reference(w2.reshape(-1), dw.reshape(-1), buf2.reshape(-1),
+                                    np.float32(0.01), np.float32(0.9), first)
+        np.testing.assert_array_equal(w1, w2)
+        np.testing.assert_array_equal(buf1, buf2)
+
+
 # ------------------------------------------------------------------ whole network
 
 @pytest.mark.parametrize("n", [32, 5])
@@ -165,6 +197,24 @@ def test_fused_forward_backward_equals_layer_path(n):
             assert rel_err(p_fused.grad, p_layer.grad) < 1e-5, name
         assert fused_model.dropout_state() == layer_model.dropout_state()
     assert layer_model.dropout_state()["drop1"]["counter"] == 2
+
+
+@pytest.mark.parametrize("n", [32, 5])
+def test_fused_train_step_equals_forward_backward_then_sgd(n):
+    m1, m2 = CIFAR10Model(rng=5), CIFAR10Model(rng=5)
+    o1, o2 = SGD(m1.parameters(), lr=0.001, momentum=0.9), SGD(m2.parameters(), lr=0.001, momentum=0.9)
+    rng = np.random.default_rng(n)
+    for step in range(2):                              # first step (buf = grad) and a later one
+        x = rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
+        y = rng.integers(0, 10, n)
+        l1, _ = fused.fused_forward_backward(m1, x, y)
+        o1.step()
+        l2, _ = fused.fused_train_step(m2, o2, x, y)
+        assert l1 == l2
+        np.testing.assert_array_equal(m2.flat_grad, m1.flat_grad)
+        np.testing.assert_array_equal(m2.flat_data, m1.flat_data)
+        for k, v in o1.state_dict()["momentum_buffers"].items():
+            np.testing.assert_array_equal(o2.state_dict()["momentum_buffers"][k], v)
 
 
 def test_fused_overwrites_grads_and_respects_eval_mode():

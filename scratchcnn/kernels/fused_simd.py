@@ -18,7 +18,9 @@ Operations (all float32, lane-wise):
                                                           negative-index wraparound code)
     vstore(a, i, v)            a[i:i+16] = v
     vfma(a, b, c)           -> a * b + c                 (one fused multiply-add)
-    vadd(a, b), vmul(a, b)  -> a + b, a * b
+    vadd(a, b), vsub(a, b), vmul(a, b) -> a + b, a - b, a * b   (each rounded once)
+    vsum(v)                 -> v[0] + v[1] + ... + v[15]  (a float32; pairwise order)
+    prefetch(a, i)             hint: bring a[i]'s cache line in soon (no effect on results)
 
 No bounds checks: the caller guarantees 0 <= i and i + 16 <= a.size.
 With ``NUMBA_DISABLE_JIT=1`` these intrinsics cannot run; use the ``*_reference``
@@ -141,6 +143,16 @@ def vadd(typingctx, a, b):
 
 
 @intrinsic
+def vsub(typingctx, a, b):
+    if not (a == f32x16 and b == f32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fsub(args[0], args[1])
+    return f32x16(a, b), codegen
+
+
+@intrinsic
 def vmul(typingctx, a, b):
     if not (a == f32x16 and b == f32x16):
         return None
@@ -148,3 +160,39 @@ def vmul(typingctx, a, b):
     def codegen(context, builder, sig, args):
         return builder.fmul(args[0], args[1])
     return f32x16(a, b), codegen
+
+
+@intrinsic
+def vsum(typingctx, v):
+    if v != f32x16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        x = args[0]
+        width = LANES
+        while width > 1:                     # add the upper half onto the lower half
+            width //= 2
+            lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), width), list(range(width))))
+            hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), width),
+                                                          list(range(width, 2 * width))))
+            x = builder.fadd(lo, hi)
+        return builder.extract_element(x, ir.Constant(ir.IntType(32), 0))
+    return types.float32(v), codegen
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    if not (isinstance(arr, types.Array) and arr.layout == "C" and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], sig.args[1], types.intp)
+        ptr = builder.gep(ary.data, [i])
+        i8p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        i32 = ir.IntType(32)
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])   # read, keep, data
+        return context.get_dummy_value()
+    return types.none(arr, idx), codegen

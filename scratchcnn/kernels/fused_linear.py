@@ -1,0 +1,232 @@
+"""fc3's three matrix products as numba kernels (instead of BLAS), for the fused path.
+
+Shapes (float32, C-contiguous): x (N, K) the flattened features, w (J, K) the
+weight in torch's layout, b (J,), g (N, J) = dL/dout.
+
+    linear_forward:      out[n, j]  = b[j] + sum_k x[n, k] * w[j, k]
+    linear_grad_input:   dx[n, k]   = sum_j g[n, j] * w[j, k]
+    linear_grad_weight:  dw[j, k]   = sum_n g[n, j] * x[n, k]
+
+Why not NumPy's BLAS: it runs its own thread pool next to numba's OpenMP
+pool, and on a 2-core machine the two pools fight (threads spin waiting
+while the other pool needs the core); with all the work in numba's pool the
+step has one set of threads. The kernels are register-blocked like the
+convolutions (16 vector accumulators):
+
+* forward: 4 rows of w x 4 rows of x, dot products along k in 16-lane
+  vectors, summed across lanes at the end (``vsum``);
+* grad_input: 8 rows of w x 32 columns held in registers, added into every
+  row of dx (w read front to back once);
+* grad_weight: 8 rows of dw x 32 columns; per n, 2 vectors of x[n, :] times
+  8 broadcast values of g.
+
+Rows of x beyond N are never read: a block at the end repeats the last row
+(and writes the same value twice). Requires K % 1024 == 0 and J % 8 == 0.
+The NumPy twins are the one-line formulas above (``*_reference``).
+"""
+import numba
+import numpy as np
+from numba import prange
+
+from scratchcnn.kernels.fused_simd import vadd, vbcast, vbcast_at, vfma, vload, vmul, vstore, vsub, vsum, vzero
+
+
+@numba.njit(cache=True, fastmath=True, parallel=True)
+def linear_forward(x, w, b, out):
+    """out (N, J) = x (N, K) @ w (J, K).T + b (J,)."""
+    n_rows, k_len = x.shape
+    j_len = w.shape[0]
+    xf = x.reshape(-1)
+    wf = w.reshape(-1)
+    for jb in prange(j_len // 4):
+        j0 = jb * 4
+        for n0 in range(0, n_rows, 4):
+            r0 = min(n0, n_rows - 1) * k_len
+            r1 = min(n0 + 1, n_rows - 1) * k_len
+            r2 = min(n0 + 2, n_rows - 1) * k_len
+            r3 = min(n0 + 3, n_rows - 1) * k_len
+            a00 = vzero(); a01 = vzero(); a02 = vzero(); a03 = vzero()
+            a10 = vzero(); a11 = vzero(); a12 = vzero(); a13 = vzero()
+            a20 = vzero(); a21 = vzero(); a22 = vzero(); a23 = vzero()
+            a30 = vzero(); a31 = vzero(); a32 = vzero(); a33 = vzero()
+            w0 = j0 * k_len
+            for k in range(0, k_len, 16):
+                v0 = vload(wf, w0 + k)
+                v1 = vload(wf, w0 + k_len + k)
+                v2 = vload(wf, w0 + 2 * k_len + k)
+                v3 = vload(wf, w0 + 3 * k_len + k)
+                u = vload(xf, r0 + k)
+                a00 = vfma(u, v0, a00); a01 = vfma(u, v1, a01); a02 = vfma(u, v2, a02); a03 = vfma(u, v3, a03)
+                u = vload(xf, r1 + k)
+                a10 = vfma(u, v0, a10); a11 = vfma(u, v1, a11); a12 = vfma(u, v2, a12); a13 = vfma(u, v3, a13)
+                u = vload(xf, r2 + k)
+                a20 = vfma(u, v0, a20); a21 = vfma(u, v1, a21); a22 = vfma(u, v2, a22); a23 = vfma(u, v3, a23)
+                u = vload(xf, r3 + k)
+                a30 = vfma(u, v0, a30); a31 = vfma(u, v1, a31); a32 = vfma(u, v2, a32); a33 = vfma(u, v3, a33)
+            n3 = min(n0 + 3, n_rows - 1)
+            n2 = min(n0 + 2, n_rows - 1)
+            n1 = min(n0 + 1, n_rows - 1)
+            out[n0, j0] = b[j0] + vsum(a00); out[n0, j0 + 1] = b[j0 + 1] + vsum(a01)
+            out[n0, j0 + 2] = b[j0 + 2] + vsum(a02); out[n0, j0 + 3] = b[j0 + 3] + vsum(a03)
+            out[n1, j0] = b[j0] + vsum(a10); out[n1, j0 + 1] = b[j0 + 1] + vsum(a11)
+            out[n1, j0 + 2] = b[j0 + 2] + vsum(a12); out[n1, j0 + 3] = b[j0 + 3] + vsum(a13)
+            out[n2, j0] = b[j0] + vsum(a20); out[n2, j0 + 1] = b[j0 + 1] + vsum(a21)
+            out[n2, j0 + 2] = b[j0 + 2] + vsum(a22); out[n2, j0 + 3] = b[j0 + 3] + vsum(a23)
+            out[n3, j0] = b[j0] + vsum(a30); out[n3, j0 + 1] = b[j0 + 1] + vsum(a31)
+            out[n3, j0 + 2] = b[j0 + 2] + vsum(a32); out[n3, j0 + 3] = b[j0 + 3] + vsum(a33)
+
+
+@numba.njit(inline="always")
+def _fma2(f, i, vl, vh, al, ah):
+    """(al, ah) += f[i] * (vl, vh)."""
+    s = vbcast_at(f, i)
+    return vfma(s, vl, al), vfma(s, vh, ah)
+
+
+@numba.njit(cache=True, fastmath=True, parallel=True)
+def linear_grad_input(g, w, dx):
+    """dx (N, K) = g (N, J) @ w (J, K).
+
+    w is read row by row, front to back (memory's favourite order): each task
+    owns 1024 columns of dx; for 8 rows of w at a time it holds 8 x 32 weights
+    in 16 vector registers and adds their contribution to every row of dx,
+    which stays in L2 (N x 4 KB) between passes.
+    """
+    n_rows, j_len = g.shape
+    k_len = w.shape[1]
+    gf = g.reshape(-1)
+    wf = w.reshape(-1)
+    dxf = dx.reshape(-1)
+    chunk = 1024
+    for kc in prange(k_len // chunk):
+        k_lo = kc * chunk
+        for j0 in range(0, j_len, 8):
+            for k in range(k_lo, k_lo + chunk, 32):
+                q = j0 * k_len + k
+                w0l = vload(wf, q); w0h = vload(wf, q + 16)
+                w1l = vload(wf, q + k_len); w1h = vload(wf, q + k_len + 16)
+                w2l = vload(wf, q + 2 * k_len); w2h = vload(wf, q + 2 * k_len + 16)
+                w3l = vload(wf, q + 3 * k_len); w3h = vload(wf, q + 3 * k_len + 16)
+                w4l = vload(wf, q + 4 * k_len); w4h = vload(wf, q + 4 * k_len + 16)
+                w5l = vload(wf, q + 5 * k_len); w5h = vload(wf, q + 5 * k_len + 16)
+                w6l = vload(wf, q + 6 * k_len); w6h = vload(wf, q + 6 * k_len + 16)
+                w7l = vload(wf, q + 7 * k_len); w7h = vload(wf, q + 7 * k_len + 16)
+                for n in range(n_rows):
+                    d = n * k_len + k
+                    if j0 == 0:
+                        al = vzero()
+                        ah = vzero()
+                    else:
+                        al = vload(dxf, d)
+                        ah = vload(dxf, d + 16)
+                    gi = n * j_len + j0
+                    al, ah = _fma2(gf, gi, w0l, w0h, al, ah)
+                    al, ah = _fma2(gf, gi + 1, w1l, w1h, al, ah)
+                    al, ah = _fma2(gf, gi + 2, w2l, w2h, al, ah)
+                    al, ah = _fma2(gf, gi + 3, w3l, w3h, al, ah)
+                    al, ah = _fma2(gf, gi + 4, w4l, w4h, al, ah)
+                    al, ah = _fma2(gf, gi + 5, w5l, w5h, al, ah)
+                    al, ah = _fma2(gf, gi + 6, w6l, w6h, al, ah)
+                    al, ah = _fma2(gf, gi + 7, w7l, w7h, al, ah)
+                    vstore(dxf, d, al)
+                    vstore(dxf, d + 16, ah)
+
+
+@numba.njit(inline="always")
+def _store16(dwf, bf, wf, i, d, lr_v, mom_v, mode):
+    """Store the gradient vector d at dwf[i:i+16]; mode 1/2: then SGD with momentum on
+    those 16 parameters (first step / later steps), with separate multiplies and adds
+    (no fused multiply-add), i.e. the same roundings as optim.SGD."""
+    vstore(dwf, i, d)
+    if mode != 0:
+        b = d if mode == 1 else vadd(vmul(mom_v, vload(bf, i)), d)
+        vstore(bf, i, b)
+        vstore(wf, i, vsub(vload(wf, i), vmul(lr_v, b)))
+
+
+@numba.njit(inline="always")
+def _grad_weight(g, x, dw, buf, w, lr, momentum, mode):
+    n_rows, j_len = g.shape
+    k_len = x.shape[1]
+    gf = g.reshape(-1)
+    xf = x.reshape(-1)
+    dwf = dw.reshape(-1)
+    bf = buf.reshape(-1)
+    wf = w.reshape(-1)
+    lr_v = vbcast(lr)
+    mom_v = vbcast(momentum)
+    for jb in prange(j_len // 8):          # each task owns 8 whole rows: sequential writes
+        j0 = jb * 8
+        for k0 in range(0, k_len, 32):
+            a0l = vzero(); a0h = vzero(); a1l = vzero(); a1h = vzero()
+            a2l = vzero(); a2h = vzero(); a3l = vzero(); a3h = vzero()
+            a4l = vzero(); a4h = vzero(); a5l = vzero(); a5h = vzero()
+            a6l = vzero(); a6h = vzero(); a7l = vzero(); a7h = vzero()
+            for n in range(n_rows):
+                vl = vload(xf, n * k_len + k0)
+                vh = vload(xf, n * k_len + k0 + 16)
+                g0 = n * j_len + j0
+                a0l, a0h = _fma2(gf, g0, vl, vh, a0l, a0h)
+                a1l, a1h = _fma2(gf, g0 + 1, vl, vh, a1l, a1h)
+                a2l, a2h = _fma2(gf, g0 + 2, vl, vh, a2l, a2h)
+                a3l, a3h = _fma2(gf, g0 + 3, vl, vh, a3l, a3h)
+                a4l, a4h = _fma2(gf, g0 + 4, vl, vh, a4l, a4h)
+                a5l, a5h = _fma2(gf, g0 + 5, vl, vh, a5l, a5h)
+                a6l, a6h = _fma2(gf, g0 + 6, vl, vh, a6l, a6h)
+                a7l, a7h = _fma2(gf, g0 + 7, vl, vh, a7l, a7h)
+            q = j0 * k_len + k0
+            _store16(dwf, bf, wf, q, a0l, lr_v, mom_v, mode)
+            _store16(dwf, bf, wf, q + 16, a0h, lr_v, mom_v, mode)
+            _store16(dwf, bf, wf, q + k_len, a1l, lr_v, mom_v, mode)
+            _store16(dwf, bf, wf, q + k_len + 16, a1h, lr_v, mom_v, mode)
+            _store16(dwf, bf, wf, q + 2 * k_len, a2l, lr_v, mom_v, mode)
+            _store16(dwf, bf, wf, q + 2 * k_len + 16, a2h, lr_v, mom_v, mode)
+            _store16(dwf, bf, wf, q + 3 * k_len, a3l, lr_v, mom_v, mode)
+            _store16(dwf, bf, wf, q + 3 * k_len + 16, a3h, lr_v, mom_v, mode)
+            _store16(dwf, bf, wf, q + 4 * k_len, a4l, lr_v, mom_v, mode)
+            _store16(dwf, bf, wf, q + 4 * k_len + 16, a4h, lr_v, mom_v, mode)
+            _store16(dwf, bf, wf, q + 5 * k_len, a5l, lr_v, mom_v, mode)
+            _store16(dwf, bf, wf, q + 5 * k_len + 16, a5h, lr_v, mom_v, mode)
+            _store16(dwf, bf, wf, q + 6 * k_len, a6l, lr_v, mom_v, mode)
+            _store16(dwf, bf, wf, q + 6 * k_len + 16, a6h, lr_v, mom_v, mode)
+            _store16(dwf, bf, wf, q + 7 * k_len, a7l, lr_v, mom_v, mode)
+            _store16(dwf, bf, wf, q + 7 * k_len + 16, a7h, lr_v, mom_v, mode)
+
+
+@numba.njit(cache=True, fastmath=True, parallel=True)
+def linear_grad_weight(g, x, dw):
+    """dw (J, K) = g.T @ x for g (N, J), x (N, K)."""
+    _grad_weight(g, x, dw, dw, dw, np.float32(0), np.float32(0), 0)
+
+
+@numba.njit(cache=True, parallel=True)
+def linear_grad_weight_sgd(g, x, dw, buf, w, lr, momentum, first_step):
+    """dw = g.T @ x as linear_grad_weight, then, while each block of dw is still in
+    registers, optim.SGD's update of the matching block of w (J, K) and its momentum
+    buffer buf (J, K): buf = dw (first step) or momentum*buf + dw; w -= lr*buf.
+    Saves reading dw back from memory (16 MB for fc3). Call it AFTER every use of
+    the old w (linear_grad_input). No fastmath, so the update rounds like optim.SGD."""
+    _grad_weight(g, x, dw, buf, w, lr, momentum, 1 if first_step else 2)
+
+
+def linear_grad_weight_sgd_reference(g, x, w, buf, lr, momentum, first_step):
+    """dw, and the in-place SGD update of w and buf, as in linear_grad_weight_sgd."""
+    dw = g.T @ x
+    if first_step:
+        buf[...] = dw
+    else:
+        buf[...] = momentum * buf + dw
+    w -= lr * buf
+    return dw
+
+
+def linear_forward_reference(x, w, b):
+    return x @ w.T + b
+
+
+def linear_grad_input_reference(g, w):
+    return g @ w
+
+
+def linear_grad_weight_reference(g, x):
+    return g.T @ x
