@@ -1,0 +1,24 @@
+"""Study tools: look inside every layer of the network.
+
+Command line (each has ``--help``):
+
+    scratchcnn featuremaps --checkpoint PATH   conv1/conv2 feature maps of one image, as 4x8 grids
+    scratchcnn filters --checkpoint PATH       conv1's kernels as RGB, conv2's as a 32x32 grid
+    scratchcnn summary                         per-layer shapes, parameters, mult-adds, memory
+    scratchcnn trace                           one training step, forward then backward, in numbers
+
+From Python, the pieces behind them, one module each:
+
+    study.featuremaps   intermediates(backend, x) -> {layer: output} through either backend,
+                        feature_maps, top_k, plot_feature_maps, plot_input, plot_filters
+    study.summary       summary_rows(batch_size), format_summary
+    study.layer_stats   probe_layer_stats(backend, x, y), layer_stats, plot_layer_stats
+                        (for ``train --layer-stats``)
+    study.trace         forward_backward(model, criterion, x, y), trace_step, format_trace
+    study.commands      register(subparsers): the argparse side
+
+This package imports nothing heavy itself, so building the CLI's parser stays fast.
+"""
+from scratchcnn.study.commands import register
+
+__all__ = ["register"]

@@ -1,0 +1,205 @@
+"""The study subcommands of ``scratchcnn``: featuremaps, filters, summary, trace.
+
+``scratchcnn.cli`` calls :func:`register` with its argparse subparsers; each
+command function takes the parsed ``args`` and returns an exit code. Bad input
+raises ``UserError`` (one line: what was wrong, what to do).
+"""
+import argparse
+import os
+
+from scratchcnn.errors import UserError
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to each option's help, except where the default is None
+    (those options say in their help what happens when they are left out)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def register(sub):
+    """Add the study subcommands to ``sub`` (an argparse subparsers object)."""
+    fmt = _HelpFormatter
+
+    p = sub.add_parser("featuremaps", formatter_class=fmt,
+                       help="conv1/conv2 feature maps of one image as 4x8 grids, and its top-3 classes",
+                       description="Save the input image and 4x8 grids of conv1's and conv2's 32 output "
+                                   "channels (as in the tutorial) for one dataset image or your own image, "
+                                   "and print the model's top-3 classes for it.")
+    _add_checkpoint_args(p, required=True)
+    p.add_argument("--index", type=int, default=None,
+                   help="which image of the split [7, the tutorial's choice]")
+    p.add_argument("--split", choices=["train", "test"], default="train", help="which dataset split")
+    p.add_argument("--image", metavar="FILE", default=None,
+                   help="use your own image (PNG/JPEG; resized to 32x32) instead of a dataset image")
+    _add_dataset_args(p)
+    p.add_argument("--stage", nargs="+", choices=["conv", "relu", "pool"], default=["conv"],
+                   help="which maps: conv outputs before ReLU, after ReLU, after max-pooling (conv2 only)")
+    p.add_argument("--scale", choices=["shared", "per-panel"], default="shared",
+                   help="one colour scale for all 32 panels, or each panel stretched to its own range")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="output folder [CHECKPOINT_FOLDER/featuremaps/SPLIT-INDEX or .../IMAGE_NAME]")
+    p.set_defaults(func=cmd_featuremaps)
+
+    p = sub.add_parser("filters", formatter_class=fmt, help="conv1's and conv2's kernels as images",
+                       description="Draw conv1's 32 kernels as tiny RGB images and conv2's 32x32 "
+                                   "kernels as one grid on a diverging colour scale.")
+    _add_checkpoint_args(p, required=True)
+    p.add_argument("--out", metavar="DIR", default=None, help="output folder [CHECKPOINT_FOLDER/filters]")
+    p.set_defaults(func=cmd_filters)
+
+    p = sub.add_parser("summary", formatter_class=fmt,
+                       help="per-layer output shapes, parameters, mult-adds and memory",
+                       description="A table per layer, computed from the layers' real shapes: output "
+                                   "shape, parameter count, multiply-adds and output memory for a batch.")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("trace", formatter_class=fmt,
+                       help="one training step of the scratch model, layer by layer, in numbers",
+                       description="Run one batch through the scratch model and print each layer's output "
+                                   "shape and range, the loss, then the gradients coming back: dL/d(output) "
+                                   "of each layer and each parameter's gradient norm.")
+    p.add_argument("--checkpoint", default=None,
+                   help="weights to use (and its dataset's first training images); "
+                        "without it: fresh weights and synthetic images")
+    p.add_argument("--batch-size", type=_positive_int, default=4, help="images in the batch")
+    p.add_argument("--seed", type=int, default=0, help="fresh weights (without --checkpoint) and dropout masks")
+    _add_dataset_args(p, "; synthetic without --checkpoint")
+    p.set_defaults(func=cmd_trace)
+
+
+def _add_checkpoint_args(p, required):
+    p.add_argument("--checkpoint", required=required,
+                   help="runs/NAME/checkpoint.pth, model.pth, or a state_dict saved by the tutorial")
+    p.add_argument("--backend", choices=["scratch", "torch"], default="scratch",
+                   help="which implementation runs the model (same weights, same maps)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (torch backend only)")
+
+
+def _add_dataset_args(p, without_checkpoint=""):
+    p.add_argument("--dataset", choices=["synthetic", "cifar10"], default=None,
+                   help="defaults to the checkpoint's dataset (cifar10 for a bare state_dict"
+                        + without_checkpoint + ")")
+    p.add_argument("--data-dir", default="data", help="where CIFAR-10 is")
+
+
+def _dataset_split(cfg, dataset, data_dir, split):
+    """The ``split`` ("train"/"test") of the checkpoint's dataset (or ``dataset``), drawn as in training."""
+    from scratchcnn.data import find_cifar10, load_dataset
+
+    name = dataset or cfg.get("dataset") or "cifar10"
+    if name == "cifar10" and find_cifar10(data_dir) is None:
+        why = ("the checkpoint records no dataset (a bare state_dict), so CIFAR-10 is assumed"
+               if not (dataset or cfg.get("dataset")) else "CIFAR-10 was asked for")
+        raise UserError(f"{why}, but none was found in --data-dir {data_dir!r}; point --data-dir at an "
+                        f"extracted copy (scratchcnn train --download fetches one), pass --dataset "
+                        f"synthetic, or use your own picture with --image FILE")
+    same = name == cfg.get("dataset")        # then draw exactly the images training used
+    train, test = load_dataset(name, data_dir, False, cfg.get("seed", 0),
+                               (cfg.get("train_size") or None) if same else None,
+                               (cfg.get("test_size") or None) if same else None)
+    return train if split == "train" else test
+
+
+def _class_names(cfg, fallback=None):
+    from scratchcnn.data import CIFAR10_CLASSES
+    return list(cfg.get("classes") or fallback or CIFAR10_CLASSES)
+
+
+def cmd_featuremaps(args):
+    from scratchcnn.data import load_image, to_float
+    from scratchcnn.evaluate import load_backend
+    from scratchcnn.study.featuremaps import (feature_maps, format_top_k, intermediates,
+                                              plot_feature_maps, plot_input, top_k)
+
+    if args.image and args.index is not None:
+        raise UserError("pass either --image FILE or --index N (a dataset image), not both")
+    backend, ckpt = load_backend(args.checkpoint, args.backend, args.device)
+    cfg = ckpt["config"]
+    if args.image:
+        image = load_image(args.image)
+        classes = _class_names(cfg)
+        source = f"{os.path.basename(args.image)} (resized to 32x32)"
+        tag = os.path.splitext(os.path.basename(args.image))[0]
+    else:
+        index = 7 if args.index is None else args.index
+        data = _dataset_split(cfg, args.dataset, args.data_dir, args.split)
+        if not 0 <= index < len(data):
+            raise UserError(f"--index {index} is out of range: the {args.split} split of {data.name} "
+                            f"has {len(data)} images (0..{len(data) - 1})")
+        image = data.x[index:index + 1]
+        classes = _class_names(cfg, data.classes)
+        source = f"{args.split}[{index}] of {data.name}, label '{data.classes[data.y[index]]}'"
+        tag = f"{args.split}-{index}"
+    out_dir = args.out or os.path.join(os.path.dirname(args.checkpoint), "featuremaps", tag)
+
+    acts = intermediates(backend, to_float(image, cfg.get("normalize_stats")))
+    top = top_k(acts["fc4"][0], classes)
+    paths = [plot_input(image[0], os.path.join(out_dir, "featuremaps_input.png"), source, top)]
+    for stem, what, maps in feature_maps(acts, args.stage):
+        paths.append(plot_feature_maps(maps, os.path.join(out_dir, stem + ".png"),
+                                       f"{what}: {source}", args.scale))
+    print(f"image: {source}; {args.backend} backend")
+    if not cfg.get("classes"):
+        print("(the checkpoint records no class names; CIFAR-10's are assumed)")
+    print(f"top-3: {format_top_k(top)}")
+    print("wrote:\n" + "\n".join(f"  {p}" for p in paths))
+    return 0
+
+
+def cmd_filters(args):
+    from scratchcnn.evaluate import load_backend
+    from scratchcnn.study.featuremaps import plot_filters
+
+    backend, _ = load_backend(args.checkpoint, args.backend, args.device)
+    out_dir = args.out or os.path.join(os.path.dirname(args.checkpoint), "filters")
+    paths = plot_filters(backend.state_dict(), out_dir)
+    print("wrote:\n" + "\n".join(f"  {p}" for p in paths))
+    return 0
+
+
+def cmd_summary(args):
+    from scratchcnn.study.summary import format_summary, summary_rows
+
+    print(format_summary(summary_rows(args.batch_size), args.batch_size))
+    return 0
+
+
+def cmd_trace(args):
+    from scratchcnn.data import load_dataset, to_float
+    from scratchcnn.model import CIFAR10Model
+    from scratchcnn.study.trace import format_trace, trace_step
+
+    model = CIFAR10Model(rng=args.seed)
+    if args.checkpoint:
+        from scratchcnn.checkpoint import load_checkpoint
+        ckpt = load_checkpoint(args.checkpoint)
+        model.load_state_dict(ckpt["model"])
+        cfg, weights = ckpt["config"], f"from {args.checkpoint}"
+        data = _dataset_split(cfg, args.dataset, args.data_dir, "train")
+    else:
+        cfg, weights = {}, f"fresh PyTorch-default initialisation, seed {args.seed}"
+        data, _ = load_dataset(args.dataset or "synthetic", args.data_dir, False, args.seed,
+                               max(args.batch_size, 10), 10)
+    if args.batch_size > len(data):
+        raise UserError(f"--batch-size {args.batch_size} is larger than the {len(data)} images of "
+                        f"{data.name}'s training split; use a smaller --batch-size")
+    x = to_float(data.x[:args.batch_size], cfg.get("normalize_stats"))
+    y = data.y[:args.batch_size]
+    labels = ", ".join(data.classes[i] for i in y)
+    header = (f"One training step of the scratch model (dropout on), {args.batch_size} {data.name} "
+              f"training images (labels: {labels})\nweights: {weights}")
+    print(format_trace(trace_step(model, x, y), header))
+    return 0
