@@ -15,8 +15,8 @@ from scratchcnn.cli import main
 from scratchcnn.data import SYNTHETIC_CLASSES, load_dataset, to_float
 from scratchcnn.model import CIFAR10Model
 from scratchcnn.study.featuremaps import feature_maps, intermediates, softmax, top_k
-from scratchcnn.study.layer_stats import (dead_fraction, layer_stats, plot_layer_stats,
-                                          probe_layer_stats, update_ratio)
+from scratchcnn.study.layer_stats import (dead_fraction, format_layer_stats, layer_stats,
+                                          plot_layer_stats, probe_layer_stats, update_ratio)
 from scratchcnn.study.summary import summary_rows
 from scratchcnn.study.trace import trace_step
 from torch_reference.model import LAYER_NAMES
@@ -317,3 +317,5 @@ def test_plot_layer_stats(images, tmp_path):
     history = [{**probe, "epoch": 1}, {"epoch": 2, "layer_stats": probe}]   # both accepted forms
     path = plot_layer_stats(history, str(tmp_path / "layer_stats.png"))
     assert_png_not_blank(path)
+    line = format_layer_stats(probe)
+    assert line.startswith("dead ReLU units: act1 ") and "| update/weight: conv1 " in line

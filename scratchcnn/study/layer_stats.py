@@ -17,6 +17,7 @@ On one probe batch, for every layer:
         puts everything back: weights, gradients, momentum buffers, dropout
         randomness and train/eval mode are exactly as before.
     layer_stats(acts, grads, before, after)  the arithmetic alone, on NumPy arrays
+    format_layer_stats(probe)                one log line: dead fractions and update ratios
     plot_layer_stats(history, path)          one line per epoch across the layers
 """
 import copy
@@ -148,6 +149,15 @@ def _probe_torch(backend, x, y):
         if cuda:
             torch.cuda.set_rng_state(saved_cuda_rng, backend.device)
         model.train(was_training)
+
+
+def format_layer_stats(probe):
+    """One line for the training log, e.g.
+    ``dead ReLU units: act1 0.3%, act2 7.1%, act3 13.3% | update/weight: conv1 8.4e-03, ...``"""
+    layers = probe["layers"]
+    dead = ", ".join(f"{n} {100 * s['dead']:.1f}%" for n, s in layers.items() if "dead" in s)
+    ratio = ", ".join(f"{n} {s['update_ratio']:.1e}" for n, s in layers.items() if "update_ratio" in s)
+    return f"dead ReLU units: {dead} | update/weight: {ratio}"
 
 
 def plot_layer_stats(history, path, title="layer statistics on the probe batch"):
