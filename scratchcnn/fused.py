@@ -7,8 +7,13 @@ computes,
     model.backward(criterion.backward())
 
 (same loss, logits, parameter gradients and dropout masks, to float32
-rounding; ``tests/test_fused.py`` checks it) but about an order of magnitude
-faster, because it is organised for the CPU rather than for reading:
+rounding; ``tests/test_fused.py`` checks it) but much faster (see
+``benchmarks/``), because it is organised for the CPU rather than for reading.
+``fused_train_step(model, optimizer, x, y)`` adds the SGD update (equal, bit
+for bit, to ``optimizer.step()`` after it); ``fused_predict`` is the eval-mode
+forward; ``warmup()`` loads (or, the first time, compiles) the kernels.
+
+How it is organised:
 
 * Activations are NHWC (channels last) inside, so the 32 channels of a pixel
   are one cache line pair and two 16-lane vectors. Input and output are NCHW
@@ -16,8 +21,8 @@ faster, because it is organised for the CPU rather than for reading:
 * Both convolutions, and the gradient of conv2's input, run the same
   register-blocked direct 3x3 kernel (``kernels.fused_conv``); the weight
   gradients run its twin. No im2col buffers.
-* ReLU, dropout and max-pool are fused into single passes
-  (``kernels.fused_elementwise``). Dropout masks are recomputed from the
+* ReLU, dropout and max-pool are fused into the convolutions' parallel loops
+  as epilogues (``kernels.fused_elementwise`` has them standalone too). Dropout masks are recomputed from the
   counter-based hash, never stored: the kept-and-positive units are exactly
   those whose output is > 0, and max-pool keeps a 1-byte winner index.
 * fc3's three matrix products run as numba kernels too (``kernels.fused_linear``),
@@ -133,16 +138,13 @@ def _features(model, x, ws, drop, t=None):
     ws.xp1[:, 1:-1, 1:-1, :] = x.transpose(0, 2, 3, 1)
     t.lap("input NCHW->NHWC")
     w1 = fc.pack_weights(model.conv1.weight.data, len(_KOFF3))
-    fc.conv3x3_forward(ws.xp1, w1, _KOFF3, model.conv1.bias.data, ws.a)
-    t.lap("conv1 forward")
     seed, counter, p, scale = _dropout_args(model.drop1) if drop else (0, 0, 0.0, np.float32(0))
-    fe.relu_dropout_pad_nhwc(ws.a, ws.d1p, seed, counter, p, scale)
-    t.lap("act1+drop1 forward")
+    fc.conv3x3_forward_relu_dropout_pad(ws.xp1, w1, _KOFF3, model.conv1.bias.data, ws.a, ws.d1p,
+                                        seed, counter, p, scale)
+    t.lap("conv1+act1+drop1 forward")
     w2 = fc.pack_weights(model.conv2.weight.data, len(_KOFF32))
-    fc.conv3x3_forward(ws.d1p, w2, _KOFF32, model.conv2.bias.data, ws.a)
-    t.lap("conv2 forward")
-    fe.relu_maxpool2_nhwc(ws.a, ws.flat, ws.arg)
-    t.lap("act2+pool2 forward")
+    fc.conv3x3_forward_relu_maxpool2(ws.d1p, w2, _KOFF32, model.conv2.bias.data, ws.a, ws.flat, ws.arg)
+    t.lap("conv2+act2+pool2 forward")
     return scale
 
 
@@ -266,11 +268,10 @@ def _forward_backward(model, x, y, profile, optimizer):
     c2.bias.grad[...] = ws.partial_b.sum(axis=0)
     t.lap("conv2 backward (weights)")
     w2r = fc.pack_weights(fc.rotated_weights(c2.weight.data), len(_KOFF32))
-    fc.conv3x3_forward(ws.g2p, w2r, _KOFF32, ws.zero_bias, ws.a)          # ws.a = dL/d(drop1 out)
-    t.lap("conv2 backward (input)")
     b1 = scale1 if scale1 != 0 else np.float32(1)
-    fe.dropout_relu_backward_nhwc(ws.a, ws.d1p, b1, ws.g1)
-    t.lap("drop1+act1 backward")
+    # ws.a = dL/d(drop1 output); ws.g1 = dL/d(conv1 output)
+    fc.conv3x3_forward_dropout_relu_backward(ws.g2p, w2r, _KOFF32, ws.zero_bias, ws.a, ws.d1p, b1, ws.g1)
+    t.lap("conv2 backward (input)+drop1+act1 backward")
     fc.conv3x3_weight_grad(ws.xp1, ws.g1, _KOFF3, ws.partial1, ws.partial_b)
     c1.weight.grad[...] = fc.unpack_weight_grad(ws.partial1.sum(axis=0), 3)
     c1.bias.grad[...] = ws.partial_b.sum(axis=0)
@@ -287,8 +288,8 @@ def _forward_backward(model, x, y, profile, optimizer):
         lo = (f3.weight.data.ctypes.data - param.ctypes.data) // param.itemsize
         hi = lo + f3.weight.data.size
         lr, mom = np.float32(optimizer.lr), np.float32(optimizer.momentum)
-        for start, stop in ((0, lo), (hi, param.size)):
-            fsgd.sgd_momentum_parallel(param[start:stop], grad[start:stop], buf[start:stop], lr, mom, first_step)
+        for start, stop in ((0, lo), (hi, param.size)):         # small (15k params): one thread
+            fsgd.sgd_momentum_serial(param[start:stop], grad[start:stop], buf[start:stop], lr, mom, first_step)
         t.lap("SGD update (all but fc3.weight)")
     return loss, logits
 
@@ -313,8 +314,9 @@ def fused_predict(model, x, batch_size=256):
 
 # ------------------------------------------------------------------ compile / cache load
 
-_KERNELS = (fc.conv3x3_forward, fc.conv3x3_weight_grad, fe.relu_dropout_pad_nhwc, fe.relu_dropout_rows,
-            fe.relu_maxpool2_nhwc, fe.maxpool2_relu_backward_pad, fe.dropout_relu_backward_nhwc,
+_KERNELS = (fc.conv3x3_forward_relu_dropout_pad, fc.conv3x3_forward_relu_maxpool2,
+            fc.conv3x3_forward_dropout_relu_backward, fc.conv3x3_weight_grad, fe.relu_dropout_rows,
+            fe.maxpool2_relu_backward_pad, fsgd.sgd_momentum_serial,
             fl.linear_forward, fl.linear_grad_input, fl.linear_grad_weight, fl.linear_grad_weight_sgd,
             fsgd.sgd_momentum_parallel)
 
@@ -331,6 +333,19 @@ def kernels_cached():
     return True
 
 
+def _check_masks_match():
+    """numba's cache does not notice when an inlined helper in another module changes
+    (here: ``kernels.rng``); if the cached dropout kernels disagree with
+    ``rng.keep_mask``, recompile them from the current source."""
+    from scratchcnn.kernels.rng import keep_mask
+    h = np.ones((2, 64), np.float32)
+    out = np.empty_like(h)
+    fe.relu_dropout_rows(h, out, 12345, 3, 0.5, np.float32(2))
+    if not np.array_equal(out, keep_mask(12345, 3, h.size, 0.5).reshape(h.shape) * np.float32(2)):
+        for disp in (fc.conv3x3_forward_relu_dropout_pad, fe.relu_dropout_pad_nhwc, fe.relu_dropout_rows):
+            disp.recompile()
+
+
 def warmup(verbose=True):
     """Compile (first run) or load from numba's cache (later runs) every fused kernel.
 
@@ -344,6 +359,7 @@ def warmup(verbose=True):
     cold = not kernels_cached()
     if cold and verbose:
         print("compiling kernels, first run only (about 30 s) ...", flush=True)
+    _check_masks_match()
     model = CIFAR10Model(rng=0)
     x = np.zeros((1, 3, _H, _W), np.float32)
     fused_forward_backward(model, x, np.zeros(1, np.int64))

@@ -146,6 +146,35 @@ def test_sgd_parallel_matches_reference_and_optim():
         np.testing.assert_array_equal(v, o2.state_dict()["momentum_buffers"][k])
 
 
+def test_conv_with_epilogue_equals_conv_then_epilogue():
+    rng = np.random.default_rng(6)
+    n = 3
+    koff3, koff32 = fc.tap_offsets(32, 3), fc.tap_offsets(32, 32)
+    xp = padded(rng, n, 3)
+    w1 = fc.pack_weights(rng.standard_normal((32, 3, 3, 3)).astype(np.float32), len(koff3))
+    w2 = fc.pack_weights(rng.standard_normal((32, 32, 3, 3)).astype(np.float32) * 0.1, len(koff32))
+    b = rng.standard_normal(32).astype(np.float32)
+    scale = fe.dropout_scale(0.3)
+    a_sep, a_fused = np.empty((2, n, 32, 32, 32), np.float32)
+    d_sep, d_fused = np.zeros((2, n, 34, 34, 32), np.float32)
+    fc.conv3x3_forward(xp, w1, koff3, b, a_sep)
+    fe.relu_dropout_pad_nhwc(a_sep, d_sep, 5, 1, 0.3, scale)
+    fc.conv3x3_forward_relu_dropout_pad(xp, w1, koff3, b, a_fused, d_fused, 5, 1, 0.3, scale)
+    np.testing.assert_array_equal(d_fused, d_sep)
+    flat_sep, flat_fused = np.empty((2, n, 8192), np.float32)
+    arg_sep, arg_fused = np.empty((2, n, 16, 16, 32), np.uint8)
+    fc.conv3x3_forward(d_sep, w2, koff32, b, a_sep)
+    fe.relu_maxpool2_nhwc(a_sep, flat_sep, arg_sep)
+    fc.conv3x3_forward_relu_maxpool2(d_sep, w2, koff32, b, a_fused, flat_fused, arg_fused)
+    np.testing.assert_array_equal(flat_fused, flat_sep)
+    np.testing.assert_array_equal(arg_fused, arg_sep)
+    g_sep, g_fused = np.empty((2, n, 32, 32, 32), np.float32)
+    fc.conv3x3_forward(d_sep, w2, koff32, b, a_sep)
+    fe.dropout_relu_backward_nhwc(a_sep, d_sep, scale, g_sep)
+    fc.conv3x3_forward_dropout_relu_backward(d_sep, w2, koff32, b, a_fused, d_sep, scale, g_fused)
+    np.testing.assert_array_equal(g_fused, g_sep)
+
+
 @pytest.mark.parametrize("n", [32, 5])
 def test_linear_kernels_match_reference(n):
     rng = np.random.default_rng(n)

@@ -42,7 +42,10 @@ import numba
 import numpy as np
 from numba import prange
 
+from scratchcnn.kernels.fused_elementwise import (dropout_relu_backward_row, relu_dropout_pad_row,
+                                                  relu_maxpool2_row)
 from scratchcnn.kernels.fused_simd import vadd, vbcast_at, vfma, vload, vstore, vzero
+from scratchcnn.kernels.rng import stream_key
 
 COUT = 32       # output channels per kernel call (two 16-lane vectors)
 PIX = 8         # output pixels per register block
@@ -83,12 +86,9 @@ def _fma2(xf, i, wl, wh, al, ah):
     return vfma(xb, wl, al), vfma(xb, wh, ah)
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True)
-def conv3x3_forward(xp, wk, koff, bias, out):
-    """out (N,H,W,32) = 3x3 conv of padded NHWC xp (N,H+2,W+2,C) with wk (K,32) + bias (32,).
-
-    Requires W % 8 == 0 and K == koff.size == wk.shape[0].
-    """
+@numba.njit(inline="always")
+def conv3x3_row(xp, wk, koff, bias, out, r):
+    """Output row r = n*H + h of conv3x3_forward (all W pixels, 32 channels)."""
     n_img, hp, wp, c = xp.shape
     h_out, w_out = hp - 2, wp - 2
     k_taps = koff.shape[0]
@@ -97,38 +97,88 @@ def conv3x3_forward(xp, wk, koff, bias, out):
     of = out.reshape(-1)
     b_lo = vload(bias, 0)
     b_hi = vload(bias, 16)
+    n = r // h_out
+    h = r - n * h_out
+    x_row = (n * hp + h) * wp * c
+    o_row = r * w_out * COUT
+    for w0 in range(0, w_out, PIX):
+        a0l = b_lo; a0h = b_hi; a1l = b_lo; a1h = b_hi
+        a2l = b_lo; a2h = b_hi; a3l = b_lo; a3h = b_hi
+        a4l = b_lo; a4h = b_hi; a5l = b_lo; a5h = b_hi
+        a6l = b_lo; a6h = b_hi; a7l = b_lo; a7h = b_hi
+        base = x_row + w0 * c
+        for k in range(k_taps):
+            o = base + koff[k]
+            wl = vload(wf, k * COUT)
+            wh = vload(wf, k * COUT + 16)
+            a0l, a0h = _fma2(xf, o, wl, wh, a0l, a0h)
+            a1l, a1h = _fma2(xf, o + c, wl, wh, a1l, a1h)
+            a2l, a2h = _fma2(xf, o + 2 * c, wl, wh, a2l, a2h)
+            a3l, a3h = _fma2(xf, o + 3 * c, wl, wh, a3l, a3h)
+            a4l, a4h = _fma2(xf, o + 4 * c, wl, wh, a4l, a4h)
+            a5l, a5h = _fma2(xf, o + 5 * c, wl, wh, a5l, a5h)
+            a6l, a6h = _fma2(xf, o + 6 * c, wl, wh, a6l, a6h)
+            a7l, a7h = _fma2(xf, o + 7 * c, wl, wh, a7l, a7h)
+        q = o_row + w0 * COUT
+        vstore(of, q, a0l); vstore(of, q + 16, a0h)
+        vstore(of, q + 32, a1l); vstore(of, q + 48, a1h)
+        vstore(of, q + 64, a2l); vstore(of, q + 80, a2h)
+        vstore(of, q + 96, a3l); vstore(of, q + 112, a3h)
+        vstore(of, q + 128, a4l); vstore(of, q + 144, a4h)
+        vstore(of, q + 160, a5l); vstore(of, q + 176, a5h)
+        vstore(of, q + 192, a6l); vstore(of, q + 208, a6h)
+        vstore(of, q + 224, a7l); vstore(of, q + 240, a7h)
+
+
+@numba.njit(cache=True, fastmath=True, parallel=True)
+def conv3x3_forward(xp, wk, koff, bias, out):
+    """out (N,H,W,32) = 3x3 conv of padded NHWC xp (N,H+2,W+2,C) with wk (K,32) + bias (32,).
+
+    Requires W % 8 == 0 and K == koff.size == wk.shape[0].
+    """
+    rows = xp.shape[0] * (xp.shape[1] - 2)
+    for r in prange(rows):
+        conv3x3_row(xp, wk, koff, bias, out, r)
+
+
+# Convolutions with their elementwise epilogue in the same parallel loop: each
+# task finishes its rows while they are still in cache, and the step has fewer
+# parallel regions (each one is a fork/join of the thread pool).
+
+@numba.njit(cache=True, fastmath=True, parallel=True)
+def conv3x3_forward_relu_dropout_pad(xp, wk, koff, bias, out, outp, seed, counter, p, scale):
+    """conv3x3_forward into out, then fused_elementwise.relu_dropout_pad_nhwc(out, outp, ...)."""
+    n_img, h_out = xp.shape[0], xp.shape[1] - 2
+    key = stream_key(seed, counter)
+    pf = np.float32(p)
     for r in prange(n_img * h_out):
+        conv3x3_row(xp, wk, koff, bias, out, r)
         n = r // h_out
-        h = r - n * h_out
-        x_row = (n * hp + h) * wp * c
-        o_row = r * w_out * COUT
-        for w0 in range(0, w_out, PIX):
-            a0l = b_lo; a0h = b_hi; a1l = b_lo; a1h = b_hi
-            a2l = b_lo; a2h = b_hi; a3l = b_lo; a3h = b_hi
-            a4l = b_lo; a4h = b_hi; a5l = b_lo; a5h = b_hi
-            a6l = b_lo; a6h = b_hi; a7l = b_lo; a7h = b_hi
-            base = x_row + w0 * c
-            for k in range(k_taps):
-                o = base + koff[k]
-                wl = vload(wf, k * COUT)
-                wh = vload(wf, k * COUT + 16)
-                a0l, a0h = _fma2(xf, o, wl, wh, a0l, a0h)
-                a1l, a1h = _fma2(xf, o + c, wl, wh, a1l, a1h)
-                a2l, a2h = _fma2(xf, o + 2 * c, wl, wh, a2l, a2h)
-                a3l, a3h = _fma2(xf, o + 3 * c, wl, wh, a3l, a3h)
-                a4l, a4h = _fma2(xf, o + 4 * c, wl, wh, a4l, a4h)
-                a5l, a5h = _fma2(xf, o + 5 * c, wl, wh, a5l, a5h)
-                a6l, a6h = _fma2(xf, o + 6 * c, wl, wh, a6l, a6h)
-                a7l, a7h = _fma2(xf, o + 7 * c, wl, wh, a7l, a7h)
-            q = o_row + w0 * COUT
-            vstore(of, q, a0l); vstore(of, q + 16, a0h)
-            vstore(of, q + 32, a1l); vstore(of, q + 48, a1h)
-            vstore(of, q + 64, a2l); vstore(of, q + 80, a2h)
-            vstore(of, q + 96, a3l); vstore(of, q + 112, a3h)
-            vstore(of, q + 128, a4l); vstore(of, q + 144, a4h)
-            vstore(of, q + 160, a5l); vstore(of, q + 176, a5h)
-            vstore(of, q + 192, a6l); vstore(of, q + 208, a6h)
-            vstore(of, q + 224, a7l); vstore(of, q + 240, a7h)
+        relu_dropout_pad_row(out, outp, n, r - n * h_out, key, pf, scale)
+
+
+@numba.njit(cache=True, fastmath=True, parallel=True)
+def conv3x3_forward_relu_maxpool2(xp, wk, koff, bias, out, flat, arg):
+    """conv3x3_forward into out, then fused_elementwise.relu_maxpool2_nhwc(out, flat, arg)."""
+    n_img, h_out = xp.shape[0], xp.shape[1] - 2
+    ho = h_out // 2
+    for r in prange(n_img * ho):
+        n = r // ho
+        y = r - n * ho
+        conv3x3_row(xp, wk, koff, bias, out, n * h_out + 2 * y)
+        conv3x3_row(xp, wk, koff, bias, out, n * h_out + 2 * y + 1)
+        relu_maxpool2_row(out, flat, arg, n, y)
+
+
+@numba.njit(cache=True, fastmath=True, parallel=True)
+def conv3x3_forward_dropout_relu_backward(gp, wk, koff, bias, out, outp, scale, da):
+    """conv3x3_forward into out (the backward-data conv), then
+    fused_elementwise.dropout_relu_backward_nhwc(out, outp, scale, da)."""
+    n_img, h_out = gp.shape[0], gp.shape[1] - 2
+    for r in prange(n_img * h_out):
+        conv3x3_row(gp, wk, koff, bias, out, r)
+        n = r // h_out
+        dropout_relu_backward_row(out, outp, scale, da, n, r - n * h_out)
 
 
 @numba.njit(cache=True, fastmath=True, parallel=True)

@@ -36,29 +36,35 @@ def dropout_scale(p):
 
 # ------------------------------------------------------------------ forward
 
+@numba.njit(inline="always")
+def relu_dropout_pad_row(a, outp, n, h, key, pf, scale):
+    """One image row of relu_dropout_pad_nhwc (a building block for fused kernels)."""
+    _, h_in, w_in, c_in = a.shape
+    hw = h_in * w_in
+    for w in range(w_in):
+        i0 = n * c_in * hw + h * w_in + w
+        for c in range(c_in):
+            v = a[n, h, w, c]
+            if scale == 0:
+                d = max(v, np.float32(0))
+            else:
+                keep = uniform01(key, i0 + c * hw) >= pf
+                d = v * scale if (v > 0 and keep) else np.float32(0)
+            outp[n, h + 1, w + 1, c] = d
+
+
 @numba.njit(cache=True, fastmath=True, parallel=True)
 def relu_dropout_pad_nhwc(a, outp, seed, counter, p, scale):
     """outp[n, h+1, w+1, c] = relu(a[n,h,w,c]) * keep[i] * scale, i = ((n*C + c)*H + h)*W + w.
 
     With ``scale == 0`` dropout is off (eval mode): outp = relu(a).
     """
-    n_img, h_in, w_in, c_in = a.shape
+    n_img, h_in = a.shape[0], a.shape[1]
     key = stream_key(seed, counter)
     pf = np.float32(p)
-    hw = h_in * w_in
     for r in prange(n_img * h_in):
         n = r // h_in
-        h = r - n * h_in
-        for w in range(w_in):
-            i0 = n * c_in * hw + h * w_in + w
-            for c in range(c_in):
-                v = a[n, h, w, c]
-                if scale == 0:
-                    d = max(v, np.float32(0))
-                else:
-                    keep = uniform01(key, i0 + c * hw) >= pf
-                    d = v * scale if (v > 0 and keep) else np.float32(0)
-                outp[n, h + 1, w + 1, c] = d
+        relu_dropout_pad_row(a, outp, n, r - n * h_in, key, pf, scale)
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -77,6 +83,31 @@ def relu_dropout_rows(a, out, seed, counter, p, scale):
                 out[n, j] = v * scale if (v > 0 and keep) else np.float32(0)
 
 
+@numba.njit(inline="always")
+def relu_maxpool2_row(a, flat, arg, n, y):
+    """Pooled row y of image n (input rows 2y, 2y+1) of relu_maxpool2_nhwc."""
+    _, h_in, w_in, c_in = a.shape
+    ho, wo = h_in // 2, w_in // 2
+    for x in range(wo):
+        for c in range(c_in):
+            m = a[n, 2 * y, 2 * x, c]
+            k = 0
+            v = a[n, 2 * y, 2 * x + 1, c]
+            if v > m:
+                m = v
+                k = 1
+            v = a[n, 2 * y + 1, 2 * x, c]
+            if v > m:
+                m = v
+                k = 2
+            v = a[n, 2 * y + 1, 2 * x + 1, c]
+            if v > m:
+                m = v
+                k = 3
+            arg[n, y, x, c] = k
+            flat[n, (c * ho + y) * wo + x] = max(m, np.float32(0))
+
+
 @numba.njit(cache=True, fastmath=True, parallel=True)
 def relu_maxpool2_nhwc(a, flat, arg):
     """2x2/2 max-pool of relu(a), written in torch's flatten order; arg = winner in its window.
@@ -85,29 +116,10 @@ def relu_maxpool2_nhwc(a, flat, arg):
     arg[n, y, x, c] = 2*dy + dx of the FIRST maximum in window order (like torch).
     (ReLU and max commute, so pooling first and clamping once is the same.)
     """
-    n_img, h_in, w_in, c_in = a.shape
-    ho, wo = h_in // 2, w_in // 2
+    n_img, ho = a.shape[0], a.shape[1] // 2
     for r in prange(n_img * ho):
         n = r // ho
-        y = r - n * ho
-        for x in range(wo):
-            for c in range(c_in):
-                m = a[n, 2 * y, 2 * x, c]
-                k = 0
-                v = a[n, 2 * y, 2 * x + 1, c]
-                if v > m:
-                    m = v
-                    k = 1
-                v = a[n, 2 * y + 1, 2 * x, c]
-                if v > m:
-                    m = v
-                    k = 2
-                v = a[n, 2 * y + 1, 2 * x + 1, c]
-                if v > m:
-                    m = v
-                    k = 3
-                arg[n, y, x, c] = k
-                flat[n, (c * ho + y) * wo + x] = max(m, np.float32(0))
+        relu_maxpool2_row(a, flat, arg, n, r - n * ho)
 
 
 # ------------------------------------------------------------------ backward
@@ -135,16 +147,22 @@ def maxpool2_relu_backward_pad(dflat, flat, arg, gp):
                 gp[n, 2 * y + 2, 2 * x + 2, c] = g if k == 3 else np.float32(0)
 
 
+@numba.njit(inline="always")
+def dropout_relu_backward_row(dout, outp, scale, da, n, h):
+    """One image row of dropout_relu_backward_nhwc."""
+    w_in, c_in = da.shape[2], da.shape[3]
+    for w in range(w_in):
+        for c in range(c_in):
+            da[n, h, w, c] = dout[n, h, w, c] * scale if outp[n, h + 1, w + 1, c] > 0 else np.float32(0)
+
+
 @numba.njit(cache=True, fastmath=True, parallel=True)
 def dropout_relu_backward_nhwc(dout, outp, scale, da):
     """da[n,h,w,c] = dout[n,h,w,c] * scale where outp[n,h+1,w+1,c] > 0, else 0 (all NHWC)."""
-    n_img, h_in, w_in, c_in = da.shape
+    n_img, h_in = da.shape[0], da.shape[1]
     for r in prange(n_img * h_in):
         n = r // h_in
-        h = r - n * h_in
-        for w in range(w_in):
-            for c in range(c_in):
-                da[n, h, w, c] = dout[n, h, w, c] * scale if outp[n, h + 1, w + 1, c] > 0 else np.float32(0)
+        dropout_relu_backward_row(dout, outp, scale, da, n, r - n * h_in)
 
 
 # ------------------------------------------------------------------ NumPy twins

@@ -20,8 +20,9 @@ from numba import prange
 
 
 @numba.njit(cache=True)
-def _sgd_block(param, grad, buf, lr, momentum, first_step):
-    """The serial update of one block (a separate function so LLVM vectorises it)."""
+def sgd_momentum_serial(param, grad, buf, lr, momentum, first_step):
+    """The same update on one thread (for small arrays; also the per-block worker below,
+    a separate function so LLVM vectorises it)."""
     if first_step:
         for i in range(param.size):
             b = grad[i]
@@ -43,7 +44,7 @@ def sgd_momentum_parallel(param, grad, buf, lr, momentum, first_step):
     for t in prange(n_chunks):
         lo = t * size // n_chunks
         hi = (t + 1) * size // n_chunks
-        _sgd_block(param[lo:hi], grad[lo:hi], buf[lo:hi], lr, momentum, first_step)
+        sgd_momentum_serial(param[lo:hi], grad[lo:hi], buf[lo:hi], lr, momentum, first_step)
 
 
 def sgd_momentum_reference(param, grad, buf, lr, momentum, first_step):
