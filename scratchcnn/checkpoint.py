@@ -19,6 +19,7 @@ strings and containers only; a pickle that asks for anything else is refused.
 """
 import os
 import tempfile
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -99,14 +100,18 @@ def load_checkpoint(path):
     if os.path.getsize(path) == 0:
         raise UserError(f"checkpoint {path!r} is empty (an interrupted copy?); use another checkpoint")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():      # e.g. "Detected pickle protocol 4": the error says enough
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's restricted unpickler: random bytes, or a pickle that asks for code.
-        detail = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()[0][:160]
+        lines = [line.strip() for line in str(e).split("WeightsUnpickler error:")[-1].splitlines()
+                 if line.strip() and not line.startswith(("Weights only load failed", "Check the doc"))]
+        detail = (lines[0] if lines else "refused by torch's weights-only loader")[:160]
         raise UserError(f"{path!r} is not a plain weights file ({detail}); it was not loaded, "
                         f"and no code in it ran. Only load checkpoints from sources you trust") from e
     except Exception as e:   # truncated zip, wrong format: torch raises many types
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else "no detail"
+        first = str(e).strip().splitlines()[0].split(". ")[0][:160] if str(e).strip() else "no detail"
         raise UserError(f"{path!r} is not a readable checkpoint ({type(e).__name__}: {first}); "
                         f"it may be truncated or not a .pth file") from e
 
@@ -116,8 +121,9 @@ def load_checkpoint(path):
                             f"this scratchcnn reads version {VERSION}")
         ckpt = {"model": _checked_tensors(obj.get("model"), path),
                 "optimizer": _checked_tensors(obj.get("optimizer", {}), path),
-                "epoch": int(obj.get("epoch", 0)), "metrics": list(obj.get("metrics", [])),
-                "config": dict(obj.get("config", {}))}
+                "epoch": obj.get("epoch", 0), "metrics": obj.get("metrics", []),
+                "config": obj.get("config", {})}
+        _check_training_state(ckpt, path)
     elif isinstance(obj, dict) and all(isinstance(k, str) for k in obj) and obj:
         ckpt = {"model": _checked_tensors(obj, path), "optimizer": {}, "epoch": 0,
                 "metrics": [], "config": {}}
@@ -129,10 +135,44 @@ def load_checkpoint(path):
 
 
 def _checked_tensors(d, path):
+    """{name: float32 numpy array} from a mapping of names to floating-point tensors."""
     import torch
-    if not isinstance(d, dict) or not all(isinstance(v, torch.Tensor) for v in d.values()):
+    if not isinstance(d, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                          for k, v in d.items()):
         raise UserError(f"{path!r} is not a state_dict: expected a mapping of names to tensors")
-    return OrderedDict((k, v.detach().cpu().numpy()) for k, v in d.items())
+    not_float = [f"{k} ({v.dtype})" for k, v in d.items() if not v.is_floating_point()]
+    if not_float:
+        raise UserError(f"{path!r} is not a state_dict of weights: {', '.join(not_float[:4])} "
+                        f"should be floating point")
+    return OrderedDict((k, v.detach().cpu().float().numpy()) for k, v in d.items())
+
+
+def _check_training_state(ckpt, path):
+    """The non-tensor parts of a scratchcnn checkpoint have the types training writes."""
+    from scratchcnn.train import TrainConfig
+    epoch, metrics, config = ckpt["epoch"], ckpt["metrics"], ckpt["config"]
+    if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0) \
+            or not (isinstance(metrics, list) and all(isinstance(m, dict) for m in metrics)) \
+            or not (isinstance(config, dict) and all(isinstance(k, str) for k in config)):
+        raise UserError(f"{path!r} is a damaged scratchcnn checkpoint (its epoch, metrics or config "
+                        f"has the wrong type); use another checkpoint")
+    TrainConfig.from_dict(config, source=path)
+    stats = config.get("normalize_stats")
+    if stats is not None:
+        arr = np.asarray(stats, dtype=object)
+        try:
+            ok = arr.shape == (2, 3) and np.isfinite(arr.astype(np.float64)).all() \
+                and (arr[1].astype(np.float64) > 0).all()
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise UserError(f"{path!r} is a damaged scratchcnn checkpoint: normalize_stats should be "
+                            f"[3 means, 3 positive stds], got {stats!r:.80}")
+    wrong = [k for k, v in ckpt["optimizer"].items()
+             if k not in EXPECTED_SHAPES or tuple(v.shape) != EXPECTED_SHAPES[k]]
+    if wrong:
+        raise UserError(f"{path!r} is a damaged scratchcnn checkpoint: its optimizer state for "
+                        f"{', '.join(wrong[:4])} does not match the model's parameters")
 
 
 def check_architecture(state_dict, path="state_dict"):
@@ -149,3 +189,7 @@ def check_architecture(state_dict, path="state_dict"):
             problems.append(f"{k} has shape {tuple(state_dict[k].shape)}, expected {shape}")
     if problems:
         raise UserError(f"{path!r} is not the tutorial's CIFAR10Model: " + "; ".join(problems))
+    not_finite = [k for k, v in state_dict.items() if not np.isfinite(v).all()]
+    if not_finite:
+        raise UserError(f"{path!r} holds NaN or infinite weights ({', '.join(not_finite)}); "
+                        f"it cannot be used (a diverged or damaged run?)")

@@ -10,6 +10,13 @@ import sys
 from scratchcnn.errors import UserError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one ``error: ...`` line (exit 2) like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
+
+
 def _positive_int(text):
     try:
         v = int(text)
@@ -17,6 +24,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _nonnegative_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
     return v
 
 
@@ -70,18 +87,24 @@ def _cmd_train(args):
         if not stored:
             raise UserError(f"{out}/checkpoint.pth has no training state to resume; "
                             f"start a new run with --out")
-        cfg = TrainConfig.from_dict(stored)
-        changed = [k for k in ("backend", "dataset", "batch_size", "lr", "momentum", "seed")
+        cfg = TrainConfig.from_dict(stored, source=f"{out}/checkpoint.pth")
+        changed = [k for k in ("backend", "dataset", "batch_size", "lr", "momentum", "seed",
+                               "train_size", "test_size", "normalize")
                    if k in given and given[k] != getattr(cfg, k)]
         if changed:
             raise UserError(f"--resume continues the run as it was configured; drop "
                             f"{', '.join('--' + c.replace('_', '-') for c in changed)}")
-        if "epochs" in given:
-            cfg.epochs = given["epochs"]
+        for k in ("epochs", "device", "data_dir", "download"):     # these may change on resume
+            if k in given:
+                setattr(cfg, k, given[k])
     else:
         cfg = TrainConfig.from_dict(given)
         out = args.out or _fresh_run_dir(cfg.backend, cfg.dataset)
+    cfg.validate()                   # bad numbers and devices fail before the kernels load
     if cfg.backend == "scratch":
+        if cfg.device != "cpu":
+            from scratchcnn.backends import make_backend
+            make_backend("scratch", device=cfg.device)      # raises: the scratch backend is CPU only
         _warm_kernels()
     train(cfg, out, resume=bool(args.resume), overwrite=args.overwrite,
           progress=not args.no_progress)
@@ -107,7 +130,8 @@ def _add_evaluate(sub):
     p.add_argument("--dataset", choices=["synthetic", "cifar10"], default=None,
                    help="defaults to the checkpoint's dataset (cifar10 for a bare state_dict)")
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--test-size", type=int, default=0, help="only the first N test images (0: all)")
+    p.add_argument("--test-size", type=_nonnegative_int, default=0,
+                   help="only the first N test images (0: all)")
     p.add_argument("--plot", metavar="PNG", default=None, help="also save the confusion matrix here")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -138,7 +162,7 @@ def _cmd_gradcheck(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="scratchcnn",
         description="The PyTorch CIFAR-10 tutorial's CNN, from scratch (NumPy + numba) and in PyTorch.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")

@@ -22,6 +22,7 @@ Two sources:
   the local structure with its convolutions.
 """
 import hashlib
+import http.client
 import os
 import pickle
 import tarfile
@@ -134,17 +135,22 @@ def _read_python_batch(path):
     if not isinstance(d, dict):
         raise UserError(f"{path} is not a CIFAR-10 python batch (expected a dict, "
                         f"got {type(d).__name__}); re-extract the official archive")
-    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+    d = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in d.items()}
     x, y = d.get("data"), d.get("labels")
+    if isinstance(y, list) and all(type(v) is int and abs(v) < 2**62 for v in y):
+        y = np.array(y, dtype=np.int64) if y else np.zeros(0, np.int64)
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 \
-            or y is None or len(y) != len(x):
+            or not isinstance(y, np.ndarray) or y.shape != (len(x),):
         raise UserError(f"{path} is not a CIFAR-10 python batch (needs 'data' uint8 (N, 3072) "
-                        f"and N 'labels'); re-extract the official archive into --data-dir")
-    return x.reshape(-1, 3, 32, 32), _check_labels(np.asarray(y), path)
+                        f"and N integer 'labels'); re-extract the official archive into --data-dir")
+    return x.reshape(-1, 3, 32, 32), _check_labels(y, path)
 
 
 def _read_binary_batch(path):
-    raw = np.fromfile(path, dtype=np.uint8)
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror or e}); check its permissions") from e
     if raw.size == 0 or raw.size % _BIN_RECORD:
         raise UserError(f"{path} has {raw.size} bytes, not a whole number of {_BIN_RECORD}-byte "
                         f"CIFAR-10 records (truncated?); re-extract the official archive")
@@ -153,10 +159,9 @@ def _read_binary_batch(path):
 
 
 def _check_labels(y, path):
-    y = y.astype(np.int64)
-    if y.size and (y.min() < 0 or y.max() > 9):
+    if y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() > 9)):
         raise UserError(f"{path} has labels outside 0..9; it is not a CIFAR-10 batch")
-    return y
+    return y.astype(np.int64)
 
 
 def find_cifar10(data_dir):
@@ -227,10 +232,15 @@ def download_cifar10(data_dir, url=CIFAR10_URL, md5=CIFAR10_MD5):
                 for block in iter(lambda: r.read(1 << 20), b""):
                     f.write(block)
                     bar.update(len(block))
-        except OSError as e:
+                total, got = bar.total, bar.n
+        except (OSError, http.client.HTTPException) as e:     # IncompleteRead: cut off mid-way
             _remove(partial)
             raise UserError(f"could not download {url} ({e}); download it by hand into "
                             f"--data-dir {data_dir!r}, or use the built-in --dataset synthetic") from e
+        if total is not None and got != total:
+            _remove(partial)
+            raise UserError(f"the download of {url} was cut off after {got} of {total} bytes; "
+                            f"it was deleted. Try again, or download it by hand into --data-dir")
         got = md5sum(partial)
         if got != md5:
             _remove(partial)
@@ -346,7 +356,8 @@ def load_image(path):
             arr = np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
         raise UserError(f"image {path!r} does not exist; check --image") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
+            Image.DecompressionBombError) as e:      # what Pillow raises on damaged files
         raise UserError(f"{path!r} is not an image Pillow can read ({e.__class__.__name__}); "
                         f"pass a PNG or JPEG to --image") from e
     return arr.transpose(2, 0, 1)[None].copy()

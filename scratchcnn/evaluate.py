@@ -4,6 +4,7 @@ import numpy as np
 from scratchcnn.backends import evaluate_logits, make_backend
 from scratchcnn.checkpoint import load_checkpoint
 from scratchcnn.data import load_dataset
+from scratchcnn.errors import UserError
 
 
 def confusion_matrix(y_true, y_pred, n_classes=10):
@@ -27,6 +28,8 @@ def evaluate(checkpoint, *, backend="scratch", device="cpu", dataset=None, data_
 
     Returns ``{"accuracy", "per_class", "confusion", "classes", "n"}``.
     """
+    if test_size < 0:
+        raise UserError(f"--test-size must be a number of images, or 0 for all (got {test_size})")
     b, ckpt = load_backend(checkpoint, backend, device)
     cfg = ckpt["config"]
     dataset = dataset or cfg.get("dataset", "cifar10")

@@ -46,16 +46,30 @@ class TrainConfig:
             raise UserError(f"--lr must be a positive number (got {self.lr}); the tutorial uses 0.001")
         if not (0 <= self.momentum < 1):
             raise UserError(f"--momentum must be in [0, 1) (got {self.momentum}); the tutorial uses 0.9")
-        if self.train_size < 0 or self.test_size < 0:
-            raise UserError("--train-size and --test-size must be positive (0 means the whole split)")
+        for flag, v in (("--train-size", self.train_size), ("--test-size", self.test_size)):
+            if v < 0:
+                raise UserError(f"{flag} must be a number of images, or 0 for the whole split (got {v})")
+        if self.seed < 0:
+            raise UserError(f"--seed must be 0 or more (got {self.seed})")
         if n_train is not None and self.batch_size > n_train:
             raise UserError(f"--batch-size {self.batch_size} is larger than the training set "
                             f"({n_train} images); use a smaller --batch-size")
 
     @classmethod
-    def from_dict(cls, d):
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d, source="the settings"):
+        """The known keys of ``d``, each checked to have its field's type (an int passes for a float)."""
+        kept = {}
+        for f in fields(cls):
+            if f.name not in d:
+                continue
+            v, want = d[f.name], type(f.default)
+            ok = isinstance(v, want) and (want is bool or not isinstance(v, bool))
+            if want is float and isinstance(v, int) and not isinstance(v, bool):
+                v, ok = float(v), True
+            if not ok:
+                raise UserError(f"{source}: {f.name} is {v!r}; expected {want.__name__}")
+            kept[f.name] = v
+        return cls(**kept)
 
 
 class TrainingDiverged(UserError):
@@ -99,7 +113,10 @@ def train(cfg, out, *, resume=False, overwrite=False, progress=True, log=print):
         if start >= cfg.epochs:
             log(f"nothing to do: {start} epochs done; pass a larger --epochs to train further")
             return metrics
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the run folder {out!r} ({e.strerror}); choose another --out") from e
     log(f"training {cfg.backend} on {cfg.device}: {cfg.dataset} ({len(train_set)} train / "
         f"{len(test_set)} test images), {cfg.epochs} epochs, batch {cfg.batch_size}, "
         f"lr {cfg.lr}, momentum {cfg.momentum}, seed {cfg.seed} -> {out}")
@@ -128,22 +145,22 @@ def train(cfg, out, *, resume=False, overwrite=False, progress=True, log=print):
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
                                 refresh=False)
-        except KeyboardInterrupt:
+            bar.close()
+            seconds = time.perf_counter() - t0
+            test_acc = accuracy(backend, test_set, normalize=normalize)
+            record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                      "test_acc": test_acc, "seconds": seconds, "images_per_s": seen / seconds}
+            log(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
+                f"train acc {100 * record['train_acc']:5.2f}%  test acc {100 * test_acc:5.2f}%  "
+                f"{seconds:6.1f} s  {record['images_per_s']:7.0f} img/s")
+            save_run(out, backend, epoch + 1, metrics + [record], config)
+            metrics.append(record)
+        except KeyboardInterrupt:      # Ctrl-C anywhere in the epoch, saving included
             bar.close()
             done = f"epoch {epoch} is saved in {ckpt_path}" if epoch > 0 else "no epoch was completed"
             log(f"\ninterrupted during epoch {epoch + 1}; {done}. "
                 f"Continue with: scratchcnn train --resume {out}")
             raise
-        bar.close()
-        seconds = time.perf_counter() - t0
-        test_acc = accuracy(backend, test_set, normalize=normalize)
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                  "test_acc": test_acc, "seconds": seconds, "images_per_s": seen / seconds}
-        metrics.append(record)
-        log(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
-            f"train acc {100 * record['train_acc']:5.2f}%  test acc {100 * test_acc:5.2f}%  "
-            f"{seconds:6.1f} s  {record['images_per_s']:7.0f} img/s")
-        save_run(out, backend, epoch + 1, metrics, config)
     log(f"done: test accuracy {100 * metrics[-1]['test_acc']:.2f}% after {len(metrics)} epochs; "
         f"checkpoint {ckpt_path}, metrics {os.path.join(out, 'metrics.json')}, "
         f"plot {os.path.join(out, 'curves.png')}")
@@ -151,17 +168,30 @@ def train(cfg, out, *, resume=False, overwrite=False, progress=True, log=print):
 
 
 def save_run(out, backend, epoch, metrics, config):
-    """Everything a finished epoch leaves behind; each file is replaced atomically."""
+    """Everything a finished epoch leaves behind; each file is replaced atomically.
+
+    Weights that are no longer finite are never saved: the last good checkpoint stays.
+    """
     state = backend.state_dict()
-    ckpt_io.save_checkpoint(os.path.join(out, "checkpoint.pth"), model=state,
-                            optimizer=backend.optimizer_state(), epoch=epoch,
-                            metrics=metrics, config=config)
-    ckpt_io.save_state_dict(os.path.join(out, "model.pth"), state)
-    text = json.dumps({"config": config, "epochs": metrics}, indent=2).encode()
-    ckpt_io.atomic_write(os.path.join(out, "metrics.json"), lambda f: f.write(text))
+    bad = [k for k, v in state.items() if not np.isfinite(v).all()]
+    if bad:
+        raise TrainingDiverged(
+            f"the weights ({', '.join(bad)}) became NaN or infinite in epoch {epoch}; training "
+            f"stopped and they were not saved; try a lower --lr than {config['lr']}")
     from scratchcnn.plots import plot_curves
-    plot_curves(metrics, os.path.join(out, "curves.png"),
-                title=f"{config['backend']} on {config['dataset']}")
+    try:
+        ckpt_io.save_checkpoint(os.path.join(out, "checkpoint.pth"), model=state,
+                                optimizer=backend.optimizer_state(), epoch=epoch,
+                                metrics=metrics, config=config)
+        ckpt_io.save_state_dict(os.path.join(out, "model.pth"), state)
+        text = json.dumps({"config": config, "epochs": metrics}, indent=2).encode()
+        ckpt_io.atomic_write(os.path.join(out, "metrics.json"), lambda f: f.write(text))
+        plot_curves(metrics, os.path.join(out, "curves.png"),
+                    title=f"{config['backend']} on {config['dataset']}")
+    except OSError as e:
+        raise UserError(f"could not save epoch {epoch} in {out} ({e.strerror or e}); the files "
+                        f"of the epoch before are kept. Free disk space or fix permissions, then "
+                        f"continue with --resume {out}") from e
 
 
 def _progress(total, desc, enabled):
