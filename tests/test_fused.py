@@ -185,6 +185,11 @@ def test_linear_kernels_match_reference(n):
     out = np.empty((n, 64), np.float32)
     fl.linear_forward(x, w, b, out)
     assert rel_err(out, fl.linear_forward_reference(x.astype(np.float64), w, b)) < 2e-6
+    out_t = np.empty((64, 32), np.float32)
+    xt = np.zeros((2048, 32), np.float32)
+    xt[:, :n] = x.T
+    fl.linear_forward_t(xt, w, b, out_t)
+    assert rel_err(out_t[:, :n].T, fl.linear_forward_reference(x.astype(np.float64), w, b)) < 5e-6
     dx = np.empty_like(x)
     fl.linear_grad_input(g, w, dx)
     assert rel_err(dx, fl.linear_grad_input_reference(g.astype(np.float64), w)) < 2e-6
