@@ -47,6 +47,9 @@ def atomic_write(path, write):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; a plain open() would not
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -59,6 +59,9 @@ def _add_train(sub):
     p.add_argument("--test-size", type=int, default=None, help="use only the first N test images [all]")
     p.add_argument("--normalize", action="store_true", default=None,
                    help="standardise each channel with the training set's mean/std (off: pixels in [0, 1])")
+    p.add_argument("--layer-stats", action="store_true", default=None,
+                   help="each epoch, record per-layer activation/gradient statistics, dead ReLU "
+                        "units and update/weight ratios on a probe batch (metrics.json, layer_stats.png)")
     p.add_argument("--out", default=None, help="run folder [runs/BACKEND-DATASET, numbered if taken]")
     p.add_argument("--resume", metavar="RUN", default=None,
                    help="continue the run in this folder from its last completed epoch")
@@ -94,7 +97,7 @@ def _cmd_train(args):
         if changed:
             raise UserError(f"--resume continues the run as it was configured; drop "
                             f"{', '.join('--' + c.replace('_', '-') for c in changed)}")
-        for k in ("epochs", "device", "data_dir", "download"):     # these may change on resume
+        for k in ("epochs", "device", "data_dir", "download", "layer_stats"):   # may change on resume
             if k in given:
                 setattr(cfg, k, given[k])
     else:

@@ -36,6 +36,7 @@ class TrainConfig:
     train_size: int = 0          # 0: the whole split
     test_size: int = 0
     normalize: bool = False      # per-channel (x - mean) / std from the training set
+    layer_stats: bool = False    # per-layer activation/gradient/update statistics each epoch
 
     def validate(self, n_train=None):
         if self.epochs < 1:
@@ -122,6 +123,9 @@ def train(cfg, out, *, resume=False, overwrite=False, progress=True, log=print):
         f"lr {cfg.lr}, momentum {cfg.momentum}, seed {cfg.seed} -> {out}")
     steps = num_batches(len(train_set), cfg.batch_size)
     config = {**asdict(cfg), "normalize_stats": normalize, "classes": list(train_set.classes)}
+    if cfg.layer_stats:             # one fixed probe batch: the first, unshuffled
+        from scratchcnn.study.layer_stats import format_layer_stats, probe_layer_stats
+        probe_x, probe_y = next(iterate_batches(train_set, cfg.batch_size, normalize=normalize))
 
     for epoch in range(start, cfg.epochs):
         backend.seed(epoch_seed(cfg.seed, epoch))
@@ -153,6 +157,9 @@ def train(cfg, out, *, resume=False, overwrite=False, progress=True, log=print):
             log(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
                 f"train acc {100 * record['train_acc']:5.2f}%  test acc {100 * test_acc:5.2f}%  "
                 f"{seconds:6.1f} s  {record['images_per_s']:7.0f} img/s")
+            if cfg.layer_stats:      # leaves weights, momentum and dropout state as they were
+                record["layer_stats"] = probe_layer_stats(backend, probe_x, probe_y)
+                log("  " + format_layer_stats(record["layer_stats"]))
             save_run(out, backend, epoch + 1, metrics + [record], config)
             metrics.append(record)
         except KeyboardInterrupt:      # Ctrl-C anywhere in the epoch, saving included
@@ -188,6 +195,10 @@ def save_run(out, backend, epoch, metrics, config):
         ckpt_io.atomic_write(os.path.join(out, "metrics.json"), lambda f: f.write(text))
         plot_curves(metrics, os.path.join(out, "curves.png"),
                     title=f"{config['backend']} on {config['dataset']}")
+        with_stats = [m for m in metrics if "layer_stats" in m]
+        if with_stats:
+            from scratchcnn.study.layer_stats import plot_layer_stats
+            plot_layer_stats(with_stats, os.path.join(out, "layer_stats.png"))
     except OSError as e:
         raise UserError(f"could not save epoch {epoch} in {out} ({e.strerror or e}); the files "
                         f"of the epoch before are kept. Free disk space or fix permissions, then "

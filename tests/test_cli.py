@@ -92,3 +92,19 @@ def test_epochs_zero_is_rejected_by_the_parser(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--epochs", "0"])
     assert e.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+
+
+def test_layer_stats_are_recorded_and_do_not_change_training(tiny_run, tmp_path):
+    backend, out = tiny_run
+    probed = str(tmp_path / "probed")
+    assert main(["train", "--backend", backend, "--epochs", "1", "--out", probed, "--layer-stats"] + TINY) == 0
+    stats = json.load(open(os.path.join(probed, "metrics.json")))["epochs"][0]["layer_stats"]["layers"]
+    assert set(stats) == {"conv1", "act1", "drop1", "conv2", "act2", "pool2", "flat", "fc3", "act3",
+                          "drop3", "fc4"}
+    assert 0.0 <= stats["act2"]["dead"] <= 1.0 and stats["act1"]["act"]["min"] == 0.0   # after ReLU
+    assert 0 < stats["fc3"]["update_ratio"] < 1e-2
+    assert mpimg.imread(os.path.join(probed, "layer_stats.png")).std() > 0.05
+    plain, with_probe = (load_checkpoint(os.path.join(d, "checkpoint.pth")) for d in (out, probed))
+    for k, v in plain["model"].items():            # the probe puts every bit of state back
+        np.testing.assert_array_equal(with_probe["model"][k], v)
+        np.testing.assert_array_equal(with_probe["optimizer"][k], plain["optimizer"][k])
