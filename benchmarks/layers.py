@@ -49,8 +49,9 @@ def main():
     lines += ["", "The scratch layer path's conv1 backward also computes dL/dx (unused); torch's does not.",
               "", "Fused fast path, per stage (what `scratchcnn.fused` spends in a training step):", "",
               "| stage | ms | GFLOP/s |", "|---|---|---|"]
-    stage_flops = {"conv1 forward": flops("conv1", n)[0], "conv2 forward": flops("conv2", n)[0],
-                   "conv2 backward (weights)": flops("conv2", n)[0], "conv2 backward (input)": flops("conv2", n)[0],
+    conv2 = flops("conv2", n)[0]
+    stage_flops = {"conv1+act1+drop1 forward": flops("conv1", n)[0], "conv2+act2+pool2 forward": conv2,
+                   "conv2 backward (weights)": conv2, "conv2 backward (input)+drop1+act1 backward": conv2,
                    "conv1 backward (weights)": flops("conv1", n)[1], "fc3 forward": flops("fc3", n)[0],
                    "fc3 backward": flops("fc3", n)[1], "fc3 backward (with its SGD update)": flops("fc3", n)[1]}
     for k, v in out["fused_stages_s"].items():
