@@ -37,6 +37,12 @@ the caller adds the slices (a deterministic order, so results do not depend
 on timing).
 
 The NumPy twins (``*_reference``) say the same thing in a few lines each.
+
+Caching caveat: numba's on-disk cache is keyed on THIS file only. The kernels
+with epilogues inline helpers from ``fused_elementwise``, ``fused_simd`` and
+``rng``; after editing one of those, delete ``scratchcnn/kernels/__pycache__``
+(``scratchcnn.fused.warmup`` re-checks the dropout masks against ``rng`` and
+recompiles if they disagree, but cannot notice other edits).
 """
 import numba
 import numpy as np
