@@ -34,10 +34,15 @@ def cpu_busy(seconds=2.0):
     return max(per_cpu), os.getloadavg()[0]
 
 
-def check_quiet(force, busy_limit=15.0, load_limit=0.7):
-    """Refuse (exit 3) when the machine is busy, unless ``force``; returns a record for the JSON."""
+def check_quiet(force, busy_limit=15.0):
+    """Refuse (exit 3) when the machine is busy, unless ``force``; returns a record for the JSON.
+
+    Busy = some CPU more than ``busy_limit`` % busy over a 2 s sample. The load
+    average is recorded but does not decide: it lags by minutes, so it would
+    still count the previous benchmark of ``benchmarks.all``.
+    """
     busy, load = cpu_busy()
-    quiet = busy < busy_limit and load < load_limit
+    quiet = busy < busy_limit
     record = {"max_cpu_busy_percent": busy, "loadavg_1min": load, "quiet": quiet, "forced": bool(force and not quiet)}
     if not quiet and not force:
         print(f"error: the machine is busy (a CPU was {busy:.0f}% busy, 1-min load average {load:.2f}); "
@@ -65,6 +70,40 @@ def machine_info():
             "python": platform.python_version(),
             "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
                                                    "NUMBA_THREADING_LAYER")}}
+
+
+class LoadMonitor:
+    """How much CPU OTHER processes used while a benchmark ran.
+
+    ``start()`` before the run; ``stop(own_cpu_s)`` after it, given the CPU seconds
+    of the benchmark's own processes; returns a record with ``others_cpu_share``,
+    the fraction of the machine's CPU capacity (wall time x CPUs) used by anything
+    else. Above ~5% the timings are disturbed, whatever the check before said.
+    """
+
+    def start(self):
+        import psutil
+        self.t0 = time.perf_counter()
+        self.busy0 = self._busy(psutil.cpu_times())
+        self.self0 = sum(psutil.Process().cpu_times()[:2])
+        return self
+
+    @staticmethod
+    def _busy(ct):
+        return sum(ct) - ct.idle - getattr(ct, "iowait", 0.0)
+
+    def stop(self, workers_cpu_s):
+        import psutil
+        wall = time.perf_counter() - self.t0
+        busy = self._busy(psutil.cpu_times()) - self.busy0
+        own = workers_cpu_s + sum(psutil.Process().cpu_times()[:2]) - self.self0
+        share = max(0.0, busy - own) / (wall * (os.cpu_count() or 1))
+        rec = {"wall_s": wall, "system_busy_cpu_s": busy, "benchmark_cpu_s": own, "others_cpu_share": share,
+               "disturbed": share > 0.05}
+        if rec["disturbed"]:
+            print(f"warning: other processes used {100 * share:.0f}% of the CPUs during the run; "
+                  f"the results are marked disturbed", file=sys.stderr)
+        return rec
 
 
 class Worker:
@@ -95,12 +134,23 @@ class Worker:
             raise RuntimeError(f"worker {self.framework}: {reply['error']}")
         return reply
 
+    def cpu_seconds(self):
+        """User + system CPU seconds this worker has used so far."""
+        import psutil
+        try:
+            return sum(psutil.Process(self.proc.pid).cpu_times()[:2])
+        except psutil.Error:
+            return 0.0
+
     def close(self):
+        """Stop the worker; returns the CPU seconds it used."""
+        cpu = self.cpu_seconds()
         try:
             self.call(cmd="quit")
         except Exception:
             pass
         self.proc.wait(timeout=30)
+        return cpu
 
 
 def stats(times_s, batch):
@@ -121,6 +171,9 @@ def save(name, markdown, data, plot=None):
     header = f"# benchmark: {name}\n\n{data['date']}, {data['machine']['cpu']}, {data['machine']['logical_cpus']} CPUs"
     if data.get("quiet_check", {}).get("forced"):
         header += "  \n**FORCED: the machine was busy; timings include other processes' load.**"
+    if data.get("load_during_run", {}).get("disturbed"):
+        header += (f"  \n**DISTURBED: other processes used "
+                   f"{100 * data['load_during_run']['others_cpu_share']:.0f}% of the CPUs during the run.**")
     (RESULTS / f"{name}.md").write_text(header + "\n\n" + markdown + "\n")
     if plot is not None:
         import matplotlib

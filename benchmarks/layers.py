@@ -22,6 +22,7 @@ def main():
     reps = 5 if args.quick else args.reps
     n = 32
     out, infos = {}, {}
+    monitor, workers_cpu = C.LoadMonitor().start(), 0.0
     for fw in ("scratch-layers", "torch", "scratch"):
         w = C.Worker(fw, args.threads)
         infos[fw] = w.info
@@ -30,7 +31,8 @@ def main():
             out["fused_stages_s"] = w.call(cmd="profile", n=reps, batch=n)["stages"]
         else:
             out[fw] = w.call(cmd="layers", n=reps, batch=n)["layers"]
-        w.close()
+        workers_cpu += w.close()
+    during = monitor.stop(workers_cpu)
 
     def gf(name, which, seconds):
         f = flops(name, n)
@@ -74,7 +76,7 @@ def main():
         fig.tight_layout()
         fig.savefig(path, dpi=110)
 
-    C.save("layers", md, {"quiet_check": quiet, "threads": args.threads, "batch": n, "results": out,
+    C.save("layers", md, {"quiet_check": quiet, "load_during_run": during, "threads": args.threads, "batch": n, "results": out,
                           "workers": infos}, draw)
 
 

@@ -22,6 +22,7 @@ def main():
     args = p.parse_args()
     quiet = C.check_quiet(args.force)
     frameworks = ("scratch", "torch")
+    monitor = C.LoadMonitor().start()
     workers = {fw: C.Worker(fw, args.threads) for fw in frameworks}
     res = {fw: {} for fw in frameworks}
     for b in BATCHES:
@@ -43,8 +44,7 @@ def main():
             workers[fw].call(cmd="steps", n=50000 // 32, batch=32)
             epoch[fw] = time.perf_counter() - t
     infos = {fw: w.info for fw, w in workers.items()}
-    for w in workers.values():
-        w.close()
+    during = monitor.stop(sum(w.close() for w in workers.values()))
 
     lines = [f"{args.threads} thread(s); epoch = 50,000 images, extrapolated from the median step.", "",
              "| batch | scratch ms/step | torch ms/step | scratch ms/image | torch ms/image | speed-up | "
@@ -73,7 +73,7 @@ def main():
         fig.tight_layout()
         fig.savefig(path, dpi=110)
 
-    C.save("scaling", md, {"quiet_check": quiet, "threads": args.threads,
+    C.save("scaling", md, {"quiet_check": quiet, "load_during_run": during, "threads": args.threads,
                            "results": {fw: {str(b): v for b, v in r.items()} for fw, r in res.items()},
                            "epoch_measured_s": epoch, "workers": infos}, draw)
 

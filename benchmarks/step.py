@@ -29,6 +29,7 @@ def run(args):
     if torch.cuda.is_available():
         configs.append(("torch-cuda", 2, None))
     results, infos, peaks = {}, {}, {}
+    monitor, workers_cpu = C.LoadMonitor().start(), 0.0
     for th in thread_counts:
         group = [c for c in configs if c[1] == th]
         workers = {}
@@ -48,12 +49,13 @@ def run(args):
                 times[k] += workers[k].call(cmd="steps", n=per_round, batch=32)["times"]
         profile = workers[scratch_key].call(cmd="profile", n=per_round * 2, batch=32)["stages"]
         for k, w in workers.items():
-            w.close()
+            workers_cpu += w.close()
             s = C.stats(times[k], 32)
             s["fraction_of_measured_peak"] = s["gflops"] / _usable_peak(peaks[th], th)
             s["fraction_of_nominal_peak"] = s["gflops"] / C.NOMINAL_PEAK_GFLOPS[th]
             results[k] = s
         results[scratch_key]["profile_s"] = profile
+    quiet["during_run"] = monitor.stop(workers_cpu)
     return quiet, results, infos, peaks
 
 
@@ -123,7 +125,8 @@ def main():
     quiet, results, infos, peaks = run(args)
     md = table(results, peaks) + "\n\nLibraries: " + "  \n".join(
         f"{k}: {C.versions_line(v)}" for k, v in infos.items())
-    C.save("step", md, {"quiet_check": quiet, "results": results, "workers": infos,
+    C.save("step", md, {"quiet_check": quiet, "load_during_run": quiet["during_run"], "results": results,
+                        "workers": infos,
                         "measured_peak_gflops": peaks, "nominal_peak_gflops": C.NOMINAL_PEAK_GFLOPS},
            plot(results))
 
