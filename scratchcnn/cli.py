@@ -17,24 +17,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
 
 
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
+def int_at_least(minimum):
+    """An argparse ``type`` for whole numbers >= ``minimum``, with a one-line error otherwise."""
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be {'at least 1' if minimum == 1 else f'{minimum} or more'}, got {v}")
+        return v
+    return parse
 
 
-def _nonnegative_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
-    return v
+positive_int, nonnegative_int = int_at_least(1), int_at_least(0)
 
 
 def _add_train(sub):
@@ -50,8 +46,8 @@ def _add_train(sub):
     p.add_argument("--data-dir", default=None, help="where CIFAR-10 is (or goes) [data]")
     p.add_argument("--download", action="store_true", default=None,
                    help="download CIFAR-10 (MD5-checked) into --data-dir if it is not there")
-    p.add_argument("--epochs", type=_positive_int, default=None, help="[20]")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="[32]")
+    p.add_argument("--epochs", type=positive_int, default=None, help="[20]")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="[32]")
     p.add_argument("--lr", type=float, default=None, help="learning rate [0.001]")
     p.add_argument("--momentum", type=float, default=None, help="SGD momentum [0.9]")
     p.add_argument("--seed", type=int, default=None, help="weights, shuffling and dropout [0]")
@@ -133,7 +129,7 @@ def _add_evaluate(sub):
     p.add_argument("--dataset", choices=["synthetic", "cifar10"], default=None,
                    help="defaults to the checkpoint's dataset (cifar10 for a bare state_dict)")
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--test-size", type=_nonnegative_int, default=0,
+    p.add_argument("--test-size", type=nonnegative_int, default=0,
                    help="only the first N test images (0: all)")
     p.add_argument("--plot", metavar="PNG", default=None, help="also save the confusion matrix here")
     p.set_defaults(func=_cmd_evaluate)

@@ -65,3 +65,19 @@ def cifar_python_dir(tmp_path, cifar_arrays):
 def cifar_binary_dir(tmp_path, cifar_arrays):
     write_cifar_binary(tmp_path, cifar_arrays)
     return str(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_pool():
+    """torch's OpenMP threads and NumPy's OpenBLAS threads spin-wait against each
+    other when one process uses both on 2 cores (a training step ran 10-20x
+    slower); parity needs no parallelism, so each library gets one thread.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread_per_pool")``."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(torch_threads)

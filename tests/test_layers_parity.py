@@ -14,21 +14,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from threadpoolctl import threadpool_limits
 
 from scratchcnn.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, SoftmaxCrossEntropy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread_per_pool():
-    """torch's OpenMP threads and NumPy's OpenBLAS threads spin-wait against each
-    other when one process uses both on 2 cores (a training step ran 10-20x
-    slower); parity needs no parallelism, so each library gets one thread."""
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(torch_threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_pool")
 
 
 DTYPES = [np.float32, np.float64]

@@ -7,6 +7,7 @@ raises ``UserError`` (one line: what was wrong, what to do).
 import argparse
 import os
 
+from scratchcnn.cli import positive_int
 from scratchcnn.errors import UserError
 
 
@@ -16,16 +17,6 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         return action.help if action.default is None else super()._get_help_string(action)
-
-
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
 
 
 def register(sub):
@@ -63,7 +54,7 @@ def register(sub):
                        help="per-layer output shapes, parameters, mult-adds and memory",
                        description="A table per layer, computed from the layers' real shapes: output "
                                    "shape, parameter count, multiply-adds and output memory for a batch.")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per batch")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("trace", formatter_class=fmt,
@@ -74,7 +65,7 @@ def register(sub):
     p.add_argument("--checkpoint", default=None,
                    help="weights to use (and its dataset's first training images); "
                         "without it: fresh weights and synthetic images")
-    p.add_argument("--batch-size", type=_positive_int, default=4, help="images in the batch")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="images in the batch")
     p.add_argument("--seed", type=int, default=0, help="fresh weights (without --checkpoint) and dropout masks")
     _add_dataset_args(p, "; synthetic without --checkpoint")
     p.set_defaults(func=cmd_trace)
