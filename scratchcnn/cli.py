@@ -42,7 +42,7 @@ def _add_train(sub):
                    help="scratch: NumPy + numba (default); torch: the PyTorch reference")
     p.add_argument("--device", default=None, help="cpu or cuda (torch backend only) [cpu]")
     p.add_argument("--dataset", choices=["synthetic", "cifar10"], default=None,
-                   help="synthetic: built in, offline [synthetic]")
+                   help="synthetic: built in, offline [synthetic; cifar10 when --data-dir or --download is given]")
     p.add_argument("--data-dir", default=None, help="where CIFAR-10 is (or goes) [data]")
     p.add_argument("--download", action="store_true", default=None,
                    help="download CIFAR-10 (MD5-checked) into --data-dir if it is not there")
@@ -97,6 +97,8 @@ def _cmd_train(args):
             if k in given:
                 setattr(cfg, k, given[k])
     else:
+        if "dataset" not in given and ("data_dir" in given or given.get("download")):
+            given["dataset"] = "cifar10"          # --data-dir / --download mean real CIFAR-10
         cfg = TrainConfig.from_dict(given)
         out = args.out or _fresh_run_dir(cfg.backend, cfg.dataset)
     cfg.validate()                   # bad numbers and devices fail before the kernels load

@@ -108,3 +108,15 @@ def test_layer_stats_are_recorded_and_do_not_change_training(tiny_run, tmp_path)
     for k, v in plain["model"].items():            # the probe puts every bit of state back
         np.testing.assert_array_equal(with_probe["model"][k], v)
         np.testing.assert_array_equal(with_probe["optimizer"][k], plain["optimizer"][k])
+
+
+@pytest.mark.parametrize("layout", ["cifar_python_dir", "cifar_binary_dir"])
+def test_train_on_an_extracted_cifar10_copy(layout, request, tmp_path, capsys):
+    """--data-dir alone means real CIFAR-10, in either official layout."""
+    data_dir = request.getfixturevalue(layout)
+    out = str(tmp_path / "run")
+    assert main(["train", "--backend", "torch", "--data-dir", data_dir, "--epochs", "1",
+                 "--out", out, "--no-progress"]) == 0
+    assert "cifar10 (40 train / 8 test images)" in capsys.readouterr().out
+    m = json.load(open(os.path.join(out, "metrics.json")))
+    assert m["config"]["dataset"] == "cifar10" and m["config"]["classes"][7] == "horse"
