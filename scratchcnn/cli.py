@@ -17,6 +17,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to each option's help, except where the default is None
+    (those options say in their help what happens when they are left out)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def int_at_least(minimum):
     """An argparse ``type`` for whole numbers >= ``minimum``, with a one-line error otherwise."""
     def parse(text):
@@ -35,30 +43,30 @@ positive_int, nonnegative_int = int_at_least(1), int_at_least(0)
 
 def _add_train(sub):
     p = sub.add_parser("train", help="train the CIFAR-10 network with either backend",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Train the tutorial's network. Defaults are the tutorial's "
                                    "settings; the default dataset is the built-in synthetic one.")
     p.add_argument("--backend", choices=["scratch", "torch"], default=None,
                    help="scratch: NumPy + numba (default); torch: the PyTorch reference")
-    p.add_argument("--device", default=None, help="cpu or cuda (torch backend only) [cpu]")
+    p.add_argument("--device", default=None, help="cpu or cuda (torch backend only) (default: cpu)")
     p.add_argument("--dataset", choices=["synthetic", "cifar10"], default=None,
-                   help="synthetic: built in, offline [synthetic; cifar10 when --data-dir or --download is given]")
-    p.add_argument("--data-dir", default=None, help="where CIFAR-10 is (or goes) [data]")
+                   help="synthetic: built in, offline (default: synthetic; cifar10 when --data-dir or --download is given)")
+    p.add_argument("--data-dir", default=None, help="where CIFAR-10 is (or goes) (default: data)")
     p.add_argument("--download", action="store_true", default=None,
                    help="download CIFAR-10 (MD5-checked) into --data-dir if it is not there")
-    p.add_argument("--epochs", type=positive_int, default=None, help="[20]")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="[32]")
-    p.add_argument("--lr", type=float, default=None, help="learning rate [0.001]")
-    p.add_argument("--momentum", type=float, default=None, help="SGD momentum [0.9]")
-    p.add_argument("--seed", type=int, default=None, help="weights, shuffling and dropout [0]")
-    p.add_argument("--train-size", type=int, default=None, help="use only the first N training images [all]")
-    p.add_argument("--test-size", type=int, default=None, help="use only the first N test images [all]")
+    p.add_argument("--epochs", type=positive_int, default=None, help="passes over the training set (default: 20)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="images per SGD step (default: 32)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.001)")
+    p.add_argument("--momentum", type=float, default=None, help="SGD momentum (default: 0.9)")
+    p.add_argument("--seed", type=int, default=None, help="weights, shuffling and dropout (default: 0)")
+    p.add_argument("--train-size", type=int, default=None, help="use only the first N training images (default: all)")
+    p.add_argument("--test-size", type=int, default=None, help="use only the first N test images (default: all)")
     p.add_argument("--normalize", action="store_true", default=None,
                    help="standardise each channel with the training set's mean/std (off: pixels in [0, 1])")
     p.add_argument("--layer-stats", action="store_true", default=None,
                    help="each epoch, record per-layer activation/gradient statistics, dead ReLU "
                         "units and update/weight ratios on a probe batch (metrics.json, layer_stats.png)")
-    p.add_argument("--out", default=None, help="run folder [runs/BACKEND-DATASET, numbered if taken]")
+    p.add_argument("--out", default=None, help="run folder (default: runs/BACKEND-DATASET, numbered if taken)")
     p.add_argument("--resume", metavar="RUN", default=None,
                    help="continue the run in this folder from its last completed epoch")
     p.add_argument("--overwrite", action="store_true", help="start over in an existing --out folder")
@@ -123,7 +131,7 @@ def _warm_kernels():
 
 def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="test-set accuracy, per-class accuracy, confusion matrix",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="runs/NAME/checkpoint.pth, model.pth, or a state_dict saved by the tutorial")
     p.add_argument("--backend", choices=["scratch", "torch"], default="scratch")

@@ -4,24 +4,15 @@
 command function takes the parsed ``args`` and returns an exit code. Bad input
 raises ``UserError`` (one line: what was wrong, what to do).
 """
-import argparse
 import os
 
-from scratchcnn.cli import positive_int
+from scratchcnn.cli import HelpFormatter, positive_int
 from scratchcnn.errors import UserError
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Adds "(default: X)" to each option's help, except where the default is None
-    (those options say in their help what happens when they are left out)."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def register(sub):
     """Add the study subcommands to ``sub`` (an argparse subparsers object)."""
-    fmt = _HelpFormatter
+    fmt = HelpFormatter
 
     p = sub.add_parser("featuremaps", formatter_class=fmt,
                        help="conv1/conv2 feature maps of one image as 4x8 grids, and its top-3 classes",
