@@ -25,21 +25,21 @@ def initial_state_dict(seed):
     return CIFAR10Model(rng=seed).state_dict()
 
 
-def make_backend(name, *, device="cpu", lr=0.001, momentum=0.9, seed=0):
+def make_backend(name, *, device="cpu", lr=0.001, momentum=0.9, seed=0, fused=True):
     if name == "torch":
         return TorchBackend(device=device, lr=lr, momentum=momentum, seed=seed)
     if name == "scratch":
         if device != "cpu":
             raise UserError(f"the scratch backend runs on the CPU only; drop --device {device} "
                             f"or use --backend torch --device {device}")
-        return ScratchBackend(lr=lr, momentum=momentum, seed=seed)
+        return ScratchBackend(lr=lr, momentum=momentum, seed=seed, fast=fused)
     raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
 class ScratchBackend:
     """NumPy + numba: ``scratchcnn.model.CIFAR10Model`` with hand-written backward passes.
 
-    ``fast=True`` runs the fused forward+backward (``scratchcnn.fused``), which is
+    ``fast=True`` runs the fused training step (``scratchcnn.fused``), which is
     tested equal to the layer-by-layer path; ``fast=False`` runs the layers one by one.
     """
     name = "scratch"
@@ -66,9 +66,8 @@ class ScratchBackend:
 
     def train_step(self, x, y):
         self.model.train()
-        if self.fused is not None:
-            loss, logits = self.fused.fused_forward_backward(self.model, x, y)
-            self.fused.fused_sgd_step(self.optimizer)
+        if self.fused is not None:     # forward, backward and the SGD update in one fused pass
+            loss, logits = self.fused.fused_train_step(self.model, self.optimizer, x, y)
         else:
             logits = self.model.forward(x)
             loss = self.criterion.forward(logits, y)

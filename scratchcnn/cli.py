@@ -66,6 +66,9 @@ def _add_train(sub):
     p.add_argument("--layer-stats", action="store_true", default=None,
                    help="each epoch, record per-layer activation/gradient statistics, dead ReLU "
                         "units and update/weight ratios on a probe batch (metrics.json, layer_stats.png)")
+    p.add_argument("--no-fused", dest="fused", action="store_false", default=None,
+                   help="scratch backend: train through the readable layer-by-layer path instead "
+                        "of the fused fast path (same results to float rounding, several times slower)")
     p.add_argument("--out", default=None, help="run folder (default: runs/BACKEND-DATASET, numbered if taken)")
     p.add_argument("--resume", metavar="RUN", default=None,
                    help="continue the run in this folder from its last completed epoch")
@@ -101,7 +104,7 @@ def _cmd_train(args):
         if changed:
             raise UserError(f"--resume continues the run as it was configured; drop "
                             f"{', '.join('--' + c.replace('_', '-') for c in changed)}")
-        for k in ("epochs", "device", "data_dir", "download", "layer_stats"):   # may change on resume
+        for k in ("epochs", "device", "data_dir", "download", "layer_stats", "fused"):   # may change on resume
             if k in given:
                 setattr(cfg, k, given[k])
     else:

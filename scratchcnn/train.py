@@ -37,6 +37,7 @@ class TrainConfig:
     test_size: int = 0
     normalize: bool = False      # per-channel (x - mean) / std from the training set
     layer_stats: bool = False    # per-layer activation/gradient/update statistics each epoch
+    fused: bool = True           # scratch: the fused fast path; False: the layers one by one
 
     def validate(self, n_train=None):
         if self.epochs < 1:
@@ -104,7 +105,7 @@ def train(cfg, out, *, resume=False, overwrite=False, progress=True, log=print):
     normalize = channel_stats(train_set) if cfg.normalize else None
 
     backend = make_backend(cfg.backend, device=cfg.device, lr=cfg.lr, momentum=cfg.momentum,
-                           seed=cfg.seed)
+                           seed=cfg.seed, fused=cfg.fused)
     metrics, start = [], 0
     if state is not None:
         backend.load_state_dict(state["model"])

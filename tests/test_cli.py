@@ -120,3 +120,16 @@ def test_train_on_an_extracted_cifar10_copy(layout, request, tmp_path, capsys):
     assert "cifar10 (40 train / 8 test images)" in capsys.readouterr().out
     m = json.load(open(os.path.join(out, "metrics.json")))
     assert m["config"]["dataset"] == "cifar10" and m["config"]["classes"][7] == "horse"
+
+
+def test_layer_by_layer_training_matches_the_fused_path(tiny_run, tmp_path):
+    """--no-fused trains through the readable layers; the result equals the fused run's."""
+    backend, out = tiny_run
+    if backend != "scratch":
+        pytest.skip("the fused path is the scratch backend's")
+    layers = str(tmp_path / "layers")
+    assert main(["train", "--epochs", "1", "--out", layers, "--no-fused"] + TINY) == 0
+    fused, plain = (load_checkpoint(os.path.join(d, "checkpoint.pth")) for d in (out, layers))
+    for k, v in fused["model"].items():
+        np.testing.assert_allclose(plain["model"][k], v, rtol=0, atol=2e-6, err_msg=k)
+        np.testing.assert_allclose(plain["optimizer"][k], fused["optimizer"][k], rtol=0, atol=2e-4, err_msg=k)
