@@ -112,6 +112,10 @@ class _Workspace:
             return
         f32, n, n_chunks = np.float32, self.n, self.n_chunks
         self.dflat = np.empty_like(self.flat)
+        k = self.flat.shape[1]          # fc3's gradient kernels take (N, .) operands in panels
+        self.flat_p = np.empty((k // 32, n, 32), f32)       # to_panels(flat)
+        self.dflat_p = np.empty((k // 32, n, 32), f32)      # to_panels(dflat)
+        self.dh3_p = np.empty((512 // 8, n, 8), f32)        # to_panels(dh3)
         self.g2p = np.zeros((n, _H + 2, _W + 2, _C), f32)
         self.g1 = np.empty((n, _H, _W, _C), f32)
         self.partial2 = np.empty((n_chunks, len(_KOFF32), _C), f32)
@@ -281,14 +285,17 @@ def _forward_backward(model, x, y, profile, optimizer):
     dh3 = np.where(ws.d3 > 0, dh3 * b3, np.float32(0))
     t.lap("act3+drop3+fc4+loss forward, fc4 backward")
     f3.bias.grad[...] = dh3.sum(axis=0)
+    fl.to_panels(dh3, ws.dh3_p)
+    fl.to_panels(ws.flat, ws.flat_p)
     if optimizer is None:
-        fl.linear_grad_weight(dh3, ws.flat, f3.weight.grad)
-        fl.linear_grad_input(dh3, f3.weight.data, ws.dflat)
+        fl.linear_grad_weight(ws.dh3_p, ws.flat_p, f3.weight.grad)
+        fl.linear_grad_input(ws.dh3_p, f3.weight.data, ws.dflat_p)
     else:                     # dx with the old weights first, then dw + fc3.weight's update in one pass
-        fl.linear_grad_input(dh3, f3.weight.data, ws.dflat)
-        fl.linear_grad_weight_sgd(dh3, ws.flat, f3.weight.grad, optimizer.momentum_buffers["fc3.weight"],
+        fl.linear_grad_input(ws.dh3_p, f3.weight.data, ws.dflat_p)
+        fl.linear_grad_weight_sgd(ws.dh3_p, ws.flat_p, f3.weight.grad, optimizer.momentum_buffers["fc3.weight"],
                                   f3.weight.data, np.float32(optimizer.lr), np.float32(optimizer.momentum),
                                   first_step)
+    fl.from_panels(ws.dflat_p, ws.dflat)
     t.lap("fc3 backward" if optimizer is None else "fc3 backward (with its SGD update)")
 
     # ---- backward: pool2/act2, conv2 (weights, then input), drop1/act1, conv1 (weights)
@@ -349,7 +356,7 @@ _KERNELS = (fc.conv3x3_forward_relu_dropout_pad, fc.conv3x3_forward_relu_maxpool
             fc.conv3x3_forward_dropout_relu_backward, fc.conv3x3_weight_grad, fe.relu_dropout_rows,
             fe.maxpool2_relu_backward_pad, fsgd.sgd_momentum_serial,
             fl.linear_forward, fl.linear_forward_t, fl.linear_grad_input, fl.linear_grad_weight,
-            fl.linear_grad_weight_sgd,
+            fl.linear_grad_weight_sgd, fl.to_panels, fl.from_panels,
             fsgd.sgd_momentum_parallel)
 
 

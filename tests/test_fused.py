@@ -190,18 +190,29 @@ def test_linear_kernels_match_reference(n):
     xt[:, :n] = x.T
     fl.linear_forward_t(xt, w, b, out_t)
     assert rel_err(out_t[:, :n].T, fl.linear_forward_reference(x.astype(np.float64), w, b)) < 5e-6
+    gp = np.empty((64 // 8, n, 8), np.float32)
+    xp = np.empty((2048 // 32, n, 32), np.float32)
+    fl.to_panels(g, gp)
+    fl.to_panels(x, xp)
+    np.testing.assert_array_equal(gp, fl.to_panels_reference(g, 8))
+    np.testing.assert_array_equal(xp, fl.to_panels_reference(x, 32))
+    x_back = np.empty_like(x)
+    fl.from_panels(xp, x_back)
+    np.testing.assert_array_equal(x_back, x)
+    dxp = np.empty((2048 // 32, n, 32), np.float32)
+    fl.linear_grad_input(gp, w, dxp)
     dx = np.empty_like(x)
-    fl.linear_grad_input(g, w, dx)
+    fl.from_panels(dxp, dx)
     assert rel_err(dx, fl.linear_grad_input_reference(g.astype(np.float64), w)) < 2e-6
     dw = np.empty_like(w)
-    fl.linear_grad_weight(g, x, dw)
+    fl.linear_grad_weight(gp, xp, dw)
     assert rel_err(dw, fl.linear_grad_weight_reference(g.astype(np.float64), x)) < 2e-6
     for first in (True, False):
         w1, w2 = w.copy(), w.copy()
         buf1 = rng.standard_normal(w.shape).astype(np.float32)
         buf2 = buf1.copy()
         dw1 = np.empty_like(w)
-        fl.linear_grad_weight_sgd(g, x, dw1, buf1, w1, np.float32(0.01), np.float32(0.9), first)
+        fl.linear_grad_weight_sgd(gp, xp, dw1, buf1, w1, np.float32(0.01), np.float32(0.9), first)
         np.testing.assert_array_equal(dw1, dw)                  # same sums, same order
         # the update itself is exact float32 arithmetic, as in optim.SGD: bitwise equal given dw
         fsgd.sgd_momentum_reference(w2.reshape(-1), dw.reshape(-1), buf2.reshape(-1),
