@@ -66,10 +66,6 @@ def _to_tensors(arrays):
     return OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v))) for k, v in arrays.items())
 
 
-def _to_numpy(tensors):
-    return OrderedDict((k, v.detach().cpu().numpy()) for k, v in tensors.items())
-
-
 def save_state_dict(path, state_dict):
     """The tutorial's format: ``torch.save`` of the bare state_dict (numpy arrays in, tensors out)."""
     import torch

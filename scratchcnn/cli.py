@@ -93,7 +93,8 @@ def _cmd_train(args):
     if args.resume:
         from scratchcnn.checkpoint import load_checkpoint
         out = args.resume
-        stored = load_checkpoint(os.path.join(out, "checkpoint.pth"))["config"]
+        resume_from = load_checkpoint(os.path.join(out, "checkpoint.pth"))
+        stored = resume_from["config"]
         if not stored:
             raise UserError(f"{out}/checkpoint.pth has no training state to resume; "
                             f"start a new run with --out")
@@ -108,6 +109,7 @@ def _cmd_train(args):
             if k in given:
                 setattr(cfg, k, given[k])
     else:
+        resume_from = None
         if "dataset" not in given and ("data_dir" in given or given.get("download")):
             given["dataset"] = "cifar10"          # --data-dir / --download mean real CIFAR-10
         cfg = TrainConfig.from_dict(given)
@@ -118,7 +120,7 @@ def _cmd_train(args):
             from scratchcnn.backends import make_backend
             make_backend("scratch", device=cfg.device)      # raises: the scratch backend is CPU only
         _warm_kernels()
-    train(cfg, out, resume=bool(args.resume), overwrite=args.overwrite,
+    train(cfg, out, resume_from=resume_from, overwrite=args.overwrite,
           progress=not args.no_progress)
     return 0
 

@@ -89,13 +89,15 @@ def channel_stats(data):
     return x.mean(axis=(0, 2)).tolist(), x.std(axis=(0, 2)).tolist()
 
 
-def train(cfg, out, *, resume=False, overwrite=False, progress=True, log=print):
-    """Train ``cfg.backend`` on ``cfg.dataset``; return the list of per-epoch metrics."""
+def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=print):
+    """Train ``cfg.backend`` on ``cfg.dataset``; return the list of per-epoch metrics.
+
+    ``resume_from``: the loaded ``out/checkpoint.pth`` (``checkpoint.load_checkpoint``) to
+    continue from its last completed epoch; None starts a new run.
+    """
     ckpt_path = os.path.join(out, "checkpoint.pth")
-    state = None
-    if resume:
-        state = ckpt_io.load_checkpoint(ckpt_path)
-    elif os.path.exists(ckpt_path) and not overwrite:
+    state = resume_from
+    if state is None and os.path.exists(ckpt_path) and not overwrite:
         raise UserError(f"{out} already holds a training run; continue it with --resume {out}, "
                         f"start over with --overwrite, or choose another --out")
     cfg.validate()
