@@ -4,9 +4,11 @@
 * ``fused_forward_backward`` == the layer-by-layer path (model.forward +
   SoftmaxCrossEntropy + model.backward): loss, logits, every parameter
   gradient and the dropout counters, at batch 32 and an odd batch size;
-* ``fused_predict`` == the layer path in eval mode; ``fused_sgd_step`` ==
-  ``SGD.step`` bit for bit; ``fused_train_step`` == ``fused_forward_backward``
-  + ``SGD.step`` bit for bit.
+* ``fused_predict`` == the layer path in eval mode; ``fused_train_step`` ==
+  ``fused_forward_backward`` + ``SGD.step`` bit for bit (momentum, weight
+  decay, an lr changed between steps), and it refuses an optimizer it cannot run;
+* NaN and inf reach the loss exactly as on the layer path, and ``train`` stops
+  at the same step on both; two models never share the fast path's buffers.
 
 Tolerances: the fused path sums in a different order (NHWC, blocked), so
 results agree to float32 rounding, not bitwise; relative errors of a few
@@ -15,13 +17,12 @@ results agree to float32 rounding, not bitwise; relative errors of a few
 import numpy as np
 import pytest
 
-from scratchcnn import fused
+from scratchcnn import fused, reference
 from scratchcnn.kernels import fused_conv as fc
 from scratchcnn.kernels import fused_elementwise as fe
 from scratchcnn.kernels import fused_linear as fl
-from scratchcnn.kernels import fused_sgd as fsgd
 from scratchcnn.kernels.rng import keep_mask
-from scratchcnn.layers import SoftmaxCrossEntropy
+from scratchcnn.layers import Parameter, SoftmaxCrossEntropy
 from scratchcnn.model import CIFAR10Model
 from scratchcnn.optim import SGD
 
@@ -124,28 +125,6 @@ def test_maxpool_forward_backward_match_reference():
     np.testing.assert_array_equal(g1, np.where(gp[:, 1:-1, 1:-1] > 0, dout * np.float32(2), 0))
 
 
-def test_sgd_parallel_matches_reference_and_optim():
-    rng = np.random.default_rng(3)
-    p, g = rng.standard_normal((2, 10007)).astype(np.float32)
-    for first in (True, False):
-        a = (p.copy(), g, rng.standard_normal(10007).astype(np.float32))
-        b = (p.copy(), g, a[2].copy())
-        fsgd.sgd_momentum_parallel(*a, np.float32(0.01), np.float32(0.9), first)
-        fsgd.sgd_momentum_reference(*b, np.float32(0.01), np.float32(0.9), first)
-        np.testing.assert_array_equal(a[0], b[0])
-        np.testing.assert_array_equal(a[2], b[2])
-    m1, m2 = CIFAR10Model(rng=0), CIFAR10Model(rng=0)
-    o1 = SGD(m1.parameters(), lr=0.001, momentum=0.9)
-    o2 = SGD(m2.parameters(), lr=0.001, momentum=0.9)
-    for step in range(2):
-        m1.flat_grad[:] = m2.flat_grad[:] = rng.standard_normal(m1.flat_grad.size)
-        o1.step()
-        fused.fused_sgd_step(o2)
-    np.testing.assert_array_equal(m1.flat_data, m2.flat_data)
-    for k, v in o1.state_dict()["momentum_buffers"].items():
-        np.testing.assert_array_equal(v, o2.state_dict()["momentum_buffers"][k])
-
-
 def test_conv_with_epilogue_equals_conv_then_epilogue():
     rng = np.random.default_rng(6)
     n = 3
@@ -207,18 +186,21 @@ def test_linear_kernels_match_reference(n):
     dw = np.empty_like(w)
     fl.linear_grad_weight(gp, xp, dw)
     assert rel_err(dw, fl.linear_grad_weight_reference(g.astype(np.float64), x)) < 2e-6
-    for first in (True, False):
+    # dw and SGD's update in one pass == dw, then reference.sgd_momentum_step (bit for bit:
+    # the same element update, each operation rounded once)
+    for first, momentum, weight_decay in [(True, 0.9, 0.0), (False, 0.9, 0.0), (True, 0.9, 5e-4),
+                                          (False, 0.9, 5e-4), (False, 0.0, 5e-4), (False, 0.0, 0.0)]:
         w1, w2 = w.copy(), w.copy()
         buf1 = rng.standard_normal(w.shape).astype(np.float32)
         buf2 = buf1.copy()
         dw1 = np.empty_like(w)
-        fl.linear_grad_weight_sgd(gp, xp, dw1, buf1, w1, np.float32(0.01), np.float32(0.9), first)
+        hyper = np.float32(0.01), np.float32(momentum), np.float32(weight_decay)
+        fl.linear_grad_weight_sgd(gp, xp, dw1, buf1, w1, *hyper, first)
         np.testing.assert_array_equal(dw1, dw)                  # same sums, same order
-        # the update itself is exact float32 arithmetic, as in optim.SGD: bitwise equal given dw
-        fsgd.sgd_momentum_reference(w2.reshape(-1), dw.reshape(-1), buf2.reshape(-1),
-                                    np.float32(0.01), np.float32(0.9), first)
+        reference.sgd_momentum_step(w2.reshape(-1), dw.reshape(-1), buf2.reshape(-1), *hyper, first)
         np.testing.assert_array_equal(w1, w2)
-        np.testing.assert_array_equal(buf1, buf2)
+        np.testing.assert_array_equal(buf1, buf2)               # momentum 0: untouched, as torch keeps none
+        assert not np.array_equal(w1, w)
 
 
 # ------------------------------------------------------------------ whole network
@@ -244,22 +226,52 @@ def test_fused_forward_backward_equals_layer_path(n):
     assert layer_model.dropout_state()["drop1"]["counter"] == 2
 
 
-@pytest.mark.parametrize("n", [32, 5])
-def test_fused_train_step_equals_forward_backward_then_sgd(n):
+@pytest.mark.parametrize("n, momentum, weight_decay", [(32, 0.9, 0.0), (5, 0.9, 0.0), (32, 0.9, 5e-3),
+                                                        (5, 0.0, 5e-3), (5, 0.0, 0.0)])
+def test_fused_train_step_equals_forward_backward_then_sgd(n, momentum, weight_decay):
     m1, m2 = CIFAR10Model(rng=5), CIFAR10Model(rng=5)
-    o1, o2 = SGD(m1.parameters(), lr=0.001, momentum=0.9), SGD(m2.parameters(), lr=0.001, momentum=0.9)
+    o1 = SGD(m1.parameters(), lr=0.001, momentum=momentum, weight_decay=weight_decay)
+    o2 = SGD(m2.parameters(), lr=0.001, momentum=momentum, weight_decay=weight_decay)
     rng = np.random.default_rng(n)
-    for step in range(2):                              # first step (buf = grad) and a later one
+    for step in range(3):                     # first step (buf = d), later ones, and a new lr
+        if step == 2:
+            o1.lr = o2.lr = 0.01              # a schedule sets lr between steps: read at every step
         x = rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
         y = rng.integers(0, 10, n)
+        before = m2.flat_data.copy()
         l1, _ = fused.fused_forward_backward(m1, x, y)
         o1.step()
         l2, _ = fused.fused_train_step(m2, o2, x, y)
         assert l1 == l2
         np.testing.assert_array_equal(m2.flat_grad, m1.flat_grad)
         np.testing.assert_array_equal(m2.flat_data, m1.flat_data)
+        assert o2.state_dict()["momentum_buffers"].keys() == o1.state_dict()["momentum_buffers"].keys()
         for k, v in o1.state_dict()["momentum_buffers"].items():
             np.testing.assert_array_equal(o2.state_dict()["momentum_buffers"][k], v)
+        for name, _ in m2.parameters():          # every tensor moved (fc3.weight's pass and the rest)
+            part = m2.param_slice(name)
+            assert (m2.flat_data[part] != before[part]).any(), name
+    assert bool(o2.momentum_buffers) == (momentum != 0)
+
+
+def test_fused_train_step_refuses_an_optimizer_it_cannot_run():
+    """No silent fallback: the wrong optimizer is an error, and the model is left untouched."""
+    model, other = CIFAR10Model(rng=0), CIFAR10Model(rng=1)
+    x, y = np.zeros((2, 3, 32, 32), np.float32), np.array([0, 1])
+    separate = [(name, Parameter(p.data.copy(), name)) for name, p in model.parameters()]
+
+    class NotSGD:
+        lr, momentum = 0.001, 0.9
+
+    before, state = model.flat_data.copy(), model.dropout_state()
+    for opt, match in [(NotSGD(), "scratchcnn.optim.SGD only, not NotSGD"),
+                       (SGD(other.parameters(), lr=0.1), "does not hold this model's parameters"),
+                       (SGD(separate, lr=0.1), "does not hold this model's parameters")]:
+        with pytest.raises(NotImplementedError, match=match):
+            fused.fused_train_step(model, opt, x, y)
+    np.testing.assert_array_equal(model.flat_data, before)
+    assert model.dropout_state() == state and not model.flat_grad.any()
+    fused.check_optimizer(model, SGD(model.parameters(), lr=0.1))          # the right one passes
 
 
 def test_fused_overwrites_grads_and_respects_eval_mode():
