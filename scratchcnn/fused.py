@@ -61,6 +61,7 @@ import weakref
 import numba
 import numpy as np
 
+from scratchcnn.architecture import INPUT_SHAPE, output_shape
 from scratchcnn.kernels import fused_conv as fc
 from scratchcnn.kernels import fused_elementwise as fe
 from scratchcnn.kernels import fused_linear as fl
@@ -70,8 +71,12 @@ from scratchcnn.optim import SGD
 __all__ = ["fused_forward_backward", "fused_train_step", "fused_predict", "check_supported",
            "check_optimizer", "warmup"]
 
-_H = _W = 32
-_C = 32
+# The network's sizes, from its one declaration (scratchcnn.architecture). The kernels are
+# written for these: 32 channels = two 16-lane vectors, 3x3 convolutions, a 2x2 pool.
+_CIN, _H, _W = INPUT_SHAPE                 # 3, 32, 32
+_C = output_shape("conv1")[0]              # 32 channels out of conv1 and conv2
+_FLAT = output_shape("flat")[0]            # 8192 = 32 * 16 * 16
+_HIDDEN = output_shape("fc3")[0]           # 512
 
 
 def check_supported(model):
@@ -86,13 +91,14 @@ def check_supported(model):
         d1, d3 = model.drop1, model.drop3
     except AttributeError as e:
         raise NotImplementedError(f"scratchcnn.fused: not a CIFAR10Model ({e})") from None
-    for conv, cin in ((c1, 3), (c2, _C)):
+    for conv, cin in ((c1, _CIN), (c2, _C)):
         need(conv.weight.data.shape == (_C, cin, 3, 3) and conv.bias is not None
              and tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (1, 1),
              f"{conv.name} must be Conv2d({cin}, 32, 3, padding=1)")
     need(tuple(model.pool2.kernel_size) == (2, 2) and tuple(model.pool2.stride) == (2, 2), "pool2 must be 2x2/2")
-    need(f3.weight.data.shape == (512, 8192) and f4.weight.data.shape[1] == 512
-         and f3.bias is not None and f4.bias is not None, "fc3 must be Linear(8192, 512), fc4 Linear(512, K)")
+    need(f3.weight.data.shape == (_HIDDEN, _FLAT) and f4.weight.data.shape[1] == _HIDDEN
+         and f3.bias is not None and f4.bias is not None,
+         f"fc3 must be Linear({_FLAT}, {_HIDDEN}), fc4 Linear({_HIDDEN}, K)")
     need(0 <= d1.p < 1 and 0 <= d3.p < 1, "dropout p must be in [0, 1)")
 
 
@@ -108,16 +114,16 @@ class _Workspace:
     def __init__(self, n, n_chunks, n_classes):
         f32 = np.float32
         self.n, self.n_chunks = n, n_chunks
-        self.xp1 = np.zeros((n, _H + 2, _W + 2, 3), f32)
+        self.xp1 = np.zeros((n, _H + 2, _W + 2, _CIN), f32)
         self.a = np.empty((n, _H, _W, _C), f32)           # a1, then a2, then dd1
         self.d1p = np.zeros((n, _H + 2, _W + 2, _C), f32)
         self.flat = np.empty((n, _C * (_H // 2) * (_W // 2)), f32)
         self.arg = np.empty((n, _H // 2, _W // 2, _C), np.uint8)
-        self.h3 = np.empty((n, 512), f32)
-        self.d3 = np.empty((n, 512), f32)
+        self.h3 = np.empty((n, _HIDDEN), f32)
+        self.d3 = np.empty((n, _HIDDEN), f32)
         self.zero_bias = np.zeros(_C, f32)
         self.xt = np.zeros((self.flat.shape[1], 32), f32)      # flat.T, zero-padded to 32 columns
-        self.h3t = np.empty((512, 32), f32)
+        self.h3t = np.empty((_HIDDEN, 32), f32)
         self.has_backward = False
 
     def allocate_backward(self):
@@ -128,7 +134,7 @@ class _Workspace:
         k = self.flat.shape[1]          # fc3's gradient kernels take (N, .) operands in panels
         self.flat_p = np.empty((k // 32, n, 32), f32)       # to_panels(flat)
         self.dflat_p = np.empty((k // 32, n, 32), f32)      # to_panels(dflat)
-        self.dh3_p = np.empty((512 // 8, n, 8), f32)        # to_panels(dh3)
+        self.dh3_p = np.empty((_HIDDEN // 8, n, 8), f32)        # to_panels(dh3)
         self.g2p = np.zeros((n, _H + 2, _W + 2, _C), f32)
         self.g1 = np.empty((n, _H, _W, _C), f32)
         self.partial2 = np.empty((n_chunks, len(_KOFF32), _C), f32)
@@ -137,7 +143,7 @@ class _Workspace:
         self.has_backward = True
 
 
-_KOFF3 = fc.tap_offsets(_W, 3)      # 27 taps padded to 32
+_KOFF3 = fc.tap_offsets(_W, _CIN)   # 27 taps padded to 32
 _KOFF32 = fc.tap_offsets(_W, _C)    # 288 taps
 _workspaces = weakref.WeakKeyDictionary()      # model -> {(n, threads, classes): _Workspace}
 
@@ -156,8 +162,8 @@ def _workspace(model, n, n_classes):
 
 
 def _check_input(x):
-    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4 or x.shape[1:] != (3, _H, _W):
-        raise ValueError(f"scratchcnn.fused: expected float32 input of shape (N, 3, 32, 32), "
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4 or x.shape[1:] != INPUT_SHAPE:
+        raise ValueError(f"scratchcnn.fused: expected float32 input of shape (N, {_CIN}, {_H}, {_W}), "
                          f"got {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
 
 
@@ -336,7 +342,7 @@ def _forward_backward(model, x, y, profile, optimizer):
     fc.conv3x3_forward_dropout_relu_backward(ws.g2p, w2r, _KOFF32, ws.zero_bias, ws.a, ws.d1p, b1, ws.g1)
     t.lap("conv2 backward (input)+drop1+act1 backward")
     fc.conv3x3_weight_grad(ws.xp1, ws.g1, _KOFF3, ws.partial1, ws.partial_b)
-    c1.weight.grad[...] = fc.unpack_weight_grad(ws.partial1.sum(axis=0), 3)
+    c1.weight.grad[...] = fc.unpack_weight_grad(ws.partial1.sum(axis=0), _CIN)
     c1.bias.grad[...] = ws.partial_b.sum(axis=0)
     t.lap("conv1 backward (weights)")
 
@@ -420,7 +426,7 @@ def warmup(verbose=True):
         print("compiling kernels, first run only (30-60 s) ...", flush=True)
     _check_masks_match()
     model = CIFAR10Model(rng=0)
-    x1, x9 = np.zeros((1, 3, _H, _W), np.float32), np.zeros((9, 3, _H, _W), np.float32)
+    x1, x9 = np.zeros((1, *INPUT_SHAPE), np.float32), np.zeros((9, *INPUT_SHAPE), np.float32)
     fused_forward_backward(model, x1, np.zeros(1, np.int64))        # batch 1 and 9: both fc3 forward kernels
     opt = SGD(model.parameters(), lr=0.001, momentum=0.9)
     opt.step()                                # first and later steps of the parallel SGD kernel
