@@ -124,11 +124,20 @@ def test_max_pool2d_ties_and_nan_route_like_torch(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("p", [0.3, 0.5])
-def test_dropout_with_given_mask(dtype, p):
-    x = randn(2, 3, 4, 5, dtype=dtype)
-    mask = np.random.default_rng(2).random(x.shape) >= p
-    # torch's own dropout: noise = bernoulli(1 - p) / (1 - p); out = x * noise
-    assert_parity(Dropout(p), lambda x: x * (torch.tensor(mask, dtype=x.dtype) / (1 - p)), x, 0, mask=mask)
+def test_dropout_matches_torchs_own_dropout(dtype, p):
+    """A real ``F.dropout(x, p, training=True)`` call; its mask is recovered from the output
+    (x has no zeros, so out == 0 exactly where torch dropped), then our layer, given that
+    mask, must reproduce torch's output and gradient bit for bit."""
+    rng = np.random.default_rng(4)
+    x = (rng.uniform(0.5, 2.0, (4, 32, 8, 8)) * rng.choice([-1, 1], (4, 32, 8, 8))).astype(dtype)
+
+    def torch_dropout(x_t):
+        torch.manual_seed(5)                 # the same torch mask at every call
+        return F.dropout(x_t, p, training=True)
+
+    mask = (torch_dropout(torch.from_numpy(x)) != 0).numpy()
+    assert abs(mask.mean() - (1 - p)) < 0.03               # a real mask, not all ones
+    assert_parity(Dropout(p), torch_dropout, x, 0, mask=mask)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
