@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from scratchcnn.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, SoftmaxCrossEntropy
+from scratchcnn.parity import layer_errors
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_pool")
@@ -28,25 +29,12 @@ REL_TOL = {np.float32: 4e-6, np.float64: 1e-14}
 def assert_parity(layer, torch_fn, x, tol, seed=0, **forward_kwargs):
     """``layer.forward(x)`` and its backward == ``torch_fn(x, *layer params)`` and autograd.
 
-    Returns {quantity: relative error}; fails with max abs/rel error in the message.
+    Returns {quantity: relative error} (``scratchcnn.parity.layer_errors``, the
+    measurement behind the README's table); fails naming the worst quantity.
     """
-    out = layer.forward(x, **forward_kwargs)
-    dout = np.asarray(np.random.default_rng(seed).standard_normal(np.shape(out)), dtype=x.dtype)
-    dx = layer.backward(dout)
-    x_t = torch.tensor(x, requires_grad=True)
-    params_t = [torch.tensor(p.data, requires_grad=True) for _, p in layer.parameters()]
-    out_t = torch_fn(x_t, *params_t)
-    grads_t = torch.autograd.grad((out_t * torch.from_numpy(dout)).sum(), [x_t, *params_t])
-    pairs = [("out", out, out_t), ("dx", dx, grads_t[0])]
-    pairs += [(f"d{name}", p.grad, g) for (name, p), g in zip(layer.parameters(), grads_t[1:])]
-    errors = {}
-    for what, ours, theirs in pairs:
-        theirs = theirs.detach().numpy()
-        assert np.shape(ours) == theirs.shape and np.asarray(ours).dtype == theirs.dtype, what
-        abs_err = float(np.max(np.abs(ours - theirs)))
-        errors[what] = rel_err = abs_err / max(float(np.max(np.abs(theirs))), 1e-300)
-        assert rel_err <= tol, (f"{layer.name} {what} ({x.dtype}): max abs error {abs_err:.3g}, "
-                                f"max rel error {rel_err:.3g} > {tol:g}")
+    errors = layer_errors(layer, torch_fn, x, seed, **forward_kwargs)
+    for what, rel_err in errors.items():
+        assert rel_err <= tol, f"{layer.name} {what} ({x.dtype}): max rel error {rel_err:.3g} > {tol:g}"
     return errors
 
 
