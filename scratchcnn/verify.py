@@ -11,7 +11,7 @@ Same starting weights (our initialiser's, loaded into torch), the same batches
 in the same order and the same dropout masks as epoch 1 of
 ``scratchcnn train --dataset synthetic --seed SEED``: the fused path recomputes
 its masks from (seed, counter) inside its kernels, and torch's two dropouts are
-replaced by ``FixedMaskDropout`` modules that multiply by those masks
+replaced by ``parity.fixed_mask_dropout`` modules that multiply by those masks
 (``kernels.rng.keep_mask``) divided by 1 - p, which is what ``nn.Dropout``
 does with its own random mask.
 
@@ -23,35 +23,16 @@ Errors are relative to the scale of what is compared, max |ours - torch| / max |
                 smaller than the weights, so this is the demanding one)
     momentum    the same for the SGD momentum buffers after the last step
 
-Used by ``tests/test_model_parity.py`` and by the README's verification table.
+Used by ``tests/test_model_parity.py`` and by the README's verification table
+(``scratchcnn.parity``).
 """
 import numpy as np
-import torch
-import torch.nn as nn
 
 from scratchcnn.architecture import output_shape
 from scratchcnn.kernels.rng import keep_mask
+from scratchcnn.parity import fixed_mask_dropout, rel_error
 
-__all__ = ["fused_vs_torch", "FixedMaskDropout", "rel_error"]
-
-
-def rel_error(ours, theirs):
-    """max |ours - theirs| / max |theirs| (theirs: a NumPy array or a torch tensor)."""
-    if hasattr(theirs, "detach"):
-        theirs = theirs.detach().cpu().numpy()
-    theirs = np.asarray(theirs, np.float64)
-    return float(np.max(np.abs(np.asarray(ours, np.float64) - theirs)) / max(float(np.max(np.abs(theirs))), 1e-300))
-
-
-class FixedMaskDropout(nn.Module):
-    """nn.Dropout with the mask given from outside: x * mask / (1 - p), as torch computes it."""
-
-    def __init__(self, p):
-        super().__init__()
-        self.p, self.mask = p, None
-
-    def forward(self, x):
-        return x * (self.mask.to(x.dtype) / (1 - self.p))
+__all__ = ["fused_vs_torch"]
 
 
 def _next_masks(model, n):
@@ -96,6 +77,7 @@ def fused_vs_torch(steps=50, seed=0, batch_size=32, lr=0.001, momentum=0.9, weig
     Runs torch and BLAS on one thread each (two thread pools on two cores fight).
     Raises nothing when the errors are large: the caller decides what is good enough.
     """
+    import torch
     from threadpoolctl import threadpool_limits
 
     from scratchcnn import fused
@@ -114,7 +96,7 @@ def fused_vs_torch(steps=50, seed=0, batch_size=32, lr=0.001, momentum=0.9, weig
     for dtype in (torch.float32, torch.float64):
         model = TorchModel().to(dtype)
         model.load_state_dict({k: torch.from_numpy(v) for k, v in start.items()})
-        model.drop1, model.drop3 = FixedMaskDropout(ours.drop1.p), FixedMaskDropout(ours.drop3.p)
+        model.drop1, model.drop3 = fixed_mask_dropout(ours.drop1.p), fixed_mask_dropout(ours.drop3.p)
         torch_runs[dtype] = (model, torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                                                     weight_decay=weight_decay), [])
     losses = []

@@ -34,8 +34,9 @@ import torch.nn as nn
 from scratchcnn.layers import SoftmaxCrossEntropy
 from scratchcnn.model import CIFAR10Model
 from scratchcnn.optim import SGD
-from scratchcnn.verify import FixedMaskDropout, fused_vs_torch
-from scratchcnn.verify import rel_error as rel
+from scratchcnn.parity import fixed_mask_dropout
+from scratchcnn.parity import rel_error as rel
+from scratchcnn.verify import fused_vs_torch
 from torch_reference.model import CIFAR10Model as TorchModel
 
 
@@ -52,7 +53,7 @@ TOL = {
 def make_pair(dtype):
     torch.manual_seed(0)
     theirs = TorchModel().to(TORCH_DTYPE[dtype])
-    theirs.drop1, theirs.drop3 = FixedMaskDropout(0.3), FixedMaskDropout(0.5)
+    theirs.drop1, theirs.drop3 = fixed_mask_dropout(0.3), fixed_mask_dropout(0.5)
     ours = CIFAR10Model(dtype=dtype, rng=0)
     ours.load_state_dict(theirs.state_dict())
     return ours, theirs
