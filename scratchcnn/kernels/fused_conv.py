@@ -44,8 +44,9 @@ The NumPy twins (``*_reference``) say the same thing in a few lines each.
 No fastmath: with explicit vectors and ``vfma`` the kernels need none to
 vectorise, and the epilogues inlined here compare values (ReLU, max-pool),
 which LLVM's ``nnan``/``ninf`` flags would let it do as if NaN did not exist.
-Measured on 2 vCPUs of an AMD EPYC: the training step at batch 32 took the
-same time within noise without fastmath (see the commit that removed it).
+Measured on 2 vCPUs of an AMD EPYC (training step at batch 32, 2 threads,
+each stage's minimum over 60 steps, old and new code interleaved): 9.7-10.0 ms
+with fastmath, 9.2-9.8 ms without; conv2's forward stage 1.42 vs 1.46 ms.
 
 Caching caveat: numba's on-disk cache is keyed on THIS file only. The kernels
 with epilogues inline helpers from ``fused_elementwise``, ``fused_simd`` and
