@@ -87,7 +87,8 @@ def _fresh_run_dir(backend, dataset):
 
 
 def _cmd_train(args):
-    from scratchcnn.train import TrainConfig, train
+    from scratchcnn.config import TrainConfig
+    from scratchcnn.train import train
 
     given = {k: v for k, v in vars(args).items() if v is not None}
     if args.resume:
