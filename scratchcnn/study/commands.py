@@ -216,12 +216,16 @@ def cmd_saliency(args):
 
 
 def cmd_explore(args):
-    from scratchcnn.explore.server import measure, serve
+    from scratchcnn.checkpoint import load_checkpoint
+    from scratchcnn.explore.server import Explorer, measure, serve
 
+    cfg = load_checkpoint(args.checkpoint)["config"]
+    data = _dataset_split(cfg, args.dataset, args.data_dir, "test")
+    explorer = Explorer(args.checkpoint, data, _class_names(cfg, data.classes))
     if args.measure:
-        print(measure(args.checkpoint, args.dataset, args.data_dir))
+        print(measure(explorer))
         return 0
-    return serve(args.checkpoint, args.dataset, args.data_dir, host=args.host, port=args.port)
+    return serve(explorer, host=args.host, port=args.port)
 
 
 def cmd_filters(args):
