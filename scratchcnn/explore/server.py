@@ -116,8 +116,10 @@ def decode_upload(data):
                 arr = np.asarray(im.convert("RGB").resize((32, 32), Image.BILINEAR), dtype=np.uint8)
     except ApiError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning,
-            OSError, ValueError, SyntaxError, EOFError) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ApiError(413, "Pillow's decompression-bomb guard refused the image (too many pixels); "
+                            "upload a smaller picture") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
         raise ApiError(400, f"the upload is not an image Pillow can read ({type(e).__name__}); "
                             f"upload a PNG or JPEG") from None
     return arr.transpose(2, 0, 1).copy()
