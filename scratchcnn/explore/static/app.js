@@ -272,6 +272,7 @@ async function showLayer(name) {
       text: `${n} units in rows of ${w}, unit i at row i / ${w}, column i mod ${w}`})]));
   }
   if (name !== "conv1" && name !== "conv2") $("pixel-view").hidden = true;
+  document.body.dataset.shown = `${r.backend} ${name} ${r.mode}`;     // what is drawn now (tests wait for it)
 }
 
 // ------------------------------------------------------------------ one output pixel of a convolution
