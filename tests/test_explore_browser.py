@@ -1,6 +1,6 @@
 """scratchcnn explore in a real browser: headless Chromium driven by Playwright.
 
-It loads the page, picks an image, opens conv1, clicks one output pixel and checks
+It loads the page, picks a misclassified image, opens pool2 and conv1, clicks one output pixel and checks
 the numbers written out there against the scratch model, switches to gradients and
 to the torch backend, checks the browser console stayed clean, and saves a
 screenshot. Needs Debian's ``chromium`` (``apt-get install chromium``) and
@@ -89,6 +89,7 @@ def _text_float(page, selector):
 def test_page_end_to_end(browser, site, tmp_path):
     url, model, data, normalize = site
     page = browser.new_page(viewport={"width": 1500, "height": 1250})
+    page.set_default_timeout(120_000)         # a shared 2-core machine can be slow; nothing here should hang
     problems = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
             else None)
@@ -98,9 +99,12 @@ def test_page_end_to_end(browser, site, tmp_path):
     page.goto(url)
     page.wait_for_selector("body[data-ready='1']", timeout=120_000)
 
-    # Pick an image: the third thumbnail of the grid, test image 2.
-    index = 2
-    page.click(f".thumb[data-image='test:{index}']")
+    # Pick an image: show only the misclassified ones, take the first.
+    page.check("#filter-wrong")
+    page.wait_for_selector("#grid[data-query*='wrong=1']")
+    thumb = page.locator(".thumb").first
+    index = int(thumb.get_attribute("data-image").split(":")[1])
+    thumb.click()
     page.wait_for_selector(f"#image-caption:has-text('test:{index},')")   # (the page's CSP forbids eval)
     x = to_float(data.x[index:index + 1], normalize)
     acts = model.forward_intermediates(x)
@@ -108,6 +112,7 @@ def test_page_end_to_end(browser, site, tmp_path):
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
     pred = int(probs.argmax())
+    assert pred != data.y[index], "the misclassified filter showed a correctly classified image"
     shown = page.inner_text(f"#prob-bars .bar[data-class='{pred}'] .num")
     assert abs(float(shown.rstrip("%")) - 100 * probs[pred]) <= 0.006, shown
 

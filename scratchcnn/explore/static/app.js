@@ -146,6 +146,7 @@ async function loadGrid() {
     `${(100 * r.accuracy).toFixed(1)}% right (${r.wrong} wrong, red border). Bar: confidence.`;
   $("prev").disabled = r.offset === 0;
   $("next").disabled = last >= r.total;
+  grid.dataset.query = q.toString();          // what the grid shows now (tests wait for it)
 }
 
 async function upload(file) {
