@@ -7,6 +7,8 @@ import argparse
 import os
 import sys
 
+from scratchcnn import study
+from scratchcnn.arguments import HelpFormatter, nonnegative_int, positive_int
 from scratchcnn.errors import UserError
 
 
@@ -15,30 +17,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Adds "(default: X)" to each option's help, except where the default is None
-    (those options say in their help what happens when they are left out)."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
-def int_at_least(minimum):
-    """An argparse ``type`` for whole numbers >= ``minimum``, with a one-line error otherwise."""
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"must be {'at least 1' if minimum == 1 else f'{minimum} or more'}, got {v}")
-        return v
-    return parse
-
-
-positive_int, nonnegative_int = int_at_least(1), int_at_least(0)
 
 
 def _add_train(sub):
@@ -128,10 +106,7 @@ def _cmd_train(args):
 
 def _warm_kernels():
     """Load (or, the first time, compile and announce) the numba kernels before timing starts."""
-    try:
-        from scratchcnn.fused import warmup
-    except ImportError:
-        return
+    from scratchcnn.fused import warmup
     warmup(verbose=True)
 
 
@@ -186,12 +161,7 @@ def build_parser():
     _add_train(sub)
     _add_evaluate(sub)
     _add_gradcheck(sub)
-    try:
-        from scratchcnn import study
-    except ImportError:
-        study = None
-    if study is not None:
-        study.register(sub)
+    study.register(sub)
     return parser
 
 

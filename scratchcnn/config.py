@@ -7,6 +7,7 @@ can import it without importing each other.
 import math
 from dataclasses import dataclass, fields
 
+from scratchcnn.data import check_sizes
 from scratchcnn.errors import UserError
 
 
@@ -42,6 +43,7 @@ class TrainConfig:
                 raise UserError(f"{flag} must be a number of images, or 0 for the whole split (got {v})")
         if self.seed < 0:
             raise UserError(f"--seed must be 0 or more (got {self.seed})")
+        check_sizes(self.dataset, self.train_size, self.test_size, self.batch_size)
         if n_train is not None and self.batch_size > n_train:
             raise UserError(f"--batch-size {self.batch_size} is larger than the training set "
                             f"({n_train} images); use a smaller --batch-size")

@@ -14,16 +14,20 @@ def _torch_twin(model):
     return t.eval()
 
 
+@pytest.mark.parametrize("reference", [False, True], ids=["kernels", "numpy-reference"])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
-def test_model_backward_input_grad_matches_torch_and_is_skipped_by_default(dtype, tol):
+def test_model_backward_input_grad_matches_torch_and_is_skipped_by_default(dtype, tol, reference):
+    from scratchcnn import ops
+
     model = CIFAR10Model(dtype=dtype, rng=3).eval()
     x = np.random.default_rng(4).random((2, 3, 32, 32)).astype(dtype)
     dlogits = np.random.default_rng(5).standard_normal((2, 10)).astype(dtype)
-    model.forward(x)
-    assert model.backward(dlogits) is None                 # training's default: no col2im for conv1
-    w_grad_skipped = model.conv1.weight.grad.copy()
-    model.forward(x)
-    dx = model.backward(dlogits, input_grad=True)
+    with ops.reference_mode(reference):
+        model.forward(x)
+        assert model.backward(dlogits) is None             # training's default: no col2im for conv1
+        w_grad_skipped = model.conv1.weight.grad.copy()
+        model.forward(x)
+        dx = model.backward(dlogits, input_grad=True)
     np.testing.assert_array_equal(model.conv1.weight.grad, w_grad_skipped)
 
     xt = torch.from_numpy(x).requires_grad_(True)
