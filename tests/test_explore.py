@@ -324,3 +324,23 @@ def test_cli_explore_busy_port_is_one_line(run, capsys):
         rc = main(["explore", "--checkpoint", run, "--port", str(s.getsockname()[1])])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot listen on 127.0.0.1" in err and err.count("\n") == 1
+
+
+def test_host_other_than_loopback_prints_a_warning(explorer, capsys, monkeypatch):
+    """--host 0.0.0.0 is served (any Host header answered) after a printed warning."""
+    from http.server import ThreadingHTTPServer
+
+    from scratchcnn.explore import server as server_module
+
+    seen = {}
+
+    def stop(self, *args, **kwargs):                 # instead of serving: record and "Ctrl-C"
+        seen["loopback_only"] = self.loopback_only
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ThreadingHTTPServer, "serve_forever", stop)
+    assert server_module.serve(explorer, host="0.0.0.0", port=0) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("WARNING: listening on 0.0.0.0: anyone who can reach this machine")
+    assert "scratchcnn explore: http://127.0.0.1:" in out and seen == {"loopback_only": False}
+    assert server_module.serve(explorer, host="127.0.0.1", port=0) == 0
+    assert "WARNING" not in capsys.readouterr().out and seen == {"loopback_only": True}

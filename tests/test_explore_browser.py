@@ -157,6 +157,8 @@ def test_page_end_to_end(browser, site, tmp_path):
     # The torch backend shows the same gradients, and says by how much they differ.
     page.select_option("#backend", "torch")
     page.wait_for_selector("body[data-shown='torch conv1 gradient']")
+    page.wait_for_selector("#grid[data-query*='backend=torch']")          # the grid shows torch's predictions
+    assert "torch gets" in page.inner_text("#grid-info")
     assert float(page.get_attribute("#diff", "data-value")) < 1e-5
 
     shot = tmp_path / "explore.png"
@@ -164,5 +166,23 @@ def test_page_end_to_end(browser, site, tmp_path):
     assert shot.stat().st_size > 50_000
     if os.environ.get("EXPLORE_SCREENSHOT"):
         page.screenshot(path=os.environ["EXPLORE_SCREENSHOT"])
+
+    # The other tabs: the filters (conv1's weight range as the page prints it) and the run's curves.
+    page.click(".tab[data-tab='filters']")
+    page.wait_for_selector("#filters-range:has-text('conv2 weights')")
+    assert page.locator("#filters-conv1 canvas").count() == 32
+    lo = float(page.inner_text("#filters-range").split("conv1 weights ")[1].split(" ..")[0])
+    assert abs(lo - float(model.conv1.weight.data.min())) <= 1e-4 * max(1.0, abs(lo))
+    page.click(".tab[data-tab='run']")
+    page.wait_for_selector("#run-source:has-text('epochs')")
+
+    # Your own picture: a PNG of test image `index` analyses to the same prediction.
+    from PIL import Image
+    png = tmp_path / "mine.png"
+    Image.fromarray(data.x[index].transpose(1, 2, 0)).save(png)
+    page.click(".tab[data-tab='explore']")
+    page.set_input_files("#upload", str(png))
+    page.wait_for_selector("#image-caption:has-text('your picture')")
+    assert page.inner_text("#image-caption").endswith(f"predicted: {data.classes[pred]}")
     page.close()
     assert not problems, problems

@@ -185,13 +185,14 @@ class Explorer:
 
     def predict_all(self, backend):
         """(pred (N,), confidence (N,)) over the test split, computed once per backend."""
-        if backend not in self.predictions:
-            from scratchcnn.backends import evaluate_logits
-            from scratchcnn.study.featuremaps import softmax
+        from scratchcnn.backends import evaluate_logits
+        from scratchcnn.study.featuremaps import softmax
 
-            p = softmax(evaluate_logits(self.backend(backend), self.data, 250, self.normalize))
-            self.predictions[backend] = (p.argmax(1), p.max(1))
-        return self.predictions[backend]
+        with self.lock:
+            if backend not in self.predictions:
+                p = softmax(evaluate_logits(self.backend(backend), self.data, 250, self.normalize))
+                self.predictions[backend] = (p.argmax(1), p.max(1))
+            return self.predictions[backend]
 
     def image(self, key):
         """"test:INDEX" or "upload:N" -> uint8 (3, 32, 32)."""
@@ -557,9 +558,10 @@ def measure(explorer, repeats=5):
         times = []
         for r in range(repeats):
             t = time.perf_counter()
-            status, _, _ = fn(r)
+            status, _, body = fn(r)
             times.append(1000 * (time.perf_counter() - t))
-            assert status == 200, (label, status)
+            if status != 200:
+                raise RuntimeError(f"{label}: status {status}: {body[:200]!r}")
         rows.append((label, float(np.median(times)), max(times)))
 
     def post(path, **req):

@@ -113,9 +113,10 @@ async function drawOverlay(canvas, png, heat) {
   ctx.drawImage(small, 0, 0, canvas.width, canvas.height);
 }
 
-function setDiff(what, value) {
+function setDiff(what, value, scale) {
   state.diffs = {[what]: value};
-  $("diff").textContent = `scratch vs torch, ${what}: max |\u0394| = ${fmt(value, 2)}`;
+  const rel = scale > 0 && value !== null ? ` (${(value / scale).toExponential(1)} of max |value|)` : "";
+  $("diff").textContent = `scratch vs torch, ${what}: max |\u0394| = ${fmt(value, 2)}${rel}`;
   $("diff").dataset.value = value === null ? "" : String(value);
 }
 
@@ -239,7 +240,7 @@ async function showLayer(name) {
   $("layer-note").textContent = (grad ? "blue < 0 < red, one scale for all channels. " : "") +
     (state.mode === "gradient" && name === "softmax" ? "(gradients start at the logit, before softmax) " : "") +
     LAYER_NOTES[name];
-  setDiff(`${name} ${grad ? "gradient" : "output"}`, r.diff);
+  setDiff(`${name} ${grad ? "gradient" : "output"}`, r.diff, Math.max(Math.abs(r.min), Math.abs(r.max)));
   const box = $("layer-maps");
   box.replaceChildren();
   const v = decode(r);
@@ -294,7 +295,7 @@ async function showPixel(layer, channel, y, x) {
     " = ", el("b", {id: "px-computed", text: p.computed.toPrecision(8)}),
     ";  the value in the map: ", el("b", {id: "px-value", text: p.value.toPrecision(8)}),
     `  (difference ${fmt(Math.abs(p.computed - p.value), 2)}, float32 rounding)`);
-  setDiff(`${layer}[${channel}, ${y}, ${x}]`, p.diff);
+  setDiff(`${layer}[${channel}, ${y}, ${x}]`, p.diff, Math.abs(p.value));
   const blocks = $("pixel-blocks");
   blocks.replaceChildren();
   for (let c = 0; c < nIn; c++) {
@@ -356,7 +357,7 @@ function plotLines(canvas, series, ylabel, ymin, ymax) {
   ctx.beginPath(); ctx.moveTo(L, T); ctx.lineTo(L, H - B); ctx.lineTo(W - R, H - B); ctx.stroke();
   for (let k = 0; k <= 4; k++) {
     const y = lo + k * (hi - lo) / 4;
-    ctx.fillText(fmt(y, 3), 2, py(y) + 4);
+    ctx.fillText(String(Number(y.toPrecision(3))), 2, py(y) + 4);
   }
   for (const x of xs) ctx.fillText(String(x), px(x) - 3, H - B + 14);
   ctx.fillText("epoch", W / 2, H - 4);
@@ -400,7 +401,7 @@ async function showRun() {
       const cells = [name, fmt(s.act.mean), fmt(s.act.std), fmt(s.act.min), fmt(s.act.max), fmt(s.grad.std),
                      fmt(Math.max(Math.abs(s.grad.min), Math.abs(s.grad.max))),
                      s.dead === undefined ? "" : `${(100 * s.dead).toFixed(1)}%`,
-                     s.update_ratio === undefined ? "" : fmt(s.update_ratio, 2)];
+                     s.update_ratio === undefined ? "" : s.update_ratio.toExponential(1)];
       t.appendChild(el("tr", {}, cells.map((c) => el("td", {text: c}))));
     }
   };
