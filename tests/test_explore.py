@@ -313,6 +313,14 @@ def test_cli_explore_without_data_is_one_line(tmp_path, capsys):
     assert rc == 2 and err.startswith("error: ") and "--dataset synthetic" in err and err.count("\n") == 1
 
 
+def test_cli_explore_port_out_of_range_is_one_line(run, capsys):
+    from scratchcnn.cli import main
+
+    rc = main(["explore", "--checkpoint", run, "--port", "70000"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == "error: --port 70000 is out of range 0..65535 (0: any free port)\n"
+
+
 def test_cli_explore_busy_port_is_one_line(run, capsys):
     import socket
 

@@ -219,6 +219,8 @@ def cmd_explore(args):
     from scratchcnn.checkpoint import load_checkpoint
     from scratchcnn.explore.server import Explorer, measure, serve
 
+    if not 0 <= args.port <= 65535:                 # before the slow part
+        raise UserError(f"--port {args.port} is out of range 0..65535 (0: any free port)")
     cfg = load_checkpoint(args.checkpoint)["config"]
     data = _dataset_split(cfg, args.dataset, args.data_dir, "test")
     explorer = Explorer(args.checkpoint, data, _class_names(cfg, data.classes))
