@@ -138,6 +138,10 @@ def test_page_end_to_end(browser, site, tmp_path):
     assert abs(bias - float(model.conv1.bias.data[channel])) <= 1e-7
     assert abs(total + bias - computed) <= 1e-6 * max(abs(computed), 1.0)
     assert page.locator("#pixel-blocks .block").count() == 3                  # R, G, B
+    box = page.locator(f"#layer-maps canvas[data-channel='{channel}']").bounding_box()
+    mark = page.locator(".marker").bounding_box()                              # the clicked pixel, outlined
+    assert abs(mark["x"] - (box["x"] + x_ * box["width"] / 32)) < 1 and abs(mark["width"] - box["width"] / 32) < 1
+    assert abs(mark["y"] - (box["y"] + y * box["height"] / 32)) < 1
 
     # Switch to the gradients of the predicted class: maps, saliency and Grad-CAM overlays.
     page.select_option("#mode", "gradient")
@@ -159,6 +163,7 @@ def test_page_end_to_end(browser, site, tmp_path):
     page.wait_for_selector("body[data-shown='torch conv1 gradient']")
     page.wait_for_selector("#grid[data-query*='backend=torch']")          # the grid shows torch's predictions
     assert "torch gets" in page.inner_text("#grid-info")
+    assert page.locator(".marker").count() == 1                               # still marks the explained pixel
     assert float(page.get_attribute("#diff", "data-value")) < 1e-5
 
     shot = tmp_path / "explore.png"

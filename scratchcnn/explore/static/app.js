@@ -5,7 +5,7 @@
 
 const state = {
   info: null, image: null, backend: "scratch", mode: "forward", target: null,
-  layer: "conv1", offset: 0, limit: 48, analysis: null, layerData: null, diffs: {},
+  layer: "conv1", offset: 0, limit: 48, analysis: null, layerData: null, diffs: {}, pixel: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -257,7 +257,8 @@ async function showLayer(name) {
           showPixel(name, k, y, x).catch(showError);
         });
       }
-      box.appendChild(el("div", {className: "chan" + (h < 32 ? " small" : "")}, [cv, el("span", {text: `ch ${k}`})]));
+      box.appendChild(el("div", {className: "chan" + (h < 32 ? " small" : "")},
+                         [el("div", {className: "frame"}, [cv]), el("span", {text: `ch ${k}`})]));
     }
   } else if (name === "fc4" || name === "softmax") {
     const bars = el("div", {className: "bars"});
@@ -274,13 +275,28 @@ async function showLayer(name) {
       text: `${n} units in rows of ${w}, unit i at row i / ${w}, column i mod ${w}`})]));
   }
   if (name !== "conv1" && name !== "conv2") $("pixel-view").hidden = true;
+  const px = state.pixel;
+  if (px && px.layer === name && !$("pixel-view").hidden) markPixel(px.channel, px.y, px.x, 32, 32);
   document.body.dataset.shown = `${r.backend} ${name} ${r.mode}`;     // what is drawn now (tests wait for it)
 }
 
 // ------------------------------------------------------------------ one output pixel of a convolution
+// A square over the clicked output pixel of the map it was clicked in.
+function markPixel(channel, y, x, h, w) {
+  for (const old of document.querySelectorAll(".marker")) old.remove();
+  const canvas = document.querySelector(`#layer-maps canvas[data-channel='${channel}']`);
+  if (!canvas) return;
+  const m = el("span", {className: "marker"});
+  m.style.left = `${100 * x / w}%`; m.style.top = `${100 * y / h}%`;
+  m.style.width = `${100 / w}%`; m.style.height = `${100 / h}%`;
+  canvas.parentElement.appendChild(m);                  // the .frame around the canvas
+}
+
 async function showPixel(layer, channel, y, x) {
   const p = await api("/api/pixel", {image: state.image, backend: state.backend, class: state.target,
                                      layer, channel, y, x});
+  state.pixel = {layer, channel, y, x};
+  markPixel(channel, y, x, 32, 32);
   const view = $("pixel-view");
   view.hidden = false;
   const nIn = p.kernel.length;
