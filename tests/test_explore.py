@@ -290,6 +290,7 @@ def test_cli_serves_a_bare_tutorial_state_dict(tmp_path):
             lines.append(line)
             if "http://" in line:
                 break
+        assert lines and "http://" in lines[-1], "".join(lines)
         url = lines[-1].split("http://")[1].split("/")[0]
         port = int(url.split(":")[1])
         status, _, body = request(port, "GET", "/api/info")
