@@ -239,14 +239,27 @@ def training_memory(fw, n_steps, batch_size):
     whatever training allocates up to that old peak. Instead: resident memory
     now (VmRSS), then reset the peak (Linux: ``echo 5 > /proc/self/clear_refs``
     resets VmHWM), train, and read the new peak (VmHWM).
+
+    Memory that set-up freed is first handed back to the system
+    (``malloc_trim(0)``): glibc keeps freed blocks resident in its heap (and,
+    after freeing a large block, serves the next ones up to 32 MiB from that
+    heap too), so training would otherwise reuse the throwaway warm-up model's
+    pages and seem to need almost nothing.
     """
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        trimmed = bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):             # not glibc
+        trimmed = None
     rss_before = _proc_status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     hwm_reset = _proc_status_kib("VmHWM")
     timed_steps(fw, n_steps, batch_size)
     hwm = _proc_status_kib("VmHWM")
-    return {"rss_before_mib": rss_before / 1024, "peak_reset_to_mib": hwm_reset / 1024,
+    return {"malloc_trim": trimmed, "rss_before_mib": rss_before / 1024, "peak_reset_to_mib": hwm_reset / 1024,
             "peak_during_training_mib": hwm / 1024, "training_adds_mib": (hwm - rss_before) / 1024,
             "maxrss_mib_after_setup": None, "maxrss_mib_after_training": maxrss_mib()}
 
