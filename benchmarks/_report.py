@@ -16,6 +16,7 @@ LABELS = {
     "torch+nodrop": "torch without dropout",
     "torch+channels_last": "torch, channels_last",
     "torch+fused_sgd": "torch, SGD(fused=True)",
+    "torch+channels_last+fused_sgd": "torch, channels_last + fused SGD",
     "torch+compile": "torch, torch.compile",
     "torch+channels_last+fused_sgd+compile": "torch, channels_last + fused SGD + compile",
     "torch-cuda": "torch on the GPU (CUDA)",
@@ -150,11 +151,15 @@ def ladder_table(ladder):
     return "\n".join(lines)
 
 
+INFERENCE_LABELS = {"scratch": "scratch (fused_predict)", "scratch-layers": "scratch, numba layers",
+                    "torch": "torch", "torch-cuda": "torch on the GPU (CUDA)"}
+
+
 def inference_table(inf):
     lines = [f"| backend | mode | median ms per batch of {inf['batch']} | images/s | "
              "scratch is faster by (95% interval) |", "|---|---|---|---|---|"]
     for r in inf["rows"]:
-        lines.append(f"| {label(r['config'])} | {r['mode']} | {r['median_ms']:.1f} | {r['images_per_s']:.0f} | "
+        lines.append(f"| {INFERENCE_LABELS.get(r['config'], r['config'])} | {r['mode']} | {r['median_ms']:.1f} | {r['images_per_s']:.0f} | "
                      f"{fmt_ratio(r.get('speedup'))} |")
     return "\n".join(lines)
 

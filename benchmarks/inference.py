@@ -8,6 +8,7 @@ backend's ``predict``: eval mode, no dropout, no gradients. Rows:
     scratch          ``scratchcnn.fused.fused_predict`` (what ``--backend scratch`` runs)
     torch no_grad    the tutorial's model under ``torch.no_grad()`` (what ``--backend torch`` runs)
     torch inference_mode   the same under ``torch.inference_mode()`` (no autograd bookkeeping at all)
+    torch-cuda       on the GPU, under no_grad, when CUDA is present (timed with synchronize)
 
 Each in its own worker, rounds in random order, idle threads settled, median
 of per-round medians, and a paired bootstrap 95% interval for each ratio to
@@ -36,8 +37,10 @@ def main():
     threads = args.threads or C.thread_counts()[0]
     rounds, calls = (2, 1) if args.quick else (args.rounds, args.calls_per_round)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    import torch
+    rows_measured = ROWS + ((("torch-cuda", "torch-cuda", "no_grad"),) if torch.cuda.is_available() else ())
     monitor, workers, modes = C.LoadMonitor().start(), {}, {}
-    for key, config, mode in ROWS:
+    for key, config, mode in rows_measured:
         print(f"starting {key} ...", flush=True)
         workers[key], modes[key] = C.Worker(config, threads), mode
         workers[key].call(cmd="predict", n=2, batch=args.batch, mode=mode)      # warm-up
@@ -49,7 +52,7 @@ def main():
     during = monitor.stop(sum(w.close() for w in workers.values()))
     forward_flop = sum(flops(n, 1)[0] for n in LAYER_NAMES if flops(n, 1))
     rows = []
-    for key, config, mode in ROWS:
+    for key, config, mode in rows_measured:
         r = S.summary(times[key], args.batch, forward_flop)
         r.update(key=key, config=config, mode=mode, rounds_s=times[key])
         if key != "scratch":

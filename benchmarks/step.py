@@ -14,8 +14,8 @@ backward + SGD-momentum update of one batch of 32 random images, dropout on
 except in the "+nodrop" rows.
 
 At all cores: scratch, scratch without dropout, the tutorial's PyTorch loop,
-torch without dropout, and torch with channels_last, SGD(fused=True),
-torch.compile and all three; below all cores: the first four. Each row's time
+torch without dropout, and torch with channels_last, SGD(fused=True), both,
+torch.compile, and all three; below all cores: the first four. Each row's time
 is the median of per-round medians, and each ratio to scratch has a paired
 bootstrap 95% interval over rounds (benchmarks._stats). The FMA peak and the
 memory bandwidth are measured at each thread count (benchmarks._peak).
@@ -29,7 +29,7 @@ from benchmarks import _stats as S
 from benchmarks._workload import MFLOP_PER_IMAGE, STREAM_BYTES, stage_flops
 
 ALL_CORES_CONFIGS = ("scratch", "scratch+nodrop", "torch", "torch+nodrop", "torch+channels_last", "torch+fused_sgd",
-                     "torch+compile", "torch+channels_last+fused_sgd+compile")
+                     "torch+channels_last+fused_sgd", "torch+compile", "torch+channels_last+fused_sgd+compile")
 SWEEP_CONFIGS = ("scratch", "scratch+nodrop", "torch", "torch+nodrop")
 BATCH = 32
 
