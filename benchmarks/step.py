@@ -199,8 +199,9 @@ def plot(data):
         ax.bar(range(len(rows)), med, yerr=[lo, hi], color=colors, capsize=3)
         ax.set_xticks(range(len(rows)), [f"{r['config']}@{r['threads']}" for r in rows], rotation=40, ha="right",
                       fontsize=8)
-        ax.set_ylabel("ms per training step (batch 32): median, p10-p90")
-        ax.set_title(f"scratchcnn fused step vs PyTorch, {R.machine_line(C.machine_info())}", fontsize=9)
+        ax.set_ylabel("ms per step (batch 32), median, p10-p90")
+        ax.set_title(f"training step, scratchcnn vs PyTorch: {R.machine_line({'machine': C.machine_info()})}, "
+                     f"{time.strftime('%Y-%m-%d')}", fontsize=9)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
     return draw
