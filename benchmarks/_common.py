@@ -1,9 +1,12 @@
 """Shared plumbing for the benchmarks: the quiet-machine check, worker processes,
 machine description, and writing results (Markdown + JSON + PNG) to benchmarks/results/.
 
-Each framework runs in its own worker process (``benchmarks._worker``), so
+Each configuration runs in its own worker process (``benchmarks._worker``), so
 numba's OpenMP pool and PyTorch's never share a process; the parent sends the
-workers commands in alternating rounds and only one works at a time.
+workers commands in rounds (``run_rounds``: a random order each round), only
+one works at a time, and the next starts once the last one's idle threads
+have stopped spinning (``Worker.settle``). The FMA peak and the memory
+bandwidth are measured in a worker of their own (``probe_machine``).
 """
 import argparse
 import json
