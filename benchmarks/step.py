@@ -1,7 +1,14 @@
 """Training-step benchmark: scratch (fused) vs PyTorch CPU configurations, interleaved, 1..all threads.
 
     python -m benchmarks.step [--force] [--quick] [--rounds 10] [--steps-per-round 10] [--seed S]
-                              [--threads N] [--no-compile] [--openblas-default] [--omp-passive]
+                              [--threads N | --thread-counts 16,1] [--only scratch,torch,torch-cuda]
+                              [--no-compile] [--no-settle] [--openblas-default] [--omp-passive]
+
+On a machine with a GPU, the GPU rows alone (with scratch and the tutorial's
+loop on all cores beside them) take a few minutes:
+
+    python -m benchmarks.step --thread-counts $(nproc) --only scratch,torch,torch-cuda --out benchmarks/results/gpu
+    python -m benchmarks.inference --out benchmarks/results/gpu
 
 One worker process per configuration and thread count (numba's and torch's
 thread pools never share a process). At each thread count, from all cores
@@ -48,6 +55,8 @@ def configs_for(threads, all_cores, args, cuda):
             out.append((f"scratch-omp-passive@{threads}", "scratch", {"OMP_WAIT_POLICY": "PASSIVE"}))
         if cuda:
             out.append((f"torch-cuda@{threads}", "torch-cuda", None))
+    if args.only:
+        out = [c for c in out if c[1] in args.only or c[0].rsplit("@", 1)[0] in args.only]
     return out
 
 
@@ -55,7 +64,7 @@ def run(args):
     quiet = C.check_quiet(args.force)
     rounds, per_round = (3, 3) if args.quick else (args.rounds, args.steps_per_round)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
-    threads_list = C.thread_counts(args.threads)
+    threads_list = sorted(args.thread_counts, reverse=True) if args.thread_counts else C.thread_counts(args.threads)
     import torch
     cuda = torch.cuda.is_available()
     results, infos, machine, spin, orders = {}, {}, {}, {}, {}
@@ -214,6 +223,11 @@ def main():
     p.add_argument("--seed", type=int, default=None, help="seed of the round order (default: a fresh one, recorded)")
     p.add_argument("--threads", type=int, default=None,
                    help="the largest thread count (default: every CPU this process may use)")
+    p.add_argument("--thread-counts", type=lambda v: [int(t) for t in v.split(",")], default=None,
+                   help="measure only these thread counts, e.g. 16 or 2,1 (the largest gets every configuration)")
+    p.add_argument("--only", type=lambda v: set(v.split(",")), default=None,
+                   help="measure only these configurations, e.g. scratch,torch,torch-cuda (scratch is always kept: "
+                        "the ratios need it)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.add_argument("--no-settle", action="store_true",
                    help="do not wait for a worker's idle threads to stop spinning before the next starts")
@@ -222,6 +236,8 @@ def main():
     p.add_argument("--omp-passive", action="store_true",
                    help="also time scratch with OMP_WAIT_POLICY=PASSIVE (its OpenMP threads sleep at once when idle)")
     args = p.parse_args()
+    if args.only:
+        args.only |= {"scratch"}
     t0 = time.perf_counter()
     data = run(args)
     data["wall_s"] = time.perf_counter() - t0
