@@ -184,8 +184,23 @@ class Worker:
         self.settles += 1
 
     def cpu_seconds(self):
-        """User + system CPU seconds this worker has used so far."""
-        return _process_cpu_ns(self.proc.pid) / 1e9
+        """CPU seconds used so far by this worker and every process it started (torch.compile's
+        compiler workers and their C++ compilers included), so LoadMonitor does not count them
+        as another process's load."""
+        import psutil
+        try:
+            procs = [psutil.Process(self.proc.pid)]
+            procs += procs[0].children(recursive=True)
+        except psutil.Error:
+            return _process_cpu_ns(self.proc.pid) / 1e9
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
+            except psutil.Error:
+                pass
+        return total
 
     def close(self):
         """Stop the worker; returns the CPU seconds it used."""

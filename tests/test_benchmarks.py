@@ -2,6 +2,7 @@
 small fake results and on the committed ones, the machine probes' code, and one tiny worker."""
 import copy
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +210,8 @@ def test_fma_peak_runs_independent_512_bit_chains():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK),
+                    reason="the peak-RSS reset needs a writable /proc/self/clear_refs (Linux)")
 def test_a_worker_times_steps_and_measures_training_memory():
     w = C.Worker("scratch+nodrop", 1)
     try:
