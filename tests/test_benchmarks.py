@@ -64,6 +64,37 @@ def test_summary_figures():
     assert s["gflops"] == pytest.approx(MFLOP_PER_IMAGE * 1e6 * 32 / 0.01325 / 1e9)
 
 
+class _FakeWorker:
+    """Stands in for C.Worker: replies with a step time that encodes who ran and when."""
+    log = []
+
+    def __init__(self, key, ms):
+        self.key, self.ms, self.settles = key, ms, 0
+
+    def call(self, **msg):
+        _FakeWorker.log.append(self.key)
+        return {"times": [self.ms / 1e3] * msg["n"]}
+
+    def settle(self):
+        self.settles += 1
+
+
+def test_rounds_run_every_worker_once_per_round_in_a_seeded_random_order():
+    def run(seed):
+        _FakeWorker.log = []
+        workers = {k: _FakeWorker(k, ms) for k, ms in (("a", 1), ("b", 2), ("c", 3), ("d", 4))}
+        times, orders = C.run_rounds(workers, 12, lambda k: {"cmd": "steps", "n": 2}, seed)
+        return workers, times, orders, list(_FakeWorker.log)
+    workers, times, orders, log = run(seed=11)
+    assert log == [k for order in orders for k in order]                    # the order is the one recorded
+    assert all(sorted(order) == ["a", "b", "c", "d"] for order in orders)   # each worker once per round
+    assert len({tuple(o) for o in orders}) > 6                              # not one fixed order
+    assert len({o[0] for o in orders}) == 4                                 # nobody always goes first
+    assert times["c"] == [[0.003, 0.003]] * 12
+    assert all(w.settles == 12 for w in workers.values())
+    assert run(seed=11)[2] == orders and run(seed=12)[2] != orders          # seeded
+
+
 def test_thread_counts_go_from_all_cores_to_one():
     assert C.thread_counts(2) == [2, 1]
     assert C.thread_counts(6) == [6, 5, 4, 3, 2, 1]
