@@ -12,6 +12,7 @@ real pass of 50,000 random images at batch 32 is timed for each framework
 import time
 
 from benchmarks import _common as C
+from benchmarks import _report as R
 from benchmarks import _stats as S
 from benchmarks._workload import MFLOP_PER_IMAGE
 
@@ -32,13 +33,16 @@ def main():
         n = max(3, min(20, 640 // b)) if not args.quick else 3
         for fw in frameworks:
             workers[fw].call(cmd="steps", n=2, batch=b)               # warm-up at this size
-        times, _ = C.run_rounds(workers, 2 if args.quick else 4, lambda k: {"cmd": "steps", "n": n, "batch": b},
+            workers[fw].settle()
+        times, _ = C.run_rounds(workers, 3 if args.quick else 6, lambda k: {"cmd": "steps", "n": n, "batch": b},
                                 seed=b)
         for fw in frameworks:
             s = S.summary(times[fw], b, MFLOP_PER_IMAGE * 1e6)
             s["rounds_s"] = times[fw]
             s["epoch_s_extrapolated"] = s["median_ms"] / 1e3 * 50000 / b
             res[fw][b] = s
+        ratio, lo, hi = S.bootstrap_ratio(times["torch"], times["scratch"], seed=b)
+        res["torch"][b]["speedup"] = {"ratio": ratio, "low": lo, "high": hi}
     epoch = {}
     if args.epoch:
         for fw in frameworks:
@@ -48,13 +52,15 @@ def main():
     infos = {fw: w.info for fw, w in workers.items()}
     during = monitor.stop(sum(w.close() for w in workers.values()))
 
-    lines = [f"{args.threads} thread(s); epoch = 50,000 images, extrapolated from the median step.", "",
-             "| batch | scratch ms/step | torch ms/step | scratch ms/image | torch ms/image | speed-up | "
+    lines = [f"{args.threads} thread(s); epoch = 50,000 images, extrapolated from the median step (the median of "
+             f"per-round medians; intervals from a paired bootstrap over rounds).", "",
+             "| batch | scratch ms/step | torch ms/step | scratch ms/image | torch ms/image | "
+             "scratch is faster by (95% interval) | "
              "scratch epoch s | torch epoch s |", "|---|---|---|---|---|---|---|---|"]
     for b in BATCHES:
         s, t = res["scratch"][b], res["torch"][b]
         lines.append(f"| {b} | {s['median_ms']:.2f} | {t['median_ms']:.2f} | {s['median_ms'] / b:.3f} | "
-                     f"{t['median_ms'] / b:.3f} | {t['median_ms'] / s['median_ms']:.2f}x | "
+                     f"{t['median_ms'] / b:.3f} | {R.fmt_ratio(t['speedup'])} | "
                      f"{s['epoch_s_extrapolated']:.1f} | {t['epoch_s_extrapolated']:.1f} |")
     if epoch:
         lines += ["", "Measured full pass (50,000 random images, batch 32, 1562 steps): " +
