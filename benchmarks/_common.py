@@ -256,15 +256,16 @@ def thread_counts(all_cores=None):
 
 def probe_machine(threads, quick=False):
     """The FMA peak (GFLOP/s) and STREAM bandwidth (GB/s) at ``threads`` threads, bound to cores,
-    measured in a fresh ``machine`` worker (benchmarks._peak)."""
+    measured in a fresh ``machine`` worker (benchmarks._peak); ``cpu_s`` is the CPU the probe used."""
     w = Worker("machine", threads, env={"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"})
     try:
         peak = w.call(cmd="peak", seconds=0.3 if quick else 1.0)
         bw = w.call(cmd="bandwidth", mib=64 if quick else 128)
     finally:
-        w.close()
+        cpu_s = w.close()
     return {"fma_gflops": peak["gflops"], "fma_instructions": peak["fma"], **bw,
-            "threading_layer": w.info["versions"].get("numba_threading_layer")}
+            "threading_layer": w.info["versions"].get("numba_threading_layer"),
+            "cpu_s": cpu_s}              # for LoadMonitor: the probe's own CPU is not another process's load
 
 
 def nominal_peak(threads, ghz, pipes=2, lanes=16):

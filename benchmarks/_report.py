@@ -81,7 +81,8 @@ def best_torch(step):
 
 
 def headline(step):
-    """{'threads', 'tutorial': row, 'best': row} for the largest thread count, or None."""
+    """{'threads', 'tutorial': row or None, 'best': row, 'scratch': row or None} for the largest
+    thread count with a PyTorch CPU row, or None when there is none."""
     best = best_torch(step)
     if best is None:
         return None

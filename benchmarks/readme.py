@@ -45,7 +45,7 @@ def headline(step):
     if "headline" in step:
         return step["headline"]
     h = R.headline(step)
-    if h is None or h["scratch"] is None:
+    if h is None or h["scratch"] is None or h["tutorial"] is None:
         return None
     base = h["scratch"]["median_ms"]
     return {"threads": h["threads"], "best_torch": h["best"]["config"],
@@ -69,7 +69,7 @@ def generate(results):
     lines = ["![step time, scratch vs torch](benchmarks/results/step.png)", ""]
     lines.append(f"Measured on {R.machine_line(step)}, {step['date'][:10]} ({R.status_line(step)}), "
                  f"`python -m benchmarks.step` (`make bench` runs every benchmark).")
-    if h:
+    if h and h.get("vs_tutorial"):
         sc = rows[f"scratch@{h['threads']}"]
         text = (f"**One training step of batch 32 at {h['threads']} threads: scratch takes {sc['median_ms']:.1f} ms, "
                 f"{h['vs_tutorial']['ratio']:.2f}x faster than the tutorial's PyTorch loop "

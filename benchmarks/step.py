@@ -72,6 +72,7 @@ def run(args):
     for th in threads_list:
         print(f"measuring the FMA peak and the memory bandwidth at {th} thread(s) ...", flush=True)
         machine[th] = C.probe_machine(th, quick=args.quick)
+        workers_cpu += machine[th].pop("cpu_s")
         workers = {}
         for key, config, env in configs_for(th, threads_list[0], args, cuda):
             print(f"starting {key} ...", flush=True)
@@ -115,6 +116,9 @@ def run(args):
         data["headline"] = {"threads": head["threads"], "best_torch": head["best"]["config"]}
         for which in ("tutorial", "best"):
             row = head[which]
+            if row is None:                         # the tutorial's loop was left out (--only)
+                data["headline"][f"vs_{which}"] = None
+                continue
             ratio, lo, hi = S.bootstrap_ratio(times_of(results, row["key"]), times_of(results, sc), seed=seed)
             data["headline"][f"vs_{which}"] = {"config": row["config"], "ratio": ratio, "low": lo, "high": hi}
     return data
@@ -182,7 +186,7 @@ def spin_text(data):
 
 def markdown(data):
     parts = [R.step_table(data), ""]
-    if data.get("headline"):
+    if data.get("headline") and data["headline"].get("vs_tutorial"):
         h = data["headline"]
         parts.append(f"At {h['threads']} thread(s) scratch is {R.fmt_ratio(h['vs_tutorial'])} faster than the "
                      f"tutorial's PyTorch loop and {R.fmt_ratio(h['vs_best'])} faster than the best PyTorch "
