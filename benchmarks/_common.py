@@ -60,16 +60,23 @@ def check_quiet(force, busy_limit=15.0):
 
 
 def machine_info():
-    cpu = platform.processor() or "unknown"
+    """The CPU (model name, family/model, the vector-FMA flags, the clock /proc/cpuinfo reports), memory,
+    platform and the environment variables that change the kernels' speed."""
+    cpu, fields = platform.processor() or "unknown", {}
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if not line.strip():
+                break                                   # the first CPU's block is enough
+        cpu = fields.get("model name", cpu)
     except OSError:
         pass
+    flags = fields.get("flags", "").split()
     import psutil
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
+    return {"cpu": cpu, "cpu_family": fields.get("cpu family"), "cpu_model": fields.get("model"),
+            "cpu_mhz": cpu_mhz(), "fma_flags": [f for f in ("fma", "avx2", "avx512f") if f in flags],
+            "logical_cpus": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "platform": platform.platform(),
             "python": platform.python_version(),
             "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
