@@ -75,7 +75,10 @@ def generate(results):
                 f"{h['vs_tutorial']['ratio']:.2f}x faster than the tutorial's PyTorch loop "
                 f"({_interval(h['vs_tutorial'])})")
         if h["best_torch"] == R.TUTORIAL:
-            text += ", which was also the fastest PyTorch configuration measured.**"
+            n = sum(1 for r in R.rows(step) if R.is_torch_cpu(r["config"]) and r["threads"] == h["threads"]
+                    and "nodrop" not in r["config"].split("+"))
+            text += (", which was also the fastest PyTorch configuration measured.**" if n > 1 else
+                     "; these results have no other PyTorch configuration with dropout.**")
         else:
             text += (f", and {h['vs_best']['ratio']:.2f}x faster than the best PyTorch configuration measured, "
                      f"{R.label(h['best_torch'])} ({_interval(h['vs_best'])}).**")
@@ -116,6 +119,10 @@ def _new_memory(mem):
 
 
 _PROSE = [
+    "`benchmarks/results/` also has per-layer times (`layers.md`), step time against batch size from 1 to 256 "
+    "with the extrapolated 50,000-image epoch (`scaling.md`), and the full tables of each run above, with the "
+    "machine's measured limits and where the scratch step's time goes (`step.md`).",
+    "",
     "**How it is measured** (`benchmarks/README.md` has the details):",
     "",
     "- Each configuration and thread count runs in its own process, so numba's and PyTorch's OpenMP pools "
