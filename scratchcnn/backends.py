@@ -54,8 +54,10 @@ class ScratchBackend:
         self.criterion = SoftmaxCrossEntropy()
         self.optimizer = SGD(self.model.parameters(), lr=lr, momentum=momentum)
         self.fused = None
-        if fast:
+        if fast:                      # the fast path, or an error now: never a silent fallback
             from scratchcnn import fused
+            fused.check_supported(self.model)
+            fused.check_optimizer(self.model, self.optimizer)
             self.fused = fused
 
     def seed(self, s):

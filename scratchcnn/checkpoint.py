@@ -18,6 +18,7 @@ Loading always uses ``torch.load(weights_only=True)``: tensors, numbers,
 strings and containers only; a pickle that asks for anything else is refused.
 """
 import os
+import re
 import tempfile
 import warnings
 from collections import OrderedDict
@@ -35,6 +36,10 @@ def atomic_write(path, write):
     """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     A crash at any moment leaves either the old file or the new one, never half of one.
+    The temporary file is ``NAME.XXXXXXXX.tmp`` (NAME = ``path``'s file name, 8 random
+    characters from ``tempfile.mkstemp``); it is removed on any exception, and only a
+    process killed outright (kill -9, power cut) can leave it behind, which
+    ``remove_stale_temp_files`` cleans up on the next start.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -52,6 +57,22 @@ def atomic_write(path, write):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def remove_stale_temp_files(folder, names):
+    """Delete the temporary files ``atomic_write`` left in ``folder`` when a process died
+    between writing one and renaming it: ``NAME.XXXXXXXX.tmp`` for each NAME in ``names``
+    (nothing else is touched). Returns the paths removed."""
+    if not os.path.isdir(folder):
+        return []
+    pattern = re.compile(r"(?:%s)\.[a-z0-9_]{8}\.tmp" % "|".join(re.escape(n) for n in names))
+    removed = []
+    for entry in sorted(os.listdir(folder)):
+        path = os.path.join(folder, entry)
+        if pattern.fullmatch(entry) and os.path.isfile(path):
+            os.remove(path)
+            removed.append(path)
+    return removed
 
 
 def _to_tensors(arrays):

@@ -1,25 +1,20 @@
 """PNG figures, headless-safe: matplotlib's Agg backend, no display needed."""
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from scratchcnn.checkpoint import atomic_write  # noqa: E402
+
 
 def _save(fig, path):
-    """Write the figure as a PNG atomically (temporary file, then rename) and close it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    """Write the figure as a PNG atomically (``checkpoint.atomic_write``: temporary file,
+    then rename) and close it."""
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: fig.savefig(f, dpi=110, bbox_inches="tight", format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -36,6 +36,10 @@ def channel_stats(data):
     return x.mean(axis=(0, 2)).tolist(), x.std(axis=(0, 2)).tolist()
 
 
+# What a run folder holds; each is written with checkpoint.atomic_write.
+RUN_FILES = ("checkpoint.pth", "model.pth", "metrics.json", "curves.png", "layer_stats.png")
+
+
 def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=print):
     """Train ``cfg.backend`` on ``cfg.dataset``; return the list of per-epoch metrics.
 
@@ -68,6 +72,8 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the run folder {out!r} ({e.strerror}); choose another --out") from e
+    for path in ckpt_io.remove_stale_temp_files(out, RUN_FILES):
+        log(f"removed {path}, left by a save that was interrupted")
     log(f"training {cfg.backend} on {cfg.device}: {cfg.dataset} ({len(train_set)} train / "
         f"{len(test_set)} test images), {cfg.epochs} epochs, batch {cfg.batch_size}, "
         f"lr {cfg.lr}, momentum {cfg.momentum}, seed {cfg.seed} -> {out}")
