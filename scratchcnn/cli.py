@@ -41,7 +41,21 @@ def int_at_least(minimum):
 positive_int, nonnegative_int = int_at_least(1), int_at_least(0)
 
 
+def add_dataset_options(p, *, dataset_default_help, data_dir_default_help):
+    """--dataset and --data-dir, the same for train, evaluate and every study command."""
+    from scratchcnn.data import DATASETS
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="synthetic: built in, offline; cifar10: the official archive; folder: your "
+                        "own images in --data-dir, DIR/train/CLASS/*.png|jpg and DIR/test/CLASS/* "
+                        f"({dataset_default_help})")
+    p.add_argument("--data-dir", default=None,
+                   help=f"where CIFAR-10 or your image folder is ({data_dir_default_help})")
+
+
 def _add_train(sub):
+    from scratchcnn.schedules import SCHEDULES, UNITS
+    from scratchcnn.train import RECIPES
+
     p = sub.add_parser("train", help="train the CIFAR-10 network with either backend",
                        formatter_class=HelpFormatter,
                        description="Train the tutorial's network. Defaults are the tutorial's "
@@ -49,19 +63,47 @@ def _add_train(sub):
     p.add_argument("--backend", choices=["scratch", "torch"], default=None,
                    help="scratch: NumPy + numba (default); torch: the PyTorch reference")
     p.add_argument("--device", default=None, help="cpu or cuda (torch backend only) (default: cpu)")
-    p.add_argument("--dataset", choices=["synthetic", "cifar10"], default=None,
-                   help="synthetic: built in, offline (default: synthetic; cifar10 when --data-dir or --download is given)")
-    p.add_argument("--data-dir", default=None, help="where CIFAR-10 is (or goes) (default: data)")
+    add_dataset_options(p, dataset_default_help="default: synthetic; cifar10 when --data-dir or "
+                                                "--download is given",
+                        data_dir_default_help="default: data")
     p.add_argument("--download", action="store_true", default=None,
                    help="download CIFAR-10 (MD5-checked) into --data-dir if it is not there")
+    p.add_argument("--recipe", choices=list(RECIPES), default=None,
+                   help="tutorial: the tutorial's settings (default); improved: "
+                        + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in RECIPES["improved"].items())
+                        + ". Options given explicitly override the recipe; the defaults below "
+                          "are the tutorial's")
     p.add_argument("--epochs", type=positive_int, default=None, help="passes over the training set (default: 20)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images per SGD step (default: 32)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.001)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate; with a schedule, its peak (default: 0.001)")
     p.add_argument("--momentum", type=float, default=None, help="SGD momentum (default: 0.9)")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 penalty as torch.optim.SGD applies it: added to the gradient before "
+                        "momentum (default: 0)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crop with 4-pixel zero padding and random horizontal flip of "
+                        "every training image (default: off)")
+    p.add_argument("--lr-schedule", choices=SCHEDULES, default=None,
+                   help="constant; cosine: CosineAnnealingLR down to --lr-min over the run; step: "
+                        "StepLR, x--lr-gamma every --lr-step epochs (default: constant)")
+    p.add_argument("--schedule-per", choices=UNITS, default=None,
+                   help="advance the schedule once per epoch or after every step (default: epoch)")
+    p.add_argument("--warmup-epochs", type=nonnegative_int, default=None,
+                   help="linear warm-up (LinearLR) from --lr x --warmup-factor to --lr over this "
+                        "many epochs, then the schedule (default: 0)")
+    p.add_argument("--warmup-factor", type=float, default=None,
+                   help="where the warm-up starts, as a fraction of --lr (default: 0.1)")
+    p.add_argument("--lr-step", type=positive_int, default=None,
+                   help="step schedule: epochs between decays (default: 10)")
+    p.add_argument("--lr-gamma", type=float, default=None,
+                   help="step schedule: factor per decay (default: 0.1)")
+    p.add_argument("--lr-min", type=float, default=None,
+                   help="cosine schedule: the lr at the end (default: 0)")
     p.add_argument("--seed", type=int, default=None, help="weights, shuffling and dropout (default: 0)")
     p.add_argument("--train-size", type=int, default=None, help="use only the first N training images (default: all)")
     p.add_argument("--test-size", type=int, default=None, help="use only the first N test images (default: all)")
-    p.add_argument("--normalize", action="store_true", default=None,
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="standardise each channel with the training set's mean/std (off: pixels in [0, 1])")
     p.add_argument("--layer-stats", action="store_true", default=None,
                    help="each epoch, record per-layer activation/gradient statistics, dead ReLU "
@@ -86,8 +128,14 @@ def _fresh_run_dir(backend, dataset):
     return out
 
 
+# Settings that change the result, so --resume refuses to change them.
+FIXED_ON_RESUME = ("backend", "dataset", "batch_size", "lr", "momentum", "seed", "train_size",
+                   "test_size", "normalize", "recipe", "augment", "weight_decay", "lr_schedule",
+                   "schedule_per", "warmup_epochs", "warmup_factor", "lr_step", "lr_gamma", "lr_min")
+
+
 def _cmd_train(args):
-    from scratchcnn.train import TrainConfig, train
+    from scratchcnn.train import RECIPES, TrainConfig, train
 
     given = {k: v for k, v in vars(args).items() if v is not None}
     if args.resume:
@@ -99,9 +147,9 @@ def _cmd_train(args):
             raise UserError(f"{out}/checkpoint.pth has no training state to resume; "
                             f"start a new run with --out")
         cfg = TrainConfig.from_dict(stored, source=f"{out}/checkpoint.pth")
-        changed = [k for k in ("backend", "dataset", "batch_size", "lr", "momentum", "seed",
-                               "train_size", "test_size", "normalize")
-                   if k in given and given[k] != getattr(cfg, k)]
+        changed = [k for k in FIXED_ON_RESUME if k in given and given[k] != getattr(cfg, k)]
+        if "epochs" in given and given["epochs"] != cfg.epochs and cfg.lr_schedule == "cosine":
+            changed.append("epochs")          # the cosine schedule spans --epochs
         if changed:
             raise UserError(f"--resume continues the run as it was configured; drop "
                             f"{', '.join('--' + c.replace('_', '-') for c in changed)}")
@@ -112,7 +160,7 @@ def _cmd_train(args):
         resume_from = None
         if "dataset" not in given and ("data_dir" in given or given.get("download")):
             given["dataset"] = "cifar10"          # --data-dir / --download mean real CIFAR-10
-        cfg = TrainConfig.from_dict(given)
+        cfg = TrainConfig.from_dict({**RECIPES[given.get("recipe", "tutorial")], **given})
         out = args.out or _fresh_run_dir(cfg.backend, cfg.dataset)
     cfg.validate()                   # bad numbers and devices fail before the kernels load
     if cfg.backend == "scratch":

@@ -6,7 +6,7 @@ to [0, 1] (the tutorial's ``ToTensor``), in an order that depends only on
 ``(seed, epoch)``, so both backends see the same batches in the same order and
 an interrupted run can resume exactly.
 
-Two sources:
+Three sources:
 
 * ``cifar10``: the official CIFAR-10 archive, either downloaded (MD5-checked)
   or read from an already extracted copy in the official "python version"
@@ -20,6 +20,9 @@ Two sources:
   a bright foreground, so the mean colour says nothing about the class (a
   nearest-mean classifier on it scores about 10%): the network has to find
   the local structure with its convolutions.
+* ``folder``: your own images in torchvision's ``ImageFolder`` layout,
+  ``DIR/train/<class>/*`` and ``DIR/test/<class>/*``, resized to 32x32 and
+  cached beside them (``scratchcnn.folder``).
 """
 import hashlib
 import http.client
@@ -31,8 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scratchcnn.augment import augment_batch
 from scratchcnn.errors import UserError
+from scratchcnn.folder import read_image_folder
 
+DATASETS = ("synthetic", "cifar10", "folder")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 SYNTHETIC_CLASSES = ("horizontal", "vertical", "diagonal", "antidiagonal", "checker",
@@ -81,17 +87,23 @@ def epoch_order(n, seed, epoch):
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def iterate_batches(data, batch_size, *, shuffle=False, seed=0, epoch=0, normalize=None):
+def iterate_batches(data, batch_size, *, shuffle=False, seed=0, epoch=0, normalize=None,
+                    augment=False):
     """Yield ``(x, y)`` batches: x float32 (B, 3, 32, 32), y int64 (B,).
 
     The last batch is smaller when ``batch_size`` does not divide the dataset
-    (like ``DataLoader(drop_last=False)``).
+    (like ``DataLoader(drop_last=False)``). ``augment=True`` applies
+    ``scratchcnn.augment.augment_batch`` (random crop and flip, drawn from
+    (seed, epoch, batch index)) to the uint8 images before scaling.
     """
     n = len(data)
     order = epoch_order(n, seed, epoch) if shuffle else np.arange(n)
-    for start in range(0, n, batch_size):
+    for b, start in enumerate(range(0, n, batch_size)):
         idx = order[start:start + batch_size]
-        yield to_float(data.x[idx], normalize), data.y[idx]
+        x = data.x[idx]
+        if augment:
+            x = augment_batch(x, seed, epoch, b)
+        yield to_float(x, normalize), data.y[idx]
 
 
 def num_batches(n, batch_size):
@@ -331,18 +343,27 @@ def load_synthetic(n_train=20000, n_test=2000, seed=0):
     return make_synthetic(n_train, seed=2 * seed), make_synthetic(n_test, seed=2 * seed + 1)
 
 
+def load_folder(data_dir):
+    """``(train, test)`` Datasets from your own images (``scratchcnn.folder``); classes are
+    the folder names."""
+    classes, splits = read_image_folder(data_dir)
+    return tuple(Dataset(*splits[s], classes, "folder") for s in ("train", "test"))
+
+
 def load_dataset(name, data_dir="data", download=False, seed=0, n_train=None, n_test=None):
-    """``(train, test)`` for ``name`` in {'cifar10', 'synthetic'}; optionally cut to n_train/n_test."""
+    """``(train, test)`` for ``name`` in DATASETS; optionally cut to n_train/n_test."""
     if name == "synthetic":
-        train, test = load_synthetic(n_train or 20000, n_test or 2000, seed=seed)
-    elif name == "cifar10":
+        return load_synthetic(n_train or 20000, n_test or 2000, seed=seed)
+    if name == "cifar10":
         train, test = load_cifar10(data_dir, download=download)
-        if n_train:
-            train = train.subset(n_train)
-        if n_test:
-            test = test.subset(n_test)
+    elif name == "folder":
+        train, test = load_folder(data_dir)
     else:
-        raise UserError(f"unknown dataset {name!r}; choose cifar10 or synthetic")
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if n_train:
+        train = train.subset(n_train)
+    if n_test:
+        test = test.subset(n_test)
     return train, test
 
 

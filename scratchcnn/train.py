@@ -1,11 +1,20 @@
 """The one training loop, for both backends.
 
 Each epoch: seed the dropout randomness from ``(seed, epoch)``, run the shuffled
-batches (order from ``(seed, epoch)`` too) through ``backend.train_step``,
-measure test-set accuracy, then write ``checkpoint.pth`` (atomically),
-``model.pth``, ``metrics.json`` and ``curves.png`` into the run folder.
-Because all randomness derives from ``(seed, epoch)``, ``--resume`` from the
-last completed epoch ends with exactly the weights an uninterrupted run has.
+batches (order from ``(seed, epoch)``, augmentation from ``(seed, epoch, batch)``)
+through ``backend.train_step``, each with the lr its schedule gives for that
+(epoch, step), measure test-set loss and accuracy, then write ``checkpoint.pth``
+(atomically), ``model.pth``, ``metrics.json`` and ``curves.png`` into the run
+folder. Because all randomness and the lr derive from the position in training,
+``--resume`` from the last completed epoch ends with exactly the weights an
+uninterrupted run has.
+
+Two recipes (``--recipe``) set the defaults of the options; any option given
+explicitly wins:
+
+* ``tutorial``: the tutorial's settings (lr 0.001, momentum 0.9, batch 32, 20
+  epochs, constant lr, no augmentation, no weight decay, pixels in [0, 1]).
+* ``improved``: see :data:`RECIPES` and the README for the reasoning.
 """
 import json
 import math
@@ -16,9 +25,18 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from scratchcnn import checkpoint as ckpt_io
-from scratchcnn.backends import accuracy, make_backend
+from scratchcnn.backends import loss_and_accuracy, make_backend
 from scratchcnn.data import iterate_batches, load_dataset, num_batches
 from scratchcnn.errors import UserError
+from scratchcnn.schedules import Schedule, check_schedule
+
+# What each --recipe changes from TrainConfig's defaults (which are the tutorial's).
+RECIPES = {
+    "tutorial": {},
+    "improved": {"epochs": 30, "lr": 0.02, "augment": True, "weight_decay": 5e-4,
+                 "normalize": True, "lr_schedule": "cosine", "schedule_per": "step",
+                 "warmup_epochs": 2, "warmup_factor": 0.1},
+}
 
 
 @dataclass
@@ -38,6 +56,23 @@ class TrainConfig:
     normalize: bool = False      # per-channel (x - mean) / std from the training set
     layer_stats: bool = False    # per-layer activation/gradient/update statistics each epoch
     fused: bool = True           # scratch: the fused fast path; False: the layers one by one
+    recipe: str = "tutorial"     # which RECIPES entry set the defaults
+    augment: bool = False        # random crop (4-pixel zero padding) and horizontal flip
+    weight_decay: float = 0.0    # torch.optim.SGD's: added to the gradient before momentum
+    lr_schedule: str = "constant"    # constant, cosine or step (scratchcnn.schedules)
+    schedule_per: str = "epoch"  # the schedule advances once per epoch or once per step
+    warmup_epochs: int = 0       # linear warm-up from lr * warmup_factor to lr
+    warmup_factor: float = 0.1
+    lr_step: int = 10            # step schedule: multiply the lr by lr_gamma every lr_step epochs
+    lr_gamma: float = 0.1
+    lr_min: float = 0.0          # cosine schedule: the lr it ends at
+
+    def schedule(self, steps_per_epoch=1):
+        """The :class:`scratchcnn.schedules.Schedule` these settings describe."""
+        return Schedule(name=self.lr_schedule, lr0=self.lr, epochs=self.epochs,
+                        steps_per_epoch=steps_per_epoch, per=self.schedule_per,
+                        warmup=self.warmup_epochs, warmup_factor=self.warmup_factor,
+                        step_size=self.lr_step, gamma=self.lr_gamma, eta_min=self.lr_min)
 
     def validate(self, n_train=None):
         if self.epochs < 1:
@@ -53,6 +88,13 @@ class TrainConfig:
                 raise UserError(f"{flag} must be a number of images, or 0 for the whole split (got {v})")
         if self.seed < 0:
             raise UserError(f"--seed must be 0 or more (got {self.seed})")
+        if self.recipe not in RECIPES:
+            raise UserError(f"--recipe must be one of {', '.join(RECIPES)} (got {self.recipe!r})")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise UserError(f"--weight-decay must be 0 or a positive number (got {self.weight_decay})")
+        problems = check_schedule(self.schedule())
+        if problems:
+            raise UserError(problems[0])
         if n_train is not None and self.batch_size > n_train:
             raise UserError(f"--batch-size {self.batch_size} is larger than the training set "
                             f"({n_train} images); use a smaller --batch-size")
@@ -107,7 +149,8 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
     normalize = channel_stats(train_set) if cfg.normalize else None
 
     backend = make_backend(cfg.backend, device=cfg.device, lr=cfg.lr, momentum=cfg.momentum,
-                           seed=cfg.seed, fused=cfg.fused)
+                           weight_decay=cfg.weight_decay, seed=cfg.seed, fused=cfg.fused,
+                           n_classes=len(train_set.classes))
     metrics, start = [], 0
     if state is not None:
         backend.load_state_dict(state["model"])
@@ -122,9 +165,12 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
     except OSError as e:
         raise UserError(f"cannot create the run folder {out!r} ({e.strerror}); choose another --out") from e
     log(f"training {cfg.backend} on {cfg.device}: {cfg.dataset} ({len(train_set)} train / "
-        f"{len(test_set)} test images), {cfg.epochs} epochs, batch {cfg.batch_size}, "
-        f"lr {cfg.lr}, momentum {cfg.momentum}, seed {cfg.seed} -> {out}")
+        f"{len(test_set)} test images), recipe {cfg.recipe}, {cfg.epochs} epochs, batch "
+        f"{cfg.batch_size}, lr {cfg.lr} ({_describe_schedule(cfg)}), momentum {cfg.momentum}, "
+        f"weight decay {cfg.weight_decay}, augment {'on' if cfg.augment else 'off'}, "
+        f"seed {cfg.seed} -> {out}")
     steps = num_batches(len(train_set), cfg.batch_size)
+    schedule = cfg.schedule(steps)
     config = {**asdict(cfg), "normalize_stats": normalize, "classes": list(train_set.classes)}
     if cfg.layer_stats:             # one fixed probe batch: the first, unshuffled
         from scratchcnn.study.layer_stats import format_layer_stats, probe_layer_stats
@@ -137,8 +183,9 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
         bar = _progress(steps, f"epoch {epoch + 1}/{cfg.epochs}", progress)
         try:
             batches = iterate_batches(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                      epoch=epoch, normalize=normalize)
+                                      epoch=epoch, normalize=normalize, augment=cfg.augment)
             for step, (x, y) in enumerate(batches):
+                backend.set_lr(schedule.lr(epoch, step))
                 loss, n_right = backend.train_step(x, y)
                 if not math.isfinite(loss):
                     last = (f"the checkpoint of epoch {epoch} in {ckpt_path} is kept"
@@ -154,12 +201,14 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
                                 refresh=False)
             bar.close()
             seconds = time.perf_counter() - t0
-            test_acc = accuracy(backend, test_set, normalize=normalize)
+            test_loss, test_acc = loss_and_accuracy(backend, test_set, normalize=normalize)
             record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                      "test_acc": test_acc, "seconds": seconds, "images_per_s": seen / seconds}
+                      "test_loss": test_loss, "test_acc": test_acc, "lr": schedule.lr(epoch, steps - 1),
+                      "seconds": seconds, "images_per_s": seen / seconds}
             log(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
-                f"train acc {100 * record['train_acc']:5.2f}%  test acc {100 * test_acc:5.2f}%  "
-                f"{seconds:6.1f} s  {record['images_per_s']:7.0f} img/s")
+                f"train acc {100 * record['train_acc']:5.2f}%  test loss {test_loss:.4f}  "
+                f"test acc {100 * test_acc:5.2f}%  {seconds:6.1f} s  "
+                f"{record['images_per_s']:7.0f} img/s")
             if cfg.layer_stats:      # leaves weights, momentum and dropout state as they were
                 record["layer_stats"] = probe_layer_stats(backend, probe_x, probe_y)
                 log("  " + format_layer_stats(record["layer_stats"]))
@@ -175,6 +224,16 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
         f"checkpoint {ckpt_path}, metrics {os.path.join(out, 'metrics.json')}, "
         f"plot {os.path.join(out, 'curves.png')}")
     return metrics
+
+
+def _describe_schedule(cfg):
+    if cfg.lr_schedule == "constant" and not cfg.warmup_epochs:
+        return "constant"
+    what = {"constant": "constant", "cosine": f"cosine to {cfg.lr_min}",
+            "step": f"x{cfg.lr_gamma} every {cfg.lr_step} epochs"}[cfg.lr_schedule]
+    if cfg.warmup_epochs:
+        what = f"{cfg.warmup_epochs} warm-up epochs from x{cfg.warmup_factor}, then {what}"
+    return f"{what}, per {cfg.schedule_per}"
 
 
 def save_run(out, backend, epoch, metrics, config):
