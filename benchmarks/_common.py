@@ -14,9 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks._workload import MFLOP_PER_IMAGE
+
 RESULTS = Path(__file__).resolve().parent / "results"
-MFLOP_PER_IMAGE = 85.4            # forward 29.0 + grad input 27.3 + grad weights 29.0 (PERF.md)
-NOMINAL_PEAK_GFLOPS = {1: 270.0, 2: 540.0}   # PERF.md, Zen 5 AVX-512 FMA loop; see measured_peak
+NOMINAL_PEAK_GFLOPS = {1: 270.0, 2: 540.0}   # Zen 5, 512-bit FMA loop (benchmarks/README.md); see measured_peak
 
 
 def parser(description):

@@ -9,15 +9,10 @@ import time
 
 import numpy as np
 
-NAMES = ("conv1", "act1", "drop1", "conv2", "act2", "pool2", "flat", "fc3", "act3", "drop3", "fc4", "loss")
+from benchmarks._workload import batch
+from scratchcnn.architecture import LAYER_NAMES
 
-
-def flops(name, n):
-    """(forward, backward) FLOPs of a layer at batch n; None for the elementwise ones."""
-    per = {"conv1": (2 * 1024 * 32 * 27, 2 * 1024 * 32 * 27),          # conv1 backward: weights only
-           "conv2": (2 * 1024 * 32 * 288, 4 * 1024 * 32 * 288),
-           "fc3": (2 * 8192 * 512, 4 * 8192 * 512), "fc4": (2 * 512 * 10, 4 * 512 * 10)}
-    return tuple(n * f for f in per[name]) if name in per else None
+NAMES = LAYER_NAMES + ("loss",)
 
 
 def _median_time(fn, n):
@@ -30,7 +25,6 @@ def _median_time(fn, n):
 
 
 def time_layers(framework, fw, n_rep, batch_size):
-    from benchmarks._worker import batch
     x, y = batch(batch_size)
     if framework.startswith("scratch"):
         return _scratch_layers(fw, x, y, n_rep)

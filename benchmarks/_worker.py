@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from benchmarks._workload import batch
+
 FRAMEWORK, THREADS = sys.argv[1], int(sys.argv[2])
 _real_stdout = sys.stdout
 sys.stdout = sys.stderr               # stray prints must not corrupt the protocol
@@ -24,11 +26,6 @@ sys.stdout = sys.stderr               # stray prints must not corrupt the protoc
 def reply(obj):
     _real_stdout.write(json.dumps(obj) + "\n")
     _real_stdout.flush()
-
-
-def batch(n, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, n).astype(np.int64)
 
 
 class Scratch:

@@ -10,7 +10,8 @@ framework runs in its own worker process; medians of ``--reps`` repetitions
 on one batch of 32 random images.
 """
 from benchmarks import _common as C
-from benchmarks._layer_ops import NAMES, flops
+from benchmarks._layer_ops import NAMES
+from benchmarks._workload import flops
 
 
 def main():

@@ -80,8 +80,8 @@ def table(results, peaks):
     lines.append("")
     lines.append("Measured FP32 FMA peak (numba, 16-lane FMA chains): " +
                  ", ".join(f"{th} thread(s) {g:.0f} GFLOP/s" for th, g in peaks.items()) +
-                 f"; PERF.md's nominal figures: {C.NOMINAL_PEAK_GFLOPS} (used instead of a measured peak "
-                 f"below half of them). 85.4 MFLOP per image.")
+                 f"; nominal Zen 5 figures: {C.NOMINAL_PEAK_GFLOPS} (used instead of a measured peak "
+                 f"below half of them). {C.MFLOP_PER_IMAGE:.1f} MFLOP per image.")
     for th in sorted({int(k.split('@')[1]) for k in results}):
         prof = results.get(f"scratch@{th}", {}).get("profile_s")
         if not prof:

@@ -63,11 +63,8 @@ class ScratchBackend:
         self.optimizer = SGD(self.model.parameters(), lr=lr, momentum=momentum, **decay)
         self.fused = None
         if fast:
-            try:
-                from scratchcnn import fused
-                self.fused = fused
-            except ImportError:
-                self.fused = None
+            from scratchcnn import fused
+            self.fused = fused
 
     def seed(self, s):
         self.model.seed_dropout(s)

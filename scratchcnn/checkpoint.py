@@ -24,19 +24,12 @@ from collections import OrderedDict
 
 import numpy as np
 
+from scratchcnn.architecture import PARAM_SHAPES
+from scratchcnn.config import TrainConfig
 from scratchcnn.errors import UserError
 
 FORMAT = "scratchcnn-checkpoint"
 VERSION = 1
-
-# The tutorial network's parameters, in state_dict order.
-EXPECTED_SHAPES = OrderedDict([
-    ("conv1.weight", (32, 3, 3, 3)), ("conv1.bias", (32,)),
-    ("conv2.weight", (32, 32, 3, 3)), ("conv2.bias", (32,)),
-    ("fc3.weight", (512, 8192)), ("fc3.bias", (512,)),
-    ("fc4.weight", (10, 512)), ("fc4.bias", (10,)),
-])
-
 
 def atomic_write(path, write):
     """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it over ``path``.
@@ -148,7 +141,6 @@ def _checked_tensors(d, path):
 
 def _check_training_state(ckpt, path):
     """The non-tensor parts of a scratchcnn checkpoint have the types training writes."""
-    from scratchcnn.train import TrainConfig
     epoch, metrics, config = ckpt["epoch"], ckpt["metrics"], ckpt["config"]
     if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0) \
             or not (isinstance(metrics, list) and all(isinstance(m, dict) for m in metrics)) \
@@ -168,7 +160,7 @@ def _check_training_state(ckpt, path):
             raise UserError(f"{path!r} is a damaged scratchcnn checkpoint: normalize_stats should be "
                             f"[3 means, 3 positive stds], got {stats!r:.80}")
     wrong = [k for k, v in ckpt["optimizer"].items()
-             if k not in EXPECTED_SHAPES or tuple(v.shape) != EXPECTED_SHAPES[k]]
+             if k not in PARAM_SHAPES or tuple(v.shape) != PARAM_SHAPES[k]]
     if wrong:
         raise UserError(f"{path!r} is a damaged scratchcnn checkpoint: its optimizer state for "
                         f"{', '.join(wrong[:4])} does not match the model's parameters")
@@ -177,13 +169,13 @@ def _check_training_state(ckpt, path):
 def check_architecture(state_dict, path="state_dict"):
     """Raise a UserError naming every missing, unexpected or mis-shaped key."""
     problems = []
-    missing = [k for k in EXPECTED_SHAPES if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in EXPECTED_SHAPES]
+    missing = [k for k in PARAM_SHAPES if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in PARAM_SHAPES]
     if missing:
         problems.append("missing " + ", ".join(missing))
     if unexpected:
         problems.append("unexpected " + ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else ""))
-    for k, shape in EXPECTED_SHAPES.items():
+    for k, shape in PARAM_SHAPES.items():
         if k in state_dict and tuple(state_dict[k].shape) != shape:
             problems.append(f"{k} has shape {tuple(state_dict[k].shape)}, expected {shape}")
     if problems:

@@ -7,7 +7,11 @@ import argparse
 import os
 import sys
 
+from scratchcnn import study
+from scratchcnn.arguments import HelpFormatter, add_dataset_options, nonnegative_int, positive_int
+from scratchcnn.config import RECIPES
 from scratchcnn.errors import UserError
+from scratchcnn.schedules import SCHEDULES, UNITS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -17,45 +21,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Adds "(default: X)" to each option's help, except where the default is None
-    (those options say in their help what happens when they are left out)."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
-def int_at_least(minimum):
-    """An argparse ``type`` for whole numbers >= ``minimum``, with a one-line error otherwise."""
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"must be {'at least 1' if minimum == 1 else f'{minimum} or more'}, got {v}")
-        return v
-    return parse
-
-
-positive_int, nonnegative_int = int_at_least(1), int_at_least(0)
-
-
-def add_dataset_options(p, *, dataset_default_help, data_dir_default_help):
-    """--dataset and --data-dir, the same for train, evaluate and every study command."""
-    from scratchcnn.data import DATASETS
-    p.add_argument("--dataset", choices=DATASETS, default=None,
-                   help="synthetic: built in, offline; cifar10: the official archive; folder: your "
-                        "own images in --data-dir, DIR/train/CLASS/*.png|jpg and DIR/test/CLASS/* "
-                        f"({dataset_default_help})")
-    p.add_argument("--data-dir", default=None,
-                   help=f"where CIFAR-10 or your image folder is ({data_dir_default_help})")
-
-
 def _add_train(sub):
-    from scratchcnn.schedules import SCHEDULES, UNITS
-    from scratchcnn.train import RECIPES
-
     p = sub.add_parser("train", help="train the CIFAR-10 network with either backend",
                        formatter_class=HelpFormatter,
                        description="Train the tutorial's network. Defaults are the tutorial's "
@@ -135,7 +101,8 @@ FIXED_ON_RESUME = ("backend", "dataset", "batch_size", "lr", "momentum", "seed",
 
 
 def _cmd_train(args):
-    from scratchcnn.train import RECIPES, TrainConfig, train
+    from scratchcnn.config import TrainConfig
+    from scratchcnn.train import train
 
     given = {k: v for k, v in vars(args).items() if v is not None}
     if args.resume:
@@ -175,10 +142,7 @@ def _cmd_train(args):
 
 def _warm_kernels():
     """Load (or, the first time, compile and announce) the numba kernels before timing starts."""
-    try:
-        from scratchcnn.fused import warmup
-    except ImportError:
-        return
+    from scratchcnn.fused import warmup
     warmup(verbose=True)
 
 
@@ -233,12 +197,7 @@ def build_parser():
     _add_train(sub)
     _add_evaluate(sub)
     _add_gradcheck(sub)
-    try:
-        from scratchcnn import study
-    except ImportError:
-        study = None
-    if study is not None:
-        study.register(sub)
+    study.register(sub)
     return parser
 
 

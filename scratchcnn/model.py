@@ -5,7 +5,9 @@
     flat Flatten (8192) -> fc3 Linear(8192, 512) -> act3 ReLU -> drop3 Dropout(0.5)
     fc4 Linear(512, 10) -> logits                (loss: layers.SoftmaxCrossEntropy)
 
-Same layer names and ``state_dict`` keys as ``torch_reference.model.CIFAR10Model``.
+The layers are built from ``scratchcnn.architecture.LAYERS``, the one declaration of
+the network that ``torch_reference.model.CIFAR10Model`` is built from too: same layer
+names, same ``state_dict`` keys.
 
 Memory layout: all parameters live in ONE contiguous 1-D array ``flat_data``
 (in state_dict order: conv1.weight, conv1.bias, ..., fc4.bias) and all gradients
@@ -15,7 +17,9 @@ model in one pass. Layers and loaders therefore write in place (``p.data[...] = 
 """
 import numpy as np
 
-from scratchcnn.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+from scratchcnn import layers as _layers
+from scratchcnn.architecture import INPUT_SHAPE, LAYERS
+from scratchcnn.layers import Dropout
 
 
 class CIFAR10Model:
@@ -26,22 +30,14 @@ class CIFAR10Model:
     def __init__(self, dtype=np.float32, rng=None):
         rng = np.random.default_rng(rng)
         self.dtype = np.dtype(dtype)
-        self.conv1 = Conv2d(3, 32, 3, padding=1, dtype=dtype, rng=rng)
-        self.act1 = ReLU()
-        self.drop1 = Dropout(0.3)
-        self.conv2 = Conv2d(32, 32, 3, padding=1, dtype=dtype, rng=rng)
-        self.act2 = ReLU()
-        self.pool2 = MaxPool2d(2)
-        self.flat = Flatten()
-        self.fc3 = Linear(8192, 512, dtype=dtype, rng=rng)
-        self.act3 = ReLU()
-        self.drop3 = Dropout(0.5)
-        self.fc4 = Linear(512, 10, dtype=dtype, rng=rng)
-        self.layers = [(name, getattr(self, name)) for name in
-                       ("conv1", "act1", "drop1", "conv2", "act2", "pool2",
-                        "flat", "fc3", "act3", "drop3", "fc4")]
-        for name, layer in self.layers:
-            layer.name = name
+        self.layers = []                      # [(name, layer)] in forward order
+        for spec in LAYERS:                   # conv1, act1, ... as declared in scratchcnn.architecture
+            cls = getattr(_layers, spec.kind)
+            extra = {"dtype": dtype, "rng": rng} if spec.kind in ("Conv2d", "Linear") else {}
+            layer = cls(**spec.args, **extra)
+            layer.name = spec.name
+            setattr(self, spec.name, layer)
+            self.layers.append((spec.name, layer))
         self._pack_parameters()
         self.seed_dropout(int(rng.integers(2**31)))
 
@@ -62,8 +58,8 @@ class CIFAR10Model:
 
     def forward(self, x):
         """x (N, 3, 32, 32) NCHW of the model's dtype -> logits (N, 10)."""
-        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1:] != (3, 32, 32):
-            raise ValueError(f"CIFAR10Model: expected input of shape (N, 3, 32, 32), "
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1:] != INPUT_SHAPE:
+            raise ValueError(f"CIFAR10Model: expected input of shape (N, {', '.join(map(str, INPUT_SHAPE))}), "
                              f"got {getattr(x, 'shape', type(x).__name__)}")
         for _, layer in self.layers:
             x = layer.forward(x)

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from scratchcnn.architecture import PARAM_SHAPES
 from scratchcnn import checkpoint as ck
 from scratchcnn.errors import UserError
 
 
 def _state(seed=0):
     rng = np.random.default_rng(seed)
-    return {k: rng.standard_normal(s).astype(np.float32) for k, s in ck.EXPECTED_SHAPES.items()}
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in PARAM_SHAPES.items()}
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import fake_cifar_arrays, write_cifar_binary, write_cifar_python
+from scratchcnn.architecture import PARAM_SHAPES
 from scratchcnn import checkpoint as ck
 from scratchcnn import data
 from scratchcnn.errors import UserError
@@ -80,9 +81,9 @@ def _fuzz(raw, path, load, check, seed):
 
 
 def _check_checkpoint(ckpt):
-    assert list(ckpt["model"]) == list(ck.EXPECTED_SHAPES)
+    assert list(ckpt["model"]) == list(PARAM_SHAPES)
     for k, v in ckpt["model"].items():
-        assert v.shape == ck.EXPECTED_SHAPES[k] and v.dtype == np.float32 and np.isfinite(v).all()
+        assert v.shape == PARAM_SHAPES[k] and v.dtype == np.float32 and np.isfinite(v).all()
     assert isinstance(ckpt["epoch"], int) and isinstance(ckpt["metrics"], list)
 
 
@@ -95,7 +96,7 @@ def _check_cifar(splits):
 
 def _state(seed=0):
     rng = np.random.default_rng(seed)
-    return {k: rng.uniform(-0.1, 0.1, s).astype(np.float32) for k, s in ck.EXPECTED_SHAPES.items()}
+    return {k: rng.uniform(-0.1, 0.1, s).astype(np.float32) for k, s in PARAM_SHAPES.items()}
 
 
 @pytest.mark.parametrize("kind", ["checkpoint.pth", "model.pth"])

@@ -6,7 +6,8 @@ larger learning rate than the tutorial's keeps this test short (300 steps).
 """
 import pytest
 
-from scratchcnn.train import TrainConfig, train
+from scratchcnn.config import TrainConfig
+from scratchcnn.train import train
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import torch
 
 from conftest import fake_cifar_arrays, write_cifar_binary, write_cifar_python
 import scratchcnn
+from scratchcnn.architecture import PARAM_SHAPES
 from scratchcnn import checkpoint as ck
 from scratchcnn import data
 from scratchcnn.cli import main
@@ -63,7 +64,7 @@ class Evil:
 
 def _state(seed=0):
     rng = np.random.default_rng(seed)
-    return {k: rng.uniform(-0.1, 0.1, s).astype(np.float32) for k, s in ck.EXPECTED_SHAPES.items()}
+    return {k: rng.uniform(-0.1, 0.1, s).astype(np.float32) for k, s in PARAM_SHAPES.items()}
 
 
 @pytest.fixture(scope="module")
@@ -405,7 +406,7 @@ def test_resume_ends_with_the_same_weights_momentum_and_metrics(resumed):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     ca, cb = (ck.load_checkpoint(os.path.join(d, "checkpoint.pth")) for d in (straight, again))
-    assert ca["epoch"] == cb["epoch"] == 2 and set(ca["optimizer"]) == set(ck.EXPECTED_SHAPES)
+    assert ca["epoch"] == cb["epoch"] == 2 and set(ca["optimizer"]) == set(PARAM_SHAPES)
     for k in ca["optimizer"]:
         np.testing.assert_array_equal(ca["optimizer"][k], cb["optimizer"][k], err_msg=k)
     assert _no_timings(ca["metrics"]) == _no_timings(cb["metrics"])

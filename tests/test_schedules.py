@@ -7,7 +7,8 @@ import torch
 
 import scratchcnn.train as train_mod
 from scratchcnn.schedules import Schedule
-from scratchcnn.train import TrainConfig, train
+from scratchcnn.config import TrainConfig
+from scratchcnn.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_pool")
 REAL_MAKE_BACKEND = train_mod.make_backend

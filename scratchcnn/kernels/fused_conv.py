@@ -17,8 +17,11 @@ With these, one output pixel is a K-long dot product per output channel:
 ``conv3x3_forward`` computes 8 neighbouring pixels x 32 output channels at a
 time: 16 vector accumulators (8 pixels x 2 vectors of 16 channels) stay in
 registers for the whole K loop; each step loads 2 weight vectors and
-broadcasts 8 input values, then does 16 fused multiply-adds. This is the
-"register-blocked direct convolution" of PERF.md: no im2col buffer.
+broadcasts 8 input values, then does 16 fused multiply-adds: a register-blocked
+direct convolution, with no im2col buffer. (Measured on the AMD EPYC Zen 5,
+conv2 forward ran at about 345 GFLOP/s this way, against 215-250 for im2col +
+OpenBLAS with its AVX-512 kernels; blocking 16 pixels spilled registers and was
+20x slower.)
 
 The same kernel computes dL/dinput of a stride-1, pad-1 3x3 conv ("backward
 data"): feed it dL/dout zero-padded, and the weights rotated by 180 degrees

@@ -6,7 +6,7 @@ raises ``UserError`` (one line: what was wrong, what to do).
 """
 import os
 
-from scratchcnn.cli import HelpFormatter, positive_int
+from scratchcnn.arguments import HelpFormatter, positive_int
 from scratchcnn.errors import UserError
 
 

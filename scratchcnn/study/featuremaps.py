@@ -15,8 +15,8 @@ import os
 
 import numpy as np
 
+from scratchcnn.architecture import LAYER_NAMES
 from scratchcnn.plots import _save, plt
-from torch_reference.model import LAYER_NAMES
 
 # Each figure: (file stem, stage, the layer whose output it shows, what that output is).
 FIGURES = (

@@ -24,8 +24,8 @@ import copy
 
 import numpy as np
 
+from scratchcnn.architecture import LAYER_NAMES
 from scratchcnn.plots import _save, plt
-from torch_reference.model import LAYER_NAMES
 
 
 def _moments(a):
