@@ -500,10 +500,16 @@ def _wait_for_epoch_2_progress(proc, stderr_path, timeout=240):
     pytest.fail("epoch 2 never started")
 
 
+# Training options whose randomness or lr depend on the position in training: resume must land on it.
+POSITION_DEPENDENT = ["--augment", "--lr-schedule", "cosine", "--schedule-per", "step",
+                      "--warmup-epochs", "1", "--lr", "0.01"]
+
+
 @pytest.mark.slow
-def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
+@pytest.mark.parametrize("options", [[], POSITION_DEPENDENT], ids=["tutorial", "augment-cosine-warmup"])
+def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(options, tmp_path):
     killed, straight = str(tmp_path / "killed"), str(tmp_path / "straight")
-    config = _config("scratch", 1024)
+    config = _config("scratch", 2048) + options     # 128 steps: the bar shows mid-epoch
     proc, stderr_path = _start(killed, config)
     _wait_for_epoch_2_progress(proc, stderr_path)
     proc.send_signal(signal.SIGKILL)
