@@ -147,17 +147,21 @@ def _warm_kernels():
 
 
 def _add_evaluate(sub):
-    p = sub.add_parser("evaluate", help="test-set accuracy, per-class accuracy, confusion matrix",
+    p = sub.add_parser("evaluate", help="test-set (or --split train) accuracy, loss, per-class "
+                                        "accuracy, confusion matrix",
                        formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="runs/NAME/checkpoint.pth, model.pth, or a state_dict saved by the tutorial")
     p.add_argument("--backend", choices=["scratch", "torch"], default="scratch")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dataset", choices=["synthetic", "cifar10"], default=None,
-                   help="defaults to the checkpoint's dataset (cifar10 for a bare state_dict)")
-    p.add_argument("--data-dir", default="data")
+    add_dataset_options(p, dataset_default_help="default: the checkpoint's dataset; cifar10 for a "
+                                                "bare state_dict",
+                        data_dir_default_help="default: the checkpoint's, for its dataset; else data")
+    p.add_argument("--split", choices=["test", "train"], default="test",
+                   help="which split to measure; train shows what the tutorial called its "
+                        "accuracy (measured on the images it trained on)")
     p.add_argument("--test-size", type=nonnegative_int, default=0,
-                   help="only the first N test images (0: all)")
+                   help="only the first N test images (0: those training used)")
     p.add_argument("--plot", metavar="PNG", default=None, help="also save the confusion matrix here")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -169,7 +173,7 @@ def _cmd_evaluate(args):
     if args.backend == "scratch":
         _warm_kernels()
     r = evaluate(args.checkpoint, backend=args.backend, device=args.device, dataset=args.dataset,
-                 data_dir=args.data_dir, test_size=args.test_size)
+                 data_dir=args.data_dir, split=args.split, test_size=args.test_size)
     print(format_report(r))
     if args.plot:
         plot_confusion(r["confusion"], r["classes"], args.plot)

@@ -6,7 +6,7 @@ raises ``UserError`` (one line: what was wrong, what to do).
 """
 import os
 
-from scratchcnn.arguments import HelpFormatter, positive_int
+from scratchcnn.arguments import HelpFormatter, add_dataset_options, positive_int
 from scratchcnn.errors import UserError
 
 
@@ -71,28 +71,9 @@ def _add_checkpoint_args(p, required):
 
 
 def _add_dataset_args(p, without_checkpoint=""):
-    p.add_argument("--dataset", choices=["synthetic", "cifar10"], default=None,
-                   help="defaults to the checkpoint's dataset (cifar10 for a bare state_dict"
-                        + without_checkpoint + ")")
-    p.add_argument("--data-dir", default="data", help="where CIFAR-10 is")
-
-
-def _dataset_split(cfg, dataset, data_dir, split):
-    """The ``split`` ("train"/"test") of the checkpoint's dataset (or ``dataset``), drawn as in training."""
-    from scratchcnn.data import find_cifar10, load_dataset
-
-    name = dataset or cfg.get("dataset") or "cifar10"
-    if name == "cifar10" and find_cifar10(data_dir) is None:
-        why = ("the checkpoint records no dataset (a bare state_dict), so CIFAR-10 is assumed"
-               if not (dataset or cfg.get("dataset")) else "CIFAR-10 was asked for")
-        raise UserError(f"{why}, but none was found in --data-dir {data_dir!r}; point --data-dir at an "
-                        f"extracted copy (scratchcnn train --download fetches one), pass --dataset "
-                        f"synthetic, or use your own picture with --image FILE")
-    same = name == cfg.get("dataset")        # then draw exactly the images training used
-    train, test = load_dataset(name, data_dir, False, cfg.get("seed", 0),
-                               (cfg.get("train_size") or None) if same else None,
-                               (cfg.get("test_size") or None) if same else None)
-    return train if split == "train" else test
+    add_dataset_options(p, dataset_default_help="default: the checkpoint's dataset; cifar10 for a "
+                                                "bare state_dict" + without_checkpoint,
+                        data_dir_default_help="default: the checkpoint's, for its dataset; else data")
 
 
 def _class_names(cfg, fallback=None):
@@ -102,7 +83,7 @@ def _class_names(cfg, fallback=None):
 
 def cmd_featuremaps(args):
     from scratchcnn.data import load_image, to_float
-    from scratchcnn.evaluate import load_backend
+    from scratchcnn.evaluate import dataset_split, load_backend
     from scratchcnn.study.featuremaps import (feature_maps, format_top_k, intermediates,
                                               plot_feature_maps, plot_input, top_k)
 
@@ -117,7 +98,7 @@ def cmd_featuremaps(args):
         tag = os.path.splitext(os.path.basename(args.image))[0]
     else:
         index = 7 if args.index is None else args.index
-        data = _dataset_split(cfg, args.dataset, args.data_dir, args.split)
+        data = dataset_split(cfg, args.dataset, args.data_dir, args.split)
         if not 0 <= index < len(data):
             raise UserError(f"--index {index} is out of range: the {args.split} split of {data.name} "
                             f"has {len(data)} images (0..{len(data) - 1})")
@@ -161,6 +142,7 @@ def cmd_summary(args):
 
 def cmd_trace(args):
     from scratchcnn.data import load_dataset, to_float
+    from scratchcnn.evaluate import dataset_split
     from scratchcnn.model import CIFAR10Model
     from scratchcnn.study.trace import format_trace, trace_step
 
@@ -170,10 +152,10 @@ def cmd_trace(args):
         ckpt = load_checkpoint(args.checkpoint)
         model.load_state_dict(ckpt["model"])
         cfg, weights = ckpt["config"], f"from {args.checkpoint}"
-        data = _dataset_split(cfg, args.dataset, args.data_dir, "train")
+        data = dataset_split(cfg, args.dataset, args.data_dir, "train")
     else:
         cfg, weights = {}, f"fresh PyTorch-default initialisation, seed {args.seed}"
-        data, _ = load_dataset(args.dataset or "synthetic", args.data_dir, False, args.seed,
+        data, _ = load_dataset(args.dataset or "synthetic", args.data_dir or "data", False, args.seed,
                                max(args.batch_size, 10), 10)
     if args.batch_size > len(data):
         raise UserError(f"--batch-size {args.batch_size} is larger than the {len(data)} images of "
