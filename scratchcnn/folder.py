@@ -148,7 +148,8 @@ def decode_image(path):
     if (w, h) != (SIZE, SIZE):
         side = min(w, h)
         left, top = (w - side) // 2, (h - side) // 2
-        im = im.resize((SIZE, SIZE), Image.BICUBIC, box=(left, top, left + side, top + side))
+        im = im.crop((left, top, left + side, top + side))   # crop first: resize(box=) would
+        im = im.resize((SIZE, SIZE), Image.BICUBIC)           # blend in pixels outside the box
     return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
 
 

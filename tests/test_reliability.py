@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fake_cifar_arrays, write_cifar_binary, write_cifar_python
+from conftest import fake_cifar_arrays, one_error_line, write_cifar_binary, write_cifar_python
 import scratchcnn
 from scratchcnn.architecture import PARAM_SHAPES
 from scratchcnn import checkpoint as ck
@@ -34,20 +34,6 @@ from scratchcnn.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--dataset", "synthetic", "--train-size", "128", "--test-size", "32", "--no-progress"]
-
-
-def one_error_line(capsys, args):
-    """Run the CLI; assert exit 2 and exactly one ``error: `` line on stderr, no traceback; return it."""
-    capsys.readouterr()
-    try:
-        rc = main(args)
-    except SystemExit as e:          # argparse rejects the argument before anything runs
-        rc = e.code
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------
