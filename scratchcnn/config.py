@@ -7,6 +7,7 @@ can import it without importing each other.
 import math
 from dataclasses import dataclass, fields
 
+from scratchcnn.data import check_sizes
 from scratchcnn.errors import UserError
 from scratchcnn.schedules import Schedule, check_schedule
 
@@ -76,6 +77,7 @@ class TrainConfig:
         problems = check_schedule(self.schedule())
         if problems:
             raise UserError(problems[0])
+        check_sizes(self.dataset, self.train_size, self.test_size, self.batch_size)
         if n_train is not None and self.batch_size > n_train:
             raise UserError(f"--batch-size {self.batch_size} is larger than the training set "
                             f"({n_train} images); use a smaller --batch-size")

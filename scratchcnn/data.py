@@ -51,6 +51,9 @@ _TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 _TEST_BATCHES = ["test_batch"]
 _BIN_RECORD = 1 + 3 * 32 * 32          # label byte + 3072 pixel bytes
 
+# (train, test) images of each built-in dataset; a size option may ask for fewer, never more.
+SPLIT_SIZES = {"synthetic": (20000, 2000), "cifar10": (50000, 10000)}
+
 
 @dataclass
 class Dataset:
@@ -338,7 +341,7 @@ def make_synthetic(n, seed=0, size=32):
     return Dataset(x, labels, SYNTHETIC_CLASSES, "synthetic")
 
 
-def load_synthetic(n_train=20000, n_test=2000, seed=0):
+def load_synthetic(n_train=SPLIT_SIZES["synthetic"][0], n_test=SPLIT_SIZES["synthetic"][1], seed=0):
     """``(train, test)``: independent draws (different seeds) of the synthetic classes."""
     return make_synthetic(n_train, seed=2 * seed), make_synthetic(n_test, seed=2 * seed + 1)
 
@@ -350,14 +353,41 @@ def load_folder(data_dir):
     return tuple(Dataset(*splits[s], classes, "folder") for s in ("train", "test"))
 
 
+def check_sizes(name, n_train=None, n_test=None, batch_size=None):
+    """Raise a one-line UserError unless every requested count fits ``name``'s splits.
+
+    Called before anything is loaded or generated, so ``--test-size 999999`` fails at
+    once instead of generating (and allocating) what was asked for. None or 0: the whole split.
+    """
+    if name not in SPLIT_SIZES:
+        return
+    full_train, full_test = SPLIT_SIZES[name]
+    for flag, n, full, split in (("--train-size", n_train, full_train, "training"),
+                                 ("--test-size", n_test, full_test, "test")):
+        if n and n > full:
+            raise UserError(f"{flag} {n} is more than the {full} images of {name}'s {split} split; "
+                            f"use at most {full} (or leave it out for all of them)")
+    if batch_size and batch_size > (n_train or full_train):
+        raise UserError(f"--batch-size {batch_size} is larger than the training set "
+                        f"({n_train or full_train} images); use a smaller --batch-size")
+
+
 def load_dataset(name, data_dir="data", download=False, seed=0, n_train=None, n_test=None):
     """``(train, test)`` for ``name`` in DATASETS; optionally cut to n_train/n_test."""
+    check_sizes(name, n_train, n_test)
     if name == "synthetic":
-        return load_synthetic(n_train or 20000, n_test or 2000, seed=seed)
+        return load_synthetic(n_train or SPLIT_SIZES["synthetic"][0],
+                              n_test or SPLIT_SIZES["synthetic"][1], seed=seed)
     if name == "cifar10":
         train, test = load_cifar10(data_dir, download=download)
-    elif name == "folder":
+    elif name == "folder":              # its sizes are known only once it is scanned
         train, test = load_folder(data_dir)
+        for flag, n, split, which in (("--train-size", n_train, train, "train"),
+                                      ("--test-size", n_test, test, "test")):
+            if n and n > len(split):
+                raise UserError(f"{flag} {n} is more than the {len(split)} images in "
+                                f"{os.path.join(data_dir, which)}; use at most {len(split)} "
+                                f"(or leave it out for all of them)")
     else:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if n_train:

@@ -184,7 +184,7 @@ def _read_cache(path, key):
 
 
 def _write_cache(path, key, arrays, classes):
-    from scratchcnn.checkpoint import atomic_write
+    from scratchcnn.atomic import atomic_write
     try:
         atomic_write(path, lambda f: np.savez(f, key=np.array(key), classes=np.array(classes),
                                               **arrays))

@@ -14,89 +14,21 @@ Every layer works the same way (cs231n style):
 Names and default initialisation follow PyTorch (``Conv2d``, ``weight``, ...),
 so ``torch_reference/model.py`` reads the same. Parameters are float32 by
 default; float64 works everywhere (the gradient checks use it).
+
+The hot loops (convolution, pooling, dropout masks) are numba kernels called
+through ``scratchcnn.ops``; each has a plain NumPy twin in
+``scratchcnn.reference`` with the same signature, and
+``scratchcnn.ops.use_reference()`` (or ``SCRATCHCNN_REFERENCE=1``) makes every
+layer run on those, so a debugger steps through NumPy you can read. The shared
+plumbing (``Parameter``, the ``Layer`` base class, initialisation) is in
+``scratchcnn.layer_base``.
 """
 import numpy as np
 
-from scratchcnn.kernels import conv, pool
-from scratchcnn.kernels.rng import keep_mask
+from scratchcnn import ops
+from scratchcnn.layer_base import Layer, Parameter, pair, uniform_init
 
-
-class Parameter:
-    """A trainable array and its gradient, like torch's ``weight.data`` / ``weight.grad``.
-
-    ``data`` and ``grad`` have the same shape and dtype. Layers write ``grad``
-    and optimizers update ``data`` IN PLACE, so both may be views into one flat
-    model-wide buffer (see ``CIFAR10Model``): assign with ``p.data[...] = ...``.
-    """
-
-    def __init__(self, data, name=None):
-        self.data = data
-        self.grad = np.zeros_like(data)
-        self.name = name
-
-    def __repr__(self):
-        return f"Parameter({self.name!r}, shape={self.data.shape}, dtype={self.data.dtype})"
-
-
-def _pair(v):
-    """3 -> (3, 3); (3, 5) -> (3, 5), like torch's kernel_size/stride/padding arguments."""
-    return (v, v) if np.isscalar(v) else tuple(v)
-
-
-def _uniform_init(rng, shape, fan_in, dtype):
-    """PyTorch's default for Conv2d/Linear weight and bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-
-    (kaiming_uniform_ with a=sqrt(5) gives bound = sqrt(6 / ((1 + 5) * fan_in)) = 1/sqrt(fan_in).)
-    """
-    bound = 1.0 / np.sqrt(fan_in)
-    return rng.uniform(-bound, bound, size=shape).astype(dtype)
-
-
-class Layer:
-    """Shared plumbing: name, train/eval flag, parameters, input checks."""
-
-    def __init__(self):
-        self.name = type(self).__name__
-        self.training = True
-
-    def parameters(self):
-        """List of (name, Parameter), weight before bias as in torch's state_dict."""
-        return [(n, getattr(self, n)) for n in ("weight", "bias") if getattr(self, n, None) is not None]
-
-    def zero_grad(self):
-        for _, p in self.parameters():
-            p.grad[...] = 0
-
-    def train(self):
-        self.training = True
-        return self
-
-    def eval(self):
-        self.training = False
-        return self
-
-    def _fail(self, what):
-        who = self.name if self.name == type(self).__name__ else f"{self.name} ({type(self).__name__})"
-        raise ValueError(f"{who}: {what}")
-
-    def _check_input(self, x, shape=None, dtype=None, min_ndim=0):
-        """Raise ValueError unless x is an array of ``shape`` (ints must match, strings
-        are free; None: any shape with at least ``min_ndim`` axes) and of ``dtype``
-        (None: float32 or float64)."""
-        if shape is not None:
-            expected = " of shape (" + ", ".join(str(s) for s in shape) + ")"
-        else:
-            expected = " of shape (N, ...)" if min_ndim >= 2 else ""
-        kind = np.dtype(dtype).name if dtype is not None else "float32 or float64"
-        if not isinstance(x, np.ndarray):
-            self._fail(f"expected {kind} input{expected}, got {type(x).__name__}")
-        ok_dtype = x.dtype == dtype if dtype is not None else x.dtype in (np.float32, np.float64)
-        if shape is None:
-            ok_shape = x.ndim >= min_ndim
-        else:
-            ok_shape = x.ndim == len(shape) and all(isinstance(s, str) or s == d for s, d in zip(shape, x.shape))
-        if not (ok_dtype and ok_shape):
-            self._fail(f"expected {kind} input{expected}, got {x.dtype} {tuple(x.shape)}")
+__all__ = ["Conv2d", "MaxPool2d", "ReLU", "Dropout", "Flatten", "Linear", "SoftmaxCrossEntropy", "Parameter"]
 
 
 class Conv2d(Layer):
@@ -112,8 +44,11 @@ class Conv2d(Layer):
         dL/dxp[n,c,h,w]     = sum over (f,i,j,y,x) with y*SH+i = h, x*SW+j = w of
                               dout[n,f,y,x] * weight[f,c,i,j];   dL/dx = dL/dxp without the padding
 
-    Computed as im2col + matrix multiply (``scratchcnn.kernels.conv``): ``self.cols``
-    holds the (N, C*KH*KW, OH*OW) patches of x saved for the weight gradient.
+    Computed as im2col + matrix multiply (``scratchcnn.kernels.conv``); the
+    reference is ``scratchcnn.reference.conv2d_forward`` / ``conv2d_backward``,
+    by direct summation of the formulas above. ``self.saved`` is what the
+    backward pass reads: the (N, C*KH*KW, OH*OW) patches of x (kernels) or x
+    itself (reference).
     kernel_size, stride, padding: an int or an (h, w) pair. rng: None, an int seed
     or a numpy Generator, for the PyTorch-default initial weight and bias.
     """
@@ -123,12 +58,12 @@ class Conv2d(Layer):
         super().__init__()
         rng = np.random.default_rng(rng)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
+        self.kernel_size, self.stride, self.padding = pair(kernel_size), pair(stride), pair(padding)
         self.dtype = np.dtype(dtype)
         fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
         shape = (out_channels, in_channels, *self.kernel_size)
-        self.weight = Parameter(_uniform_init(rng, shape, fan_in, dtype), "weight")
-        self.bias = Parameter(_uniform_init(rng, (out_channels,), fan_in, dtype), "bias") if bias else None
+        self.weight = Parameter(uniform_init(rng, shape, fan_in, dtype), "weight")
+        self.bias = Parameter(uniform_init(rng, (out_channels,), fan_in, dtype), "bias") if bias else None
 
     def forward(self, x):
         self._check_input(x, ("N", self.in_channels, "H", "W"), self.dtype)
@@ -138,11 +73,11 @@ class Conv2d(Layer):
                        f"is smaller than the {kh}x{kw} kernel")
         bias = self.bias.data if self.bias is not None else np.zeros(self.out_channels, self.dtype)
         self.x = x
-        self.out, self.cols = conv.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)
+        self.out, self.saved = ops.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)
         return self.out
 
     def backward(self, dout):
-        dx, dweight, dbias = conv.conv2d_backward(dout, self.cols, self.x.shape, self.weight.data,
+        dx, dweight, dbias = ops.conv2d_backward(dout, self.saved, self.x.shape, self.weight.data,
                                                   self.stride, self.padding)
         self.weight.grad[...] = dweight
         if self.bias is not None:
@@ -162,12 +97,14 @@ class MaxPool2d(Layer):
     the FIRST maximum in row-major window order; a NaN beats every number (the
     last NaN of the window wins). ``self.indices`` holds the chosen h*W + w per
     output, the same numbers as ``torch.nn.functional.max_pool2d(..., return_indices=True)``.
+    Kernel: ``scratchcnn.kernels.pool``; reference: ``scratchcnn.reference.max_pool2d_forward``
+    / ``max_pool2d_backward``.
     """
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride) if stride is not None else self.kernel_size
+        self.kernel_size = pair(kernel_size)
+        self.stride = pair(stride) if stride is not None else self.kernel_size
 
     def forward(self, x):
         self._check_input(x, ("N", "C", "H", "W"))
@@ -175,11 +112,11 @@ class MaxPool2d(Layer):
         if x.shape[2] < kh or x.shape[3] < kw:
             self._fail(f"input {x.shape[2]}x{x.shape[3]} is smaller than the {kh}x{kw} window")
         self.x = x
-        self.out, self.indices = pool.max_pool2d_forward(np.ascontiguousarray(x), kh, kw, sh, sw)
+        self.out, self.indices = ops.max_pool2d_forward(np.ascontiguousarray(x), kh, kw, sh, sw)
         return self.out
 
     def backward(self, dout):
-        return pool.max_pool2d_backward(np.ascontiguousarray(dout), self.indices, *self.x.shape[2:])
+        return ops.max_pool2d_backward(np.ascontiguousarray(dout), self.indices, *self.x.shape[2:])
 
 
 class ReLU(Layer):
@@ -201,11 +138,12 @@ class Dropout(Layer):
         mask[i] = 1 with probability 1 - p, else 0     (so E[out] = x)
         dL/dx   = dout * mask / (1 - p)                 (eval: dL/dx = dout)
 
-    The mask is ``scratchcnn.kernels.rng.keep_mask(self.seed, self.counter, x.size, p)``
-    over the flat NCHW index, after which ``self.counter`` goes up by one: the
-    masks are a pure function of (seed, counter), so a run can be replayed.
-    ``forward(x, mask)`` uses a given 0/1 mask of x's shape instead (tests, parity
-    runs). The last mask is kept in ``self.mask`` (uint8, x's shape). p = 1 drops
+    The mask is ``keep_mask(self.seed, self.counter, x.size, p)`` over the flat
+    NCHW index (kernel: ``scratchcnn.kernels.rng.keep_mask``; reference: its
+    NumPy twin ``keep_mask_reference`` beside it), after which ``self.counter``
+    goes up by one: the masks are a pure function of (seed, counter), so a run
+    can be replayed. ``forward(x, mask)`` uses a given 0/1 mask of x's shape
+    instead (tests, parity runs). The last mask is kept in ``self.mask`` (uint8, x's shape). p = 1 drops
     everything (out = 0), as torch does.
     """
 
@@ -223,7 +161,7 @@ class Dropout(Layer):
             self.mask, self.out = None, x
             return x
         if mask is None:
-            mask = keep_mask(self.seed, self.counter, x.size, self.p).reshape(x.shape)
+            mask = ops.keep_mask(self.seed, self.counter, x.size, self.p).reshape(x.shape)
             self.counter += 1
         elif np.shape(mask) != x.shape:
             self._fail(f"expected a mask of shape {tuple(x.shape)}, got {np.shape(mask)}")
@@ -273,8 +211,8 @@ class Linear(Layer):
         rng = np.random.default_rng(rng)
         self.in_features, self.out_features = in_features, out_features
         self.dtype = np.dtype(dtype)
-        self.weight = Parameter(_uniform_init(rng, (out_features, in_features), in_features, dtype), "weight")
-        self.bias = Parameter(_uniform_init(rng, (out_features,), in_features, dtype), "bias") if bias else None
+        self.weight = Parameter(uniform_init(rng, (out_features, in_features), in_features, dtype), "weight")
+        self.bias = Parameter(uniform_init(rng, (out_features,), in_features, dtype), "bias") if bias else None
 
     def forward(self, x):
         self._check_input(x, ("N", self.in_features), self.dtype)

@@ -4,9 +4,15 @@ Each function computes exactly what its twin in ``scratchcnn.kernels`` computes,
 written for clarity rather than speed; ``tests/test_kernels.py`` checks one
 against the other. Arrays are NCHW; see the kernel modules for shape contracts.
 
+The layer-level functions take the same arguments and return the same things
+as their kernels, so ``scratchcnn.ops.use_reference()`` (or the environment
+variable ``SCRATCHCNN_REFERENCE=1``) runs the whole layer path on them: set a
+breakpoint here and step through the real forward and backward.
+
     im2col / col2im                        scratchcnn.kernels.conv
     conv2d_forward / conv2d_backward       scratchcnn.kernels.conv (by direct summation here)
     max_pool2d_forward / _backward         scratchcnn.kernels.pool
+    keep_mask                              scratchcnn.kernels.rng (its NumPy twin lives there)
     sgd_momentum_step                      scratchcnn.kernels.sgd
 """
 import numpy as np
@@ -44,7 +50,9 @@ def col2im(dcols, h, w, kh, kw, sh, sw, ph, pw):
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
-    """out[n,f,y,x] = bias[f] + sum_{c,i,j} weight[f,c,i,j] * xp[n,c,y*SH+i,x*SW+j], by direct summation."""
+    """(out, saved): out[n,f,y,x] = bias[f] + sum_{c,i,j} weight[f,c,i,j] * xp[n,c,y*SH+i,x*SW+j],
+    by direct summation. ``saved`` is what ``conv2d_backward`` needs: here x itself
+    (the kernel saves its im2col patches instead)."""
     (kh, kw), (sh, sw), (ph, pw) = weight.shape[2:], stride, padding
     n, _, h, w = x.shape
     oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
@@ -52,11 +60,11 @@ def conv2d_forward(x, weight, bias, stride, padding):
     out = np.zeros((n, weight.shape[0], oh, ow), dtype=x.dtype)
     for i, j, rows, columns in _windows(kh, kw, sh, sw, oh, ow):
         out += np.einsum("nchw,fc->nfhw", xp[:, :, rows, columns], weight[:, :, i, j])
-    return out + bias[None, :, None, None]
+    return out + bias[None, :, None, None], x
 
 
-def conv2d_backward(dout, x, weight, stride, padding):
-    """dx, dweight, dbias of conv2d_forward, each kernel offset (i, j) at a time:
+def conv2d_backward(dout, x, x_shape, weight, stride, padding):
+    """dx, dweight, dbias of conv2d_forward (``x``: its ``saved``), each kernel offset (i, j) at a time:
 
         dweight[f,c,i,j] = sum_{n,y,x} dout[n,f,y,x] * xp[n,c,y*SH+i,x*SW+j]
         dxp[n,c,y*SH+i,x*SW+j] += sum_f dout[n,f,y,x] * weight[f,c,i,j]

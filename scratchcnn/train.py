@@ -25,6 +25,7 @@ from dataclasses import asdict
 import numpy as np
 
 from scratchcnn import checkpoint as ckpt_io
+from scratchcnn.atomic import atomic_write
 from scratchcnn.backends import loss_and_accuracy, make_backend
 from scratchcnn.data import iterate_batches, load_dataset, num_batches
 from scratchcnn.errors import UserError
@@ -168,7 +169,7 @@ def save_run(out, backend, epoch, metrics, config):
                                 metrics=metrics, config=config)
         ckpt_io.save_state_dict(os.path.join(out, "model.pth"), state)
         text = json.dumps({"config": config, "epochs": metrics}, indent=2).encode()
-        ckpt_io.atomic_write(os.path.join(out, "metrics.json"), lambda f: f.write(text))
+        atomic_write(os.path.join(out, "metrics.json"), lambda f: f.write(text))
         plot_curves(metrics, os.path.join(out, "curves.png"),
                     title=f"{config['backend']} on {config['dataset']}")
         with_stats = [m for m in metrics if "layer_stats" in m]

@@ -124,7 +124,7 @@ def test_second_run_reads_the_cache_and_changed_files_are_decoded_again(images, 
 def test_cache_that_cannot_be_written_is_a_note_not_an_error(images, monkeypatch, capsys):
     def refuse(path, write):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr("scratchcnn.checkpoint.atomic_write", refuse)
+    monkeypatch.setattr("scratchcnn.atomic.atomic_write", refuse)
     train, _ = load_dataset("folder", str(images))
     assert len(train) == 36
     err = capsys.readouterr().err
@@ -163,20 +163,23 @@ def _bad(root, case):
         return f"{root}/train has no class folders"
     if case == "data-dir missing":
         return f"--data-dir '{root}/nowhere' does not exist"
+    if case == "train-size too large":
+        return f"--train-size 37 is more than the 36 images in {root}/train; use at most 36"
     raise AssertionError(case)
 
 
 BAD = ["empty class", "not an image", "truncated jpeg", "no test split", "classes differ",
-       "too many classes", "no class folders", "data-dir missing"]
+       "too many classes", "no class folders", "data-dir missing", "train-size too large"]
 
 
 @pytest.mark.parametrize("case", BAD)
 def test_bad_folders_are_one_error_line_naming_the_file(case, images, capsys):
     expected = _bad(images, case)
     data_dir = f"{images}/nowhere" if case == "data-dir missing" else str(images)
+    size = ["--train-size", "37"] if case == "train-size too large" else []
     line = one_error_line(capsys, ["train", "--backend", "torch", "--dataset", "folder",
                                    "--data-dir", data_dir, "--epochs", "1", "--batch-size", "4",
-                                   "--no-progress", "--out", str(images.parent / "run")])
+                                   "--no-progress", "--out", str(images.parent / "run")] + size)
     assert expected in line, line
     assert not (images.parent / "run").exists()
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from scratchcnn.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, SoftmaxCrossEntropy
+from scratchcnn.parity import layer_errors
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_pool")
@@ -28,25 +29,12 @@ REL_TOL = {np.float32: 4e-6, np.float64: 1e-14}
 def assert_parity(layer, torch_fn, x, tol, seed=0, **forward_kwargs):
     """``layer.forward(x)`` and its backward == ``torch_fn(x, *layer params)`` and autograd.
 
-    Returns {quantity: relative error}; fails with max abs/rel error in the message.
+    Returns {quantity: relative error} (``scratchcnn.parity.layer_errors``, the
+    measurement behind the README's table); fails naming the worst quantity.
     """
-    out = layer.forward(x, **forward_kwargs)
-    dout = np.asarray(np.random.default_rng(seed).standard_normal(np.shape(out)), dtype=x.dtype)
-    dx = layer.backward(dout)
-    x_t = torch.tensor(x, requires_grad=True)
-    params_t = [torch.tensor(p.data, requires_grad=True) for _, p in layer.parameters()]
-    out_t = torch_fn(x_t, *params_t)
-    grads_t = torch.autograd.grad((out_t * torch.from_numpy(dout)).sum(), [x_t, *params_t])
-    pairs = [("out", out, out_t), ("dx", dx, grads_t[0])]
-    pairs += [(f"d{name}", p.grad, g) for (name, p), g in zip(layer.parameters(), grads_t[1:])]
-    errors = {}
-    for what, ours, theirs in pairs:
-        theirs = theirs.detach().numpy()
-        assert np.shape(ours) == theirs.shape and np.asarray(ours).dtype == theirs.dtype, what
-        abs_err = float(np.max(np.abs(ours - theirs)))
-        errors[what] = rel_err = abs_err / max(float(np.max(np.abs(theirs))), 1e-300)
-        assert rel_err <= tol, (f"{layer.name} {what} ({x.dtype}): max abs error {abs_err:.3g}, "
-                                f"max rel error {rel_err:.3g} > {tol:g}")
+    errors = layer_errors(layer, torch_fn, x, seed, **forward_kwargs)
+    for what, rel_err in errors.items():
+        assert rel_err <= tol, f"{layer.name} {what} ({x.dtype}): max rel error {rel_err:.3g} > {tol:g}"
     return errors
 
 
@@ -124,11 +112,20 @@ def test_max_pool2d_ties_and_nan_route_like_torch(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("p", [0.3, 0.5])
-def test_dropout_with_given_mask(dtype, p):
-    x = randn(2, 3, 4, 5, dtype=dtype)
-    mask = np.random.default_rng(2).random(x.shape) >= p
-    # torch's own dropout: noise = bernoulli(1 - p) / (1 - p); out = x * noise
-    assert_parity(Dropout(p), lambda x: x * (torch.tensor(mask, dtype=x.dtype) / (1 - p)), x, 0, mask=mask)
+def test_dropout_matches_torchs_own_dropout(dtype, p):
+    """A real ``F.dropout(x, p, training=True)`` call; its mask is recovered from the output
+    (x has no zeros, so out == 0 exactly where torch dropped), then our layer, given that
+    mask, must reproduce torch's output and gradient bit for bit."""
+    rng = np.random.default_rng(4)
+    x = (rng.uniform(0.5, 2.0, (4, 32, 8, 8)) * rng.choice([-1, 1], (4, 32, 8, 8))).astype(dtype)
+
+    def torch_dropout(x_t):
+        torch.manual_seed(5)                 # the same torch mask at every call
+        return F.dropout(x_t, p, training=True)
+
+    mask = (torch_dropout(torch.from_numpy(x)) != 0).numpy()
+    assert abs(mask.mean() - (1 - p)) < 0.03               # a real mask, not all ones
+    assert_parity(Dropout(p), torch_dropout, x, 0, mask=mask)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

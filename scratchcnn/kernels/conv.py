@@ -82,7 +82,10 @@ def col2im(dcols, height, width, kh, kw, sh, sw, ph, pw):
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
-    """out (N, F, OH, OW) and cols (N, K, OH*OW), which the backward pass needs."""
+    """(out, saved): out (N, F, OH, OW), and saved = cols (N, K, OH*OW), which the backward pass needs.
+
+    Same arguments and results as ``scratchcnn.reference.conv2d_forward`` (whose
+    ``saved`` is x itself), so ``scratchcnn.ops`` can swap one for the other."""
     (kh, kw), (sh, sw), (ph, pw) = weight.shape[2:], stride, padding
     n_img, _, height, width = x.shape
     oh, ow = output_size(height, kh, sh, ph), output_size(width, kw, sw, pw)
@@ -93,7 +96,8 @@ def conv2d_forward(x, weight, bias, stride, padding):
 
 
 def conv2d_backward(dout, cols, x_shape, weight, stride, padding):
-    """dx (N, C, H, W), dweight (F, C, KH, KW), dbias (F,) from dout (N, F, OH, OW)."""
+    """dx (N, C, H, W), dweight (F, C, KH, KW), dbias (F,) from dout (N, F, OH, OW);
+    ``cols``: what ``conv2d_forward`` saved."""
     (kh, kw), (sh, sw), (ph, pw) = weight.shape[2:], stride, padding
     n_img, n_filters = dout.shape[:2]
     dout2 = dout.reshape(n_img, n_filters, -1)                    # (N, F, OH*OW)

@@ -141,7 +141,7 @@ def cmd_summary(args):
 
 
 def cmd_trace(args):
-    from scratchcnn.data import load_dataset, to_float
+    from scratchcnn.data import check_sizes, load_dataset, to_float
     from scratchcnn.evaluate import dataset_split
     from scratchcnn.model import CIFAR10Model
     from scratchcnn.study.trace import format_trace, trace_step
@@ -155,6 +155,7 @@ def cmd_trace(args):
         data = dataset_split(cfg, args.dataset, args.data_dir, "train")
     else:
         cfg, weights = {}, f"fresh PyTorch-default initialisation, seed {args.seed}"
+        check_sizes(args.dataset or "synthetic", batch_size=args.batch_size)      # before generating them
         data, _ = load_dataset(args.dataset or "synthetic", args.data_dir or "data", False, args.seed,
                                max(args.batch_size, 10), 10)
     if args.batch_size > len(data):
