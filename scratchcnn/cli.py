@@ -119,7 +119,9 @@ def _cmd_train(args):
             changed.append("epochs")          # the cosine schedule spans --epochs
         if changed:
             raise UserError(f"--resume continues the run as it was configured; drop "
-                            f"{', '.join('--' + c.replace('_', '-') for c in changed)}")
+                            f"{', '.join('--' + c.replace('_', '-') for c in changed)}"
+                            + (" (its cosine schedule spans the --epochs it was started with)"
+                               if "epochs" in changed else ""))
         for k in ("epochs", "device", "data_dir", "download", "layer_stats", "fused"):   # may change on resume
             if k in given:
                 setattr(cfg, k, given[k])

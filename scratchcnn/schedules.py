@@ -20,6 +20,10 @@ total_iters=W)``, chained to the schedule above by ``SequentialLR(milestones=[W]
 
     warm-up    lr(t) = lr0 * (f + (1 - f) t / W)          for t < W
 
+A run shorter than its warm-up (``--recipe improved --epochs 1`` for a quick
+try) is warm-up from start to end; the cosine part (t' < T' always holds
+during training) is then never reached, so T' <= 0 never divides.
+
 torch computes these recursively (each lr from the previous one); the closed
 forms here give the same numbers to float64 rounding (tested to a relative
 1e-12 against ``get_last_lr()`` at every step, in both modes, with and without
@@ -86,9 +90,6 @@ def check_schedule(s):
         problems.append(f"--schedule-per must be epoch or step (got {s.per!r})")
     if s.warmup < 0:
         problems.append(f"--warmup-epochs must be 0 or more (got {s.warmup})")
-    elif s.name == "cosine" and s.warmup >= s.epochs:
-        problems.append(f"--warmup-epochs {s.warmup} leaves no epochs for the cosine schedule "
-                        f"(--epochs {s.epochs}); use fewer warm-up epochs")
     if not (0 < s.warmup_factor <= 1):
         problems.append(f"--warmup-factor must be in (0, 1] (got {s.warmup_factor})")
     if s.step_size < 1:

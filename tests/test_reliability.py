@@ -165,6 +165,13 @@ CASES = [
     ("train-size negative", TRAIN + ["--train-size", "-5"], "--train-size must be a number of images"),
     ("test-size negative", TRAIN + ["--test-size", "-1"], "--test-size must be a number of images"),
     ("seed negative", TRAIN + ["--seed", "-1"], "--seed must be 0 or more (got -1)"),
+    ("weight decay negative", TRAIN + ["--weight-decay", "-1"],
+     "--weight-decay must be 0 or a positive number (got -1.0)"),
+    ("weight decay nan", TRAIN + ["--weight-decay", "nan"], "--weight-decay must be 0 or a positive number"),
+    ("warmup factor 0", TRAIN + ["--warmup-factor", "0"], "--warmup-factor must be in (0, 1] (got 0.0)"),
+    ("lr gamma 2", TRAIN + ["--lr-schedule", "step", "--lr-gamma", "2"], "--lr-gamma must be in (0, 1] (got 2.0)"),
+    ("lr-min above lr", TRAIN + ["--lr-schedule", "cosine", "--lr-min", "0.5"],
+     "--lr-min must be in [0, --lr) (got 0.5)"),
     ("out is a file", ["train", "--backend", "torch", "--out", "{afile}"] + TINY, "cannot create the run folder"),
     ("image not an image", ["featuremaps", "--backend", "torch", "--checkpoint", "{good}",
                             "--image", "{notes_png}", "--out", "{root}/maps"], "is not an image"),
@@ -176,6 +183,9 @@ PARSER_CASES = [   # rejected by argparse: one line too, before anything runs (n
     (["train", "--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
     (["evaluate", "--checkpoint", "x.pth", "--test-size", "-1"], "argument --test-size: must be 0 or more"),
     (["train", "--backend", "jax"], "argument --backend: invalid choice: 'jax'"),
+    (["train", "--lr-schedule", "linear"], "argument --lr-schedule: invalid choice: 'linear'"),
+    (["train", "--warmup-epochs", "-1"], "argument --warmup-epochs: must be 0 or more, got -1"),
+    (["train", "--recipe", "fast"], "argument --recipe: invalid choice: 'fast'"),
 ]
 
 
@@ -200,6 +210,22 @@ def test_resume_refuses_changed_settings_that_would_change_the_result(tmp_path, 
                        metrics=[], config={"backend": "torch", "dataset": "synthetic", "train_size": 128})
     line = one_error_line(capsys, ["train", "--resume", out, "--train-size", "64", "--lr", "0.1"])
     assert line == "error: --resume continues the run as it was configured; drop --lr, --train-size"
+
+
+def test_resume_refuses_changed_training_options(tmp_path, capsys):
+    """Augmentation, weight decay and the schedule change the result; a cosine schedule spans
+    --epochs, so its --epochs cannot change either (a step schedule's can)."""
+    out = str(tmp_path / "run")
+    config = {"backend": "torch", "dataset": "synthetic", "lr_schedule": "cosine", "epochs": 3}
+    ck.save_checkpoint(os.path.join(out, "checkpoint.pth"), model=_state(), optimizer={}, epoch=1,
+                       metrics=[], config=config)
+    line = one_error_line(capsys, ["train", "--resume", out, "--augment", "--weight-decay", "0.1",
+                                   "--lr-schedule", "step", "--warmup-epochs", "1", "--recipe", "improved"])
+    assert line == ("error: --resume continues the run as it was configured; drop --recipe, "
+                    "--augment, --weight-decay, --lr-schedule, --warmup-epochs")
+    line = one_error_line(capsys, ["train", "--resume", out, "--epochs", "5"])
+    assert line == ("error: --resume continues the run as it was configured; drop --epochs (its cosine "
+                    "schedule spans the --epochs it was started with)")
 
 
 @pytest.mark.parametrize("args,match", PARSER_CASES, ids=[" ".join(c[0][:3]) for c in PARSER_CASES])

@@ -72,6 +72,11 @@ def test_schedule_matches_torch_at_every_step(case, per):
     assert len(set(ours)) > (1 if case["name"] != "constant" or case.get("warmup") else 0)
 
 
+def test_a_run_shorter_than_its_warm_up_is_all_warm_up():
+    s = Schedule("cosine", lr0=1.0, epochs=1, steps_per_epoch=4, per="step", warmup=2, warmup_factor=0.2)
+    assert [s.lr(0, i) for i in range(4)] == pytest.approx([0.2, 0.3, 0.4, 0.5])
+
+
 def test_schedule_shapes():
     """The numbers a reader can check by hand."""
     cos = Schedule("cosine", lr0=0.1, epochs=4, warmup=2, warmup_factor=0.1)
