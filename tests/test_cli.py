@@ -179,3 +179,27 @@ def test_curves_show_test_loss_and_evaluate_split_train_shows_the_tutorials_numb
     train, _ = load_dataset("synthetic", n_train=320, n_test=100)
     acc = float((b.predict(train.x.astype(np.float32) / np.float32(255)).argmax(1) == train.y).mean())
     assert f"train accuracy: {100 * acc:.2f}%" in text
+
+
+@pytest.mark.usefixtures("one_thread_per_pool")
+@pytest.mark.parametrize("backend,fused", [("scratch", True), ("scratch", False), ("torch", True)],
+                         ids=["scratch-fused", "scratch-layers", "torch"])
+def test_weight_decay_reaches_each_optimizer_with_torchs_semantics(backend, fused):
+    """One step from the same weights, batch and dropout masks, with and without weight decay:
+    torch.optim.SGD adds wd * p to the gradient, and the first step's momentum buffer is that
+    gradient, so the two results differ by exactly -lr * wd * p0."""
+    from scratchcnn.backends import make_backend
+    from scratchcnn.data import iterate_batches, load_dataset
+    train, _ = load_dataset("synthetic", n_train=32, n_test=10)
+    x, y = next(iterate_batches(train, 32))
+    lr, wd, after = 0.01, 0.05, {}
+    for decay in (0.0, wd):
+        b = make_backend(backend, lr=lr, momentum=0.9, weight_decay=decay, seed=0, fused=fused)
+        p0 = b.state_dict()
+        b.seed(123)
+        b.train_step(x, y)
+        after[decay] = b.state_dict()
+    for k, p in p0.items():
+        np.testing.assert_allclose(after[wd][k] - after[0.0][k], -lr * wd * p, rtol=1e-3, atol=2e-7,
+                                   err_msg=k)
+        assert np.abs(after[wd][k] - after[0.0][k]).max() > 1e-6, k

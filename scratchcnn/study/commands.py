@@ -155,9 +155,11 @@ def cmd_trace(args):
         data = dataset_split(cfg, args.dataset, args.data_dir, "train")
     else:
         cfg, weights = {}, f"fresh PyTorch-default initialisation, seed {args.seed}"
-        check_sizes(args.dataset or "synthetic", batch_size=args.batch_size)      # before generating them
-        data, _ = load_dataset(args.dataset or "synthetic", args.data_dir or "data", False, args.seed,
-                               max(args.batch_size, 10), 10)
+        name = args.dataset or "synthetic"
+        check_sizes(name, batch_size=args.batch_size)      # before generating them
+        few = name == "synthetic"             # generate only what is needed; real data is read whole
+        data, _ = load_dataset(name, args.data_dir or "data", False, args.seed,
+                               max(args.batch_size, 10) if few else None, 10 if few else None)
     if args.batch_size > len(data):
         raise UserError(f"--batch-size {args.batch_size} is larger than the {len(data)} images of "
                         f"{data.name}'s training split; use a smaller --batch-size")
