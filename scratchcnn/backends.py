@@ -196,10 +196,6 @@ def evaluate_logits(backend, data, batch_size=500, normalize=None):
     return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
 
 
-def accuracy(backend, data, batch_size=500, normalize=None):
-    return loss_and_accuracy(backend, data, batch_size, normalize)[1]
-
-
 def loss_and_accuracy(backend, data, batch_size=500, normalize=None):
     """Eval-mode (dropout off) mean cross-entropy and accuracy over a whole Dataset."""
     if len(data) == 0:

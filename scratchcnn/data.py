@@ -211,6 +211,9 @@ def load_cifar10(data_dir="data", download=False):
     if found is None and download:
         download_cifar10(data_dir)
         found = find_cifar10(data_dir)
+    if found is None and all(os.path.isdir(os.path.join(data_dir, s)) for s in ("train", "test")):
+        raise UserError(f"no CIFAR-10 batches in --data-dir {data_dir!r}, but it has train/ and "
+                        f"test/ folders: for images in class folders, pass --dataset folder")
     if found is None:
         raise UserError(f"no CIFAR-10 found in --data-dir {data_dir!r} (expected {_PY_DIR}/ or "
                         f"{_BIN_DIR}/); pass --download to fetch it, point --data-dir at an "

@@ -247,3 +247,11 @@ def test_evaluate_refuses_a_folder_whose_classes_changed(images, tmp_path, capsy
     line = one_error_line(capsys, ["evaluate", "--backend", "torch", "--checkpoint", f"{out}/checkpoint.pth"])
     assert line == (f"error: the checkpoint was trained on the classes bird, cat, dog, but {images} now "
                     f"has bird, cat, wolf; evaluate on the data it was trained on")
+
+
+def test_a_folder_passed_as_cifar10_suggests_dataset_folder(images, capsys):
+    """--data-dir alone means CIFAR-10's batches; an ImageFolder layout there gets a pointer."""
+    line = one_error_line(capsys, ["train", "--backend", "torch", "--data-dir", str(images),
+                                   "--no-progress", "--out", str(images.parent / "run")])
+    assert line == (f"error: no CIFAR-10 batches in --data-dir '{images}', but it has train/ and "
+                    f"test/ folders: for images in class folders, pass --dataset folder")
