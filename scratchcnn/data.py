@@ -36,7 +36,7 @@ import numpy as np
 
 from scratchcnn.augment import augment_batch
 from scratchcnn.errors import UserError
-from scratchcnn.folder import read_image_folder
+from scratchcnn.folder import decode_image, read_image_folder
 
 DATASETS = ("synthetic", "cifar10", "folder")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -401,17 +401,8 @@ def load_dataset(name, data_dir="data", download=False, seed=0, n_train=None, n_
 
 
 def load_image(path):
-    """A user's image file as uint8 (1, 3, 32, 32) (resized with Pillow, RGB)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((32, 32), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except FileNotFoundError:
-        raise UserError(f"image {path!r} does not exist; check --image") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
-            Image.DecompressionBombError) as e:      # what Pillow raises on damaged files
-        raise UserError(f"{path!r} is not an image Pillow can read ({e.__class__.__name__}); "
-                        f"pass a PNG or JPEG to --image") from e
-    return arr.transpose(2, 0, 1)[None].copy()
+    """A user's image file as uint8 (1, 3, 32, 32): RGB, centre-cropped and resized exactly as
+    the images of a folder dataset are (``scratchcnn.folder.decode_image``)."""
+    if not os.path.isfile(path):
+        raise UserError(f"image {path!r} does not exist; check --image")
+    return decode_image(path, fix="pass a PNG or JPEG to --image")[None]

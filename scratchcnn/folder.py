@@ -128,8 +128,9 @@ def cache_key(root, files):
     return h.hexdigest()
 
 
-def decode_image(path):
-    """One image file as uint8 (3, 32, 32): RGB, centre-cropped square, BICUBIC to 32x32."""
+def decode_image(path, fix="remove it from the folder or replace it"):
+    """One image file as uint8 (3, 32, 32): RGB, centre-cropped square, BICUBIC to 32x32.
+    A file Pillow cannot decode is a UserError naming it, ending with ``fix``."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -137,20 +138,19 @@ def decode_image(path):
             im.load()                         # decode now: a truncated file fails here
             im = im.convert("RGB")
     except PermissionError as e:
-        raise UserError(f"cannot read {path} ({e.strerror}); check its permissions, or remove it "
-                        f"from the folder") from e
+        raise UserError(f"cannot read {path} ({e.strerror}); check its permissions, or {fix}") from e
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
             Image.DecompressionBombError) as e:      # what Pillow raises on damaged files
         detail = str(e).split("\n")[0][:100]
         raise UserError(f"{path} is not an image Pillow can read ({e.__class__.__name__}: "
-                        f"{detail}); remove it from the folder or replace it") from e
+                        f"{detail}); {fix}") from e
     w, h = im.size
     if (w, h) != (SIZE, SIZE):
         side = min(w, h)
         left, top = (w - side) // 2, (h - side) // 2
         im = im.crop((left, top, left + side, top + side))   # crop first: resize(box=) would
         im = im.resize((SIZE, SIZE), Image.BICUBIC)           # blend in pixels outside the box
-    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
 
 
 def _decode_all(root, files):
