@@ -84,6 +84,10 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
         f"{cfg.batch_size}, lr {cfg.lr} ({_describe_schedule(cfg)}), momentum {cfg.momentum}, "
         f"weight decay {cfg.weight_decay}, augment {'on' if cfg.augment else 'off'}, "
         f"seed {cfg.seed} -> {out}")
+    if cfg.augment and cfg.dataset == "synthetic":
+        log("note: --augment flips images left-right, which turns the built-in dataset's "
+            "'diagonal' stripes into 'antidiagonal' ones (and back): on it, augmentation "
+            "changes labels. It is meant for photos (cifar10, folder).")
     steps = num_batches(len(train_set), cfg.batch_size)
     schedule = cfg.schedule(steps)
     config = {**asdict(cfg), "normalize_stats": normalize, "classes": list(train_set.classes)}

@@ -96,3 +96,22 @@ def test_both_backends_receive_identical_augmented_batches(tmp_path, monkeypatch
         np.testing.assert_array_equal(ys, yt)
     # epoch 2 is augmented differently from epoch 1 (same images in another order and crop)
     assert not np.array_equal(np.sort(seen["torch"][0][0].ravel()), np.sort(seen["torch"][2][0].ravel()))
+
+
+def test_a_flip_turns_synthetic_diagonal_stripes_into_antidiagonal_ones(tmp_path):
+    """Why training notes that --augment changes labels on the built-in dataset."""
+    from scratchcnn.data import SYNTHETIC_CLASSES, _class_mask
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+    diag = _class_mask(SYNTHETIC_CLASSES.index("diagonal"), yy, xx, 0, 0, 7.0, 0.3)
+    anti = _class_mask(SYNTHETIC_CLASSES.index("antidiagonal"), yy, xx, 0, 0, 7.0, 0.3)
+    flipped = diag[:, ::-1]
+
+    def along(m, dx):        # how often a pixel equals its neighbour one row down and dx across
+        return (m[1:, max(dx, 0):32 + min(dx, 0)] == m[:-1, max(-dx, 0):32 + min(-dx, 0)]).mean()
+    assert along(diag, -1) == 1.0 and along(diag, 1) < 0.7         # stripes along x + y = const
+    assert along(anti, 1) == 1.0 and along(anti, -1) < 0.7         # stripes along x - y = const
+    assert along(flipped, 1) == 1.0 and along(flipped, -1) < 0.7   # flipped: the anti-diagonal kind
+    log = []
+    train(TrainConfig(backend="torch", dataset="synthetic", train_size=32, test_size=10, epochs=1,
+                      augment=True), str(tmp_path / "run"), progress=False, log=log.append)
+    assert any("'diagonal' stripes into 'antidiagonal'" in m for m in log)
