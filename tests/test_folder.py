@@ -233,9 +233,39 @@ def test_train_evaluate_and_study_commands_use_the_folder_names(backend, images,
     top = text.split("top-3: ")[1].splitlines()[0]
     assert sorted(name for name, _ in (p.rsplit(" ", 1) for p in top.split(", "))) == CLASSES
     assert "of folder, label '" in text
+    assert main(["saliency", "--backend", backend, "--checkpoint", os.path.join(out, "checkpoint.pth"),
+                 "--index", "1", "--out", str(tmp_path / "saliency")]) == 0
+    explained = capsys.readouterr().out.split("explaining class ")[1].split()[1].strip("'")
+    assert explained in CLASSES                        # never one of the 7 outputs without a class
     assert main(["trace", "--checkpoint", os.path.join(out, "checkpoint.pth"), "--batch-size", "3"]) == 0
     labels = capsys.readouterr().out.split("(labels: ")[1].split(")")[0].split(", ")
     assert set(labels) <= set(CLASSES)
+
+
+def test_outputs_without_a_class_are_never_predicted(images, tmp_path, capsys):
+    """3 classes use outputs 0-2. Even when outputs 3-9 have the largest logits (their bias set
+    to 50), evaluate, featuremaps and saliency pick among the 3 classes and do not crash."""
+    from scratchcnn import checkpoint as ck
+    out = str(tmp_path / "run")
+    assert main(["train", "--backend", "torch", "--dataset", "folder", "--data-dir", str(images),
+                 "--epochs", "1", "--batch-size", "6", "--no-progress", "--out", out]) == 0
+    state = ck.load_checkpoint(f"{out}/checkpoint.pth")
+    state["model"]["fc4.bias"][3:] = 50.0
+    ck.save_checkpoint(f"{out}/skewed.pth", model=state["model"], optimizer=state["optimizer"],
+                       epoch=state["epoch"], metrics=state["metrics"], config=state["config"])
+    capsys.readouterr()
+    assert main(["evaluate", "--backend", "torch", "--checkpoint", f"{out}/skewed.pth"]) == 0
+    text = capsys.readouterr().out
+    rows = [line.split() for line in text.split("confusion matrix")[1].splitlines()[2:5]]
+    assert [r[0] for r in rows] == CLASSES and sum(int(v) for r in rows for v in r[1:]) == 12
+    for command in ("featuremaps", "saliency"):
+        assert main([command, "--backend", "torch", "--checkpoint", f"{out}/skewed.pth", "--index", "0",
+                     "--out", str(tmp_path / command)]) == 0
+        text = capsys.readouterr().out
+        top = text.split("top-3: ")[1].splitlines()[0]
+        assert sorted(p.rsplit(" ", 1)[0] for p in top.split(", ")) == CLASSES
+        if command == "saliency":
+            assert text.split("explaining class ")[1].split()[1].strip("'") in CLASSES
 
 
 def test_evaluate_refuses_a_folder_whose_classes_changed(images, tmp_path, capsys):
