@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fake_cifar_arrays, write_cifar_binary, write_cifar_python
+from conftest import fake_cifar_arrays, one_error_line, write_cifar_binary, write_cifar_python
 import scratchcnn
 from scratchcnn.architecture import PARAM_SHAPES
+from scratchcnn.atomic import atomic_write, remove_stale_temp_files
 from scratchcnn import checkpoint as ck
 from scratchcnn import data
 from scratchcnn.cli import main
@@ -34,20 +35,6 @@ from scratchcnn.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--dataset", "synthetic", "--train-size", "128", "--test-size", "32", "--no-progress"]
-
-
-def one_error_line(capsys, args):
-    """Run the CLI; assert exit 2 and exactly one ``error: `` line on stderr, no traceback; return it."""
-    capsys.readouterr()
-    try:
-        rc = main(args)
-    except SystemExit as e:          # argparse rejects the argument before anything runs
-        rc = e.code
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------
@@ -179,6 +166,13 @@ CASES = [
     ("train-size negative", TRAIN + ["--train-size", "-5"], "--train-size must be a number of images"),
     ("test-size negative", TRAIN + ["--test-size", "-1"], "--test-size must be a number of images"),
     ("seed negative", TRAIN + ["--seed", "-1"], "--seed must be 0 or more (got -1)"),
+    ("weight decay negative", TRAIN + ["--weight-decay", "-1"],
+     "--weight-decay must be 0 or a positive number (got -1.0)"),
+    ("weight decay nan", TRAIN + ["--weight-decay", "nan"], "--weight-decay must be 0 or a positive number"),
+    ("warmup factor 0", TRAIN + ["--warmup-factor", "0"], "--warmup-factor must be in (0, 1] (got 0.0)"),
+    ("lr gamma 2", TRAIN + ["--lr-schedule", "step", "--lr-gamma", "2"], "--lr-gamma must be in (0, 1] (got 2.0)"),
+    ("lr-min above lr", TRAIN + ["--lr-schedule", "cosine", "--lr-min", "0.5"],
+     "--lr-min must be in [0, --lr) (got 0.5)"),
     ("out is a file", ["train", "--backend", "torch", "--out", "{afile}"] + TINY, "cannot create the run folder"),
     ("image not an image", ["featuremaps", "--backend", "torch", "--checkpoint", "{good}",
                             "--image", "{notes_png}", "--out", "{root}/maps"], "is not an image"),
@@ -190,6 +184,9 @@ PARSER_CASES = [   # rejected by argparse: one line too, before anything runs (n
     (["train", "--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
     (["evaluate", "--checkpoint", "x.pth", "--test-size", "-1"], "argument --test-size: must be 0 or more"),
     (["train", "--backend", "jax"], "argument --backend: invalid choice: 'jax'"),
+    (["train", "--lr-schedule", "linear"], "argument --lr-schedule: invalid choice: 'linear'"),
+    (["train", "--warmup-epochs", "-1"], "argument --warmup-epochs: must be 0 or more, got -1"),
+    (["train", "--recipe", "fast"], "argument --recipe: invalid choice: 'fast'"),
 ]
 
 
@@ -214,6 +211,22 @@ def test_resume_refuses_changed_settings_that_would_change_the_result(tmp_path, 
                        metrics=[], config={"backend": "torch", "dataset": "synthetic", "train_size": 128})
     line = one_error_line(capsys, ["train", "--resume", out, "--train-size", "64", "--lr", "0.1"])
     assert line == "error: --resume continues the run as it was configured; drop --lr, --train-size"
+
+
+def test_resume_refuses_changed_training_options(tmp_path, capsys):
+    """Augmentation, weight decay and the schedule change the result; a cosine schedule spans
+    --epochs, so its --epochs cannot change either (a step schedule's can)."""
+    out = str(tmp_path / "run")
+    config = {"backend": "torch", "dataset": "synthetic", "lr_schedule": "cosine", "epochs": 3}
+    ck.save_checkpoint(os.path.join(out, "checkpoint.pth"), model=_state(), optimizer={}, epoch=1,
+                       metrics=[], config=config)
+    line = one_error_line(capsys, ["train", "--resume", out, "--augment", "--weight-decay", "0.1",
+                                   "--lr-schedule", "step", "--warmup-epochs", "1", "--recipe", "improved"])
+    assert line == ("error: --resume continues the run as it was configured; drop --recipe, "
+                    "--augment, --weight-decay, --lr-schedule, --warmup-epochs")
+    line = one_error_line(capsys, ["train", "--resume", out, "--epochs", "5"])
+    assert line == ("error: --resume continues the run as it was configured; drop --epochs (its cosine "
+                    "schedule spans the --epochs it was started with)")
 
 
 @pytest.mark.parametrize("args,match", PARSER_CASES, ids=[" ".join(c[0][:3]) for c in PARSER_CASES])
@@ -521,12 +534,18 @@ def _same_run(a, b):
     assert _no_timings(ca["metrics"]) == _no_timings(cb["metrics"])
 
 
+# Training options whose randomness or lr depend on the position in training: resume must land on it.
+POSITION_DEPENDENT = ["--augment", "--lr-schedule", "cosine", "--schedule-per", "step",
+                      "--warmup-epochs", "1", "--lr", "0.01"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["scratch", "torch"])
-def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(backend, tmp_path):
+@pytest.mark.parametrize("backend, options", [("scratch", []), ("torch", []), ("scratch", POSITION_DEPENDENT)],
+                         ids=["scratch", "torch", "scratch-augment-cosine-warmup"])
+def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(backend, options, tmp_path):
     killed, straight = str(tmp_path / "killed"), str(tmp_path / "straight")
     # epoch 2 must outlast the progress bar's 0.5 s refresh: the fused step takes ~10 ms
-    config = _config(backend, 4096 if backend == "scratch" else 1024)
+    config = _config(backend, 4096 if backend == "scratch" else 1024) + options
     proc, stderr_path = _start(killed, config)
     _wait_for_epoch_2_progress(proc, stderr_path)
     proc.send_signal(signal.SIGKILL)
@@ -585,7 +604,7 @@ def test_ctrl_c_inside_a_save_stays_a_ctrl_c_and_keeps_the_old_file(tmp_path):
     """Seen once: SIGINT inside torch.save made its zip writer fail on the way out
     ("unexpected pos ..."), a RuntimeError that hid the KeyboardInterrupt (exit 1, traceback)."""
     path = str(tmp_path / "checkpoint.pth")
-    ck.atomic_write(path, lambda f: f.write(b"old"))
+    atomic_write(path, lambda f: f.write(b"old"))
 
     def interrupted_write(f):
         f.write(b"half of the new one")
@@ -595,10 +614,10 @@ def test_ctrl_c_inside_a_save_stays_a_ctrl_c_and_keeps_the_old_file(tmp_path):
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 43456 vs 43408")
 
     with pytest.raises(KeyboardInterrupt):
-        ck.atomic_write(path, interrupted_write)
+        atomic_write(path, interrupted_write)
     assert open(path, "rb").read() == b"old" and os.listdir(tmp_path) == ["checkpoint.pth"]
     with pytest.raises(RuntimeError, match="disk"):                # other errors pass through unchanged
-        ck.atomic_write(path, lambda f: (_ for _ in ()).throw(RuntimeError("disk")))
+        atomic_write(path, lambda f: (_ for _ in ()).throw(RuntimeError("disk")))
 
 
 def test_remove_stale_temp_files_takes_only_atomic_writes_leftovers(tmp_path):
@@ -606,14 +625,14 @@ def test_remove_stale_temp_files_takes_only_atomic_writes_leftovers(tmp_path):
              "checkpoint.pth", "other.pth.abcdefgh.tmp", "checkpoint.pth.abcdefgh.tmp.bak"]
     for name in names:
         (tmp_path / name).write_bytes(b"x")
-    removed = ck.remove_stale_temp_files(str(tmp_path), ["checkpoint.pth", "model.pth"])
+    removed = remove_stale_temp_files(str(tmp_path), ["checkpoint.pth", "model.pth"])
     assert sorted(os.path.basename(p) for p in removed) == ["checkpoint.pth.k2j_9xqa.tmp", "model.pth.abcdefgh.tmp"]
     assert sorted(os.listdir(tmp_path)) == sorted(set(names) - {os.path.basename(p) for p in removed})
-    assert ck.remove_stale_temp_files(str(tmp_path / "missing"), ["checkpoint.pth"]) == []
+    assert remove_stale_temp_files(str(tmp_path / "missing"), ["checkpoint.pth"]) == []
     # and atomic_write's own temporary names have exactly that shape
     before = set(os.listdir(tmp_path))
     seen = []
-    ck.atomic_write(str(tmp_path / "model.pth"), lambda f: seen.extend(set(os.listdir(tmp_path)) - before))
+    atomic_write(str(tmp_path / "model.pth"), lambda f: seen.extend(set(os.listdir(tmp_path)) - before))
     assert len(seen) == 1 and re.fullmatch(r"model\.pth\.[a-z0-9_]{8}\.tmp", seen[0]), seen
 
 
