@@ -30,9 +30,13 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e.__context__, KeyboardInterrupt) and not isinstance(e, KeyboardInterrupt):
+            # Ctrl-C inside write(): torch.save's own clean-up then fails ("unexpected pos ...")
+            # and would hide the interrupt; the caller's Ctrl-C handling must see it
+            raise e.__context__ from None
         raise
 
 

@@ -168,8 +168,9 @@ def _check_input(x):
 
 
 def _dropout_args(layer):
-    """(seed, counter, p, scale) for the kernels; scale 0 means 'not training: no dropout'."""
-    if not layer.training:
+    """(seed, counter, p, scale) for the kernels; scale 0 means 'no dropout' (eval mode, or
+    p = 0, whose mask would keep everything: the kernels then skip the hashing)."""
+    if not layer.training or layer.p == 0:
         return 0, 0, 0.0, np.float32(0)
     return layer.seed, layer.counter, layer.p, fe.dropout_scale(layer.p)
 

@@ -1,7 +1,8 @@
 """Which implementation the layers run: the numba kernels (default) or the plain NumPy references.
 
-The layers in ``scratchcnn.layers`` call their hot loops through this module
-(``ops.conv2d_forward(...)``, ``ops.max_pool2d_forward(...)``, ...). Each name
+The layers in ``scratchcnn.layers`` and ``scratchcnn.optim.SGD`` call their hot
+loops through this module (``ops.conv2d_forward(...)``, ``ops.max_pool2d_forward(...)``,
+``ops.sgd_momentum_step(...)``, ...). Each name
 is bound to a numba kernel, or, after a switch, to its NumPy twin in
 ``scratchcnn.reference`` with the same arguments and results:
 
@@ -9,8 +10,8 @@ is bound to a numba kernel, or, after a switch, to its NumPy twin in
     scratchcnn.ops.use_reference()                             # from Python, from now on
     with scratchcnn.ops.reference_mode(): ...                  # from Python, for a block
 
-In reference mode every line that runs in a layer's forward and backward is
-plain NumPy you can step through in a debugger (the fused fast path,
+In reference mode every line that runs in a layer's forward and backward, and
+in the optimizer's step, is plain NumPy you can step through in a debugger (the fused fast path,
 ``scratchcnn.fused``, is a separate, kernel-only implementation: train with
 ``--no-fused`` to use the layers). Results equal the kernels' to float rounding
 (``tests/test_reference_mode.py`` trains both ways and compares).
@@ -19,7 +20,7 @@ import contextlib
 import os
 
 from scratchcnn import reference
-from scratchcnn.kernels import conv, pool, rng
+from scratchcnn.kernels import conv, pool, rng, sgd
 
 # name -> (numba kernel, NumPy reference)
 IMPLEMENTATIONS = {
@@ -28,9 +29,13 @@ IMPLEMENTATIONS = {
     "max_pool2d_forward": (pool.max_pool2d_forward, reference.max_pool2d_forward),
     "max_pool2d_backward": (pool.max_pool2d_backward, reference.max_pool2d_backward),
     "keep_mask": (rng.keep_mask, rng.keep_mask_reference),
+    # scratchcnn.optim.SGD's update: one thread per parameter, or threaded over the flat buffer
+    "sgd_momentum_step": (sgd.sgd_momentum_step, reference.sgd_momentum_step),
+    "sgd_momentum_step_parallel": (sgd.sgd_momentum_step_parallel, reference.sgd_momentum_step),
 }
 
 conv2d_forward = conv2d_backward = max_pool2d_forward = max_pool2d_backward = keep_mask = None
+sgd_momentum_step = sgd_momentum_step_parallel = None
 _using_reference = False
 
 

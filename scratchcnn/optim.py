@@ -12,7 +12,8 @@ When the parameters tile one flat buffer back to back (as ``CIFAR10Model``'s do)
 the whole update is ONE pass over that buffer, split across threads
 (``scratchcnn.kernels.sgd.sgd_momentum_step_parallel``); otherwise one pass per
 parameter (``sgd_momentum_step``). Both apply the same element update,
-``kernels.sgd.sgd_update``; its NumPy twin is ``scratchcnn.reference.sgd_momentum_step``.
+``kernels.sgd.sgd_update``; its NumPy twin is ``scratchcnn.reference.sgd_momentum_step``,
+which runs instead in ``scratchcnn.ops``'s reference mode.
 
 ``lr``, ``momentum`` and ``weight_decay`` are plain attributes, read at every
 step: a learning-rate schedule sets ``opt.lr`` between steps.
@@ -24,7 +25,7 @@ says whether this is the first step; ``flat_state()`` gives the flat
 """
 import numpy as np
 
-from scratchcnn.kernels.sgd import sgd_momentum_step, sgd_momentum_step_parallel
+from scratchcnn import ops
 
 
 def _tiled_base(arrays):
@@ -71,13 +72,13 @@ class SGD:
         first_step = self.begin_step()
         if self._flat is not None:
             param, grad, buf = self.flat_state()
-            sgd_momentum_step_parallel(param, grad, grad if buf is None else buf,
+            ops.sgd_momentum_step_parallel(param, grad, grad if buf is None else buf,
                                        *self.hyperparameters(param.dtype), first_step)
             return
         for name, p in self.params:
             param, grad = p.data.reshape(-1), p.grad.reshape(-1)
             buf = self.momentum_buffers[name].reshape(-1) if self.momentum != 0 else grad
-            sgd_momentum_step(param, grad, buf, *self.hyperparameters(param.dtype), first_step)
+            ops.sgd_momentum_step(param, grad, buf, *self.hyperparameters(param.dtype), first_step)
 
     # ---- the contract for code that runs the update itself (scratchcnn.fused)
 

@@ -209,9 +209,13 @@ def test_linear_kernels_match_reference(n):
 
 # ------------------------------------------------------------------ whole network
 
-@pytest.mark.parametrize("n", [32, 5])
-def test_fused_forward_backward_equals_layer_path(n):
+@pytest.mark.parametrize("n, p", [(32, None), (5, None), (8, 0.0)], ids=["32", "5", "no-dropout"])
+def test_fused_forward_backward_equals_layer_path(n, p):
+    """p = 0: the fast path skips the masks altogether (no hashing), the layers keep every unit."""
     layer_model, fused_model = CIFAR10Model(rng=11), CIFAR10Model(rng=11)
+    if p is not None:
+        for model in (layer_model, fused_model):
+            model.drop1.p = model.drop3.p = p
     rng = np.random.default_rng(n)
     criterion = SoftmaxCrossEntropy()
     for step in range(2):                    # the second step checks the advanced dropout counters

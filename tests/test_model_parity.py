@@ -7,7 +7,7 @@ with its own random mask). Step 0: logits, loss and every parameter gradient;
 then 50 SGD steps (lr 0.001, momentum 0.9) and 10 with weight decay: the loss
 at every step, the final weights and momentum buffers. That is the layer path
 (batch 8); the fused path that ``scratchcnn train`` runs by default is checked
-the same way at batch 32 by ``scratchcnn.verify.fused_vs_torch`` (last tests).
+the same way at batch 32 by ``scratchcnn.parity.fused_vs_torch`` (last tests).
 
 Errors are max |ours - torch| / max |torch| per tensor ("change": the same for
 the weights' change over the 50 steps, w50 - w0, which is what training did and
@@ -34,42 +34,25 @@ import torch.nn as nn
 from scratchcnn.layers import SoftmaxCrossEntropy
 from scratchcnn.model import CIFAR10Model
 from scratchcnn.optim import SGD
-from scratchcnn.parity import fixed_mask_dropout
+from scratchcnn.parity import fused_vs_torch, model_pair, share_masks
+from scratchcnn.parity import parity_batch as batch
 from scratchcnn.parity import rel_error as rel
-from scratchcnn.verify import fused_vs_torch
-from torch_reference.model import CIFAR10Model as TorchModel
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_pool")
 
 
-TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
 TOL = {
     np.float32: dict(out=5e-6, grad=2e-5, loss=1e-6, weights=3e-6, change=1e-4, momentum=1e-4),
     np.float64: dict(out=1e-14, grad=1e-14, loss=1e-14, weights=1e-14, change=2e-13, momentum=2e-13),
 }
 
 
-def make_pair(dtype):
-    torch.manual_seed(0)
-    theirs = TorchModel().to(TORCH_DTYPE[dtype])
-    theirs.drop1, theirs.drop3 = fixed_mask_dropout(0.3), fixed_mask_dropout(0.5)
-    ours = CIFAR10Model(dtype=dtype, rng=0)
-    ours.load_state_dict(theirs.state_dict())
-    return ours, theirs
-
-
-def batch(step, dtype, n=8):
-    g = np.random.default_rng(1000 + step)
-    return g.standard_normal((n, 3, 32, 32)).astype(dtype), g.integers(0, 10, n)
-
-
 def forward_both(ours, theirs, x, y, loss_fn):
     """Scratch forward draws its masks; torch reuses them. Returns (our logits, loss, torch logits, loss)."""
     logits = ours.forward(x)
     loss = loss_fn.forward(logits, y)
-    theirs.drop1.mask = torch.from_numpy(ours.drop1.mask)
-    theirs.drop3.mask = torch.from_numpy(ours.drop3.mask)
+    share_masks(ours, theirs)
     logits_t = theirs(torch.from_numpy(x))
     loss_t = nn.functional.cross_entropy(logits_t, torch.from_numpy(y))
     return logits, loss, logits_t, loss_t
@@ -77,7 +60,7 @@ def forward_both(ours, theirs, x, y, loss_fn):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_step0_logits_loss_and_every_gradient(dtype):
-    ours, theirs = make_pair(dtype)
+    ours, theirs = model_pair(dtype)
     loss_fn = SoftmaxCrossEntropy()
     x, y = batch(0, dtype)
     logits, loss, logits_t, loss_t = forward_both(ours, theirs, x, y, loss_fn)
@@ -98,7 +81,7 @@ def test_step0_logits_loss_and_every_gradient(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("steps, weight_decay", [(50, 0.0), (10, 0.05)], ids=["50-steps", "weight-decay"])
 def test_sgd_steps_track_torch(dtype, steps, weight_decay):
-    ours, theirs = make_pair(dtype)
+    ours, theirs = model_pair(dtype)
     start = ours.state_dict()
     loss_fn = SoftmaxCrossEntropy()
     opt = SGD(ours.parameters(), lr=0.001, momentum=0.9, weight_decay=weight_decay)
@@ -124,7 +107,7 @@ def test_sgd_steps_track_torch(dtype, steps, weight_decay):
             assert err < tol[what], f"{name} {what} after {steps} steps: max rel error {err:.3g} > {tol[what]:g}"
 
 
-# ---- the fused path, i.e. what `scratchcnn train` runs by default, against torch (scratchcnn.verify)
+# ---- the fused path, i.e. what `scratchcnn train` runs by default, against torch (scratchcnn.parity)
 
 @pytest.mark.slow
 def test_fused_step_tracks_torch_over_50_steps():

@@ -601,6 +601,26 @@ def test_kill_inside_the_checkpoint_write_keeps_the_previous_one_and_resume_clea
     _same_run(straight, killed)
 
 
+def test_ctrl_c_inside_a_save_stays_a_ctrl_c_and_keeps_the_old_file(tmp_path):
+    """Seen once: SIGINT inside torch.save made its zip writer fail on the way out
+    ("unexpected pos ..."), a RuntimeError that hid the KeyboardInterrupt (exit 1, traceback)."""
+    path = str(tmp_path / "checkpoint.pth")
+    atomic_write(path, lambda f: f.write(b"old"))
+
+    def interrupted_write(f):
+        f.write(b"half of the new one")
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 43456 vs 43408")
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, interrupted_write)
+    assert open(path, "rb").read() == b"old" and os.listdir(tmp_path) == ["checkpoint.pth"]
+    with pytest.raises(RuntimeError, match="disk"):                # other errors pass through unchanged
+        atomic_write(path, lambda f: (_ for _ in ()).throw(RuntimeError("disk")))
+
+
 def test_remove_stale_temp_files_takes_only_atomic_writes_leftovers(tmp_path):
     names = ["checkpoint.pth.k2j_9xqa.tmp", "model.pth.abcdefgh.tmp", "checkpoint.pth.short.tmp",
              "checkpoint.pth", "other.pth.abcdefgh.tmp", "checkpoint.pth.abcdefgh.tmp.bak"]
@@ -620,7 +640,7 @@ def test_remove_stale_temp_files_takes_only_atomic_writes_leftovers(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_exits_130_names_resume_and_keeps_the_checkpoint(tmp_path):
     out = str(tmp_path / "run")
-    proc, stderr_path = _start(out, _config("torch", 512))
+    proc, stderr_path = _start(out, _config("torch", 2048))      # so SIGINT lands mid-epoch
     _wait_for_epoch_2_progress(proc, stderr_path)
     proc.send_signal(signal.SIGINT)
     stdout, _ = proc.communicate(timeout=60)

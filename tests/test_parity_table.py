@@ -1,0 +1,63 @@
+"""The README's verification table is the measurement, and the measurement has not drifted.
+
+``python -m scratchcnn.parity --write`` wrote ``docs/verification.json`` and the table in
+README.md. Here the table must be exactly what that JSON formats to, and a fresh
+measurement (the same code, single-threaded) must not exceed twice any published error,
+nor turn a published 0 (bit-identical) into anything else. Errors within 4 units of
+rounding of their dtype count as rounding, whatever the published figure.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from scratchcnn import parity
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLOOR = {"float32": 4 * np.finfo(np.float32).eps, "float64": 4 * np.finfo(np.float64).eps}
+
+
+@pytest.fixture(scope="module")
+def published():
+    with open(os.path.join(ROOT, "docs", "verification.json")) as f:
+        return json.load(f)
+
+
+def test_the_readme_table_is_the_generated_one(published):
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    start = readme.index(parity.MARKERS[0]) + len(parity.MARKERS[0])
+    end = readme.index(parity.MARKERS[1])
+    assert readme[start:end].strip() == parity.format_table(published).strip()
+
+
+def test_the_table_shows_every_published_figure(published):
+    table = parity.format_table(published)
+    for name, (value, _) in parity.published_figures(published).items():
+        assert (parity._e(value) in table), name
+
+
+def _drifted(fresh, published):
+    """[(figure, published, fresh)] for every figure past twice its published value."""
+    bad = []
+    old, new = parity.published_figures(published), parity.published_figures(fresh)
+    for name, (was, dtype) in old.items():
+        now = new[name][0]
+        limit = 0.0 if was == 0 else max(2 * was, FLOOR[dtype])
+        if now > limit:
+            bad.append((name, was, now))
+    return bad
+
+
+def test_the_drift_check_catches_a_grown_error(published):
+    grown = json.loads(json.dumps(published))
+    grown["float32"]["step0"]["grads"] *= 3
+    grown["float64"]["elementwise"] = 1e-12 if published["float64"]["elementwise"] == 0 else 0
+    names = [name for name, *_ in _drifted(grown, published)]
+    assert "float32/step0/grads" in names
+    assert ("float64/elementwise" in names) == (published["float64"]["elementwise"] == 0)
+
+
+@pytest.mark.slow
+def test_a_fresh_measurement_is_within_twice_the_published_errors(published):
+    assert _drifted(parity.measure_all(), published) == []
