@@ -59,8 +59,8 @@ class ScratchBackend:
         self.model = CIFAR10Model(rng=seed)
         self.criterion = SoftmaxCrossEntropy()
         self.n_classes = n_classes
-        decay = {"weight_decay": weight_decay} if weight_decay else {}
-        self.optimizer = SGD(self.model.parameters(), lr=lr, momentum=momentum, **decay)
+        self.optimizer = SGD(self.model.parameters(), lr=lr, momentum=momentum,
+                             weight_decay=weight_decay)
         self.fused = None
         if fast:                      # the fast path, or an error now: never a silent fallback
             from scratchcnn import fused
