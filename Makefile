@@ -33,8 +33,9 @@ $(VENV)/.notebook-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[test,notebook]"
 	touch $@
 
+# Jupyter refuses to run as root unless told to (containers often run as root)
 notebook: $(VENV)/.notebook-installed
-	$(VENV)/bin/jupyter lab notebooks/walkthrough.ipynb
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/walkthrough.ipynb
 
 # after changing a notebook or the code it shows: run every notebook and save its outputs
 notebook-outputs: $(VENV)/.installed
