@@ -76,9 +76,11 @@ class Conv2d(Layer):
         self.out, self.saved = ops.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)
         return self.out
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
+        """Fill weight.grad and bias.grad; return dL/dx, or None with ``input_grad=False``
+        (which skips the col2im, as torch skips it for an input that does not require grad)."""
         dx, dweight, dbias = ops.conv2d_backward(dout, self.saved, self.x.shape, self.weight.data,
-                                                  self.stride, self.padding)
+                                                 self.stride, self.padding, input_grad)
         self.weight.grad[...] = dweight
         if self.bias is not None:
             self.bias.grad[...] = dbias

@@ -65,11 +65,14 @@ class CIFAR10Model:
             x = layer.forward(x)
         return x
 
-    def backward(self, dlogits):
-        """dlogits (N, 10) -> dx (N, 3, 32, 32); overwrites every parameter's .grad."""
-        for _, layer in reversed(self.layers):
-            dlogits = layer.backward(dlogits)
-        return dlogits
+    def backward(self, dlogits, input_grad=False):
+        """dlogits (N, 10): overwrites every parameter's .grad. Returns None, or with
+        ``input_grad=True`` dL/dx (N, 3, 32, 32), the gradient reaching the pixels
+        (saliency maps need it; training does not, so conv1 skips it by default)."""
+        g = dlogits
+        for _, layer in reversed(self.layers[1:]):
+            g = layer.backward(g)
+        return self.layers[0][1].backward(g, input_grad=input_grad)
 
     def forward_intermediates(self, x):
         """Run forward and return {layer name: its output}, e.g. ["conv1"] is (N, 32, 32, 32)."""

@@ -63,12 +63,14 @@ def conv2d_forward(x, weight, bias, stride, padding):
     return out + bias[None, :, None, None], x
 
 
-def conv2d_backward(dout, x, x_shape, weight, stride, padding):
+def conv2d_backward(dout, x, x_shape, weight, stride, padding, input_grad=True):
     """dx, dweight, dbias of conv2d_forward (``x``: its ``saved``), each kernel offset (i, j) at a time:
 
         dweight[f,c,i,j] = sum_{n,y,x} dout[n,f,y,x] * xp[n,c,y*SH+i,x*SW+j]
         dxp[n,c,y*SH+i,x*SW+j] += sum_f dout[n,f,y,x] * weight[f,c,i,j]
         dbias[f] = sum_{n,y,x} dout[n,f,y,x]
+
+    input_grad=False skips dx (returned as None), as the kernel does.
     """
     (kh, kw), (sh, sw), (ph, pw) = weight.shape[2:], stride, padding
     h, w = x.shape[2:]
@@ -78,8 +80,10 @@ def conv2d_backward(dout, x, x_shape, weight, stride, padding):
     dweight = np.zeros_like(weight)
     for i, j, rows, columns in _windows(kh, kw, sh, sw, oh, ow):
         dweight[:, :, i, j] = np.einsum("nfhw,nchw->fc", dout, xp[:, :, rows, columns])
-        dxp[:, :, rows, columns] += np.einsum("nfhw,fc->nchw", dout, weight[:, :, i, j])
-    return dxp[:, :, ph:ph + h, pw:pw + w], dweight, dout.sum(axis=(0, 2, 3))
+        if input_grad:
+            dxp[:, :, rows, columns] += np.einsum("nfhw,fc->nchw", dout, weight[:, :, i, j])
+    dx = dxp[:, :, ph:ph + h, pw:pw + w] if input_grad else None
+    return dx, dweight, dout.sum(axis=(0, 2, 3))
 
 
 def max_pool2d_forward(x, kh, kw, sh, sw):

@@ -95,15 +95,19 @@ def conv2d_forward(x, weight, bias, stride, padding):
     return out.reshape(n_img, -1, oh, ow), cols
 
 
-def conv2d_backward(dout, cols, x_shape, weight, stride, padding):
+def conv2d_backward(dout, cols, x_shape, weight, stride, padding, input_grad=True):
     """dx (N, C, H, W), dweight (F, C, KH, KW), dbias (F,) from dout (N, F, OH, OW);
-    ``cols``: what ``conv2d_forward`` saved."""
+    ``cols``: what ``conv2d_forward`` saved. input_grad=False skips dx (returned as
+    None): the first layer's input is the image, which training never needs a gradient for.
+    """
     (kh, kw), (sh, sw), (ph, pw) = weight.shape[2:], stride, padding
     n_img, n_filters = dout.shape[:2]
     dout2 = dout.reshape(n_img, n_filters, -1)                    # (N, F, OH*OW)
     w2 = weight.reshape(n_filters, -1)                             # (F, K)
     dweight = np.matmul(dout2, cols.transpose(0, 2, 1)).sum(axis=0)
     dbias = dout2.sum(axis=(0, 2))
+    if not input_grad:
+        return None, dweight.reshape(weight.shape), dbias
     dcols = np.matmul(w2.T, dout2)                                  # (N, K, OH*OW)
     dx = col2im(dcols, x_shape[2], x_shape[3], kh, kw, sh, sw, ph, pw)
     return dx, dweight.reshape(weight.shape), dbias

@@ -3,6 +3,8 @@
 Command line (each has ``--help``):
 
     scratchcnn featuremaps --checkpoint PATH   conv1/conv2 feature maps of one image, as 4x8 grids
+    scratchcnn saliency --checkpoint PATH      saliency map, Grad-CAM and every layer's gradient
+    scratchcnn explore --checkpoint PATH       all of it in a local web page (scratchcnn.explore)
     scratchcnn filters --checkpoint PATH       conv1's kernels as RGB, conv2's as a 32x32 grid
     scratchcnn summary                         per-layer shapes, parameters, mult-adds, memory
     scratchcnn trace                           one training step, forward then backward, in numbers
@@ -11,6 +13,9 @@ From Python, the pieces behind them, one module each:
 
     study.featuremaps   intermediates(backend, x) -> {layer: output} through either backend,
                         feature_maps, top_k, plot_feature_maps, plot_input, plot_filters
+    study.saliency      class_gradients(backend, x, classes) -> logits, every layer's output and
+                        ds/d(output) down to the pixels, through either backend;
+                        saliency_map, grad_cam, write_saliency_figures
     study.summary       summary_rows(batch_size), format_summary
     study.layer_stats   probe_layer_stats(backend, x, y), layer_stats, plot_layer_stats
                         (for ``train --layer-stats``)

@@ -1,4 +1,4 @@
-"""The study subcommands of ``scratchcnn``: featuremaps, filters, summary, trace.
+"""The study subcommands of ``scratchcnn``: featuremaps, saliency, explore, filters, summary, trace.
 
 ``scratchcnn.cli`` calls :func:`register` with its argparse subparsers; each
 command function takes the parsed ``args`` and returns an exit code. Bad input
@@ -33,6 +33,42 @@ def register(sub):
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output folder [CHECKPOINT_FOLDER/featuremaps/SPLIT-INDEX or .../IMAGE_NAME]")
     p.set_defaults(func=cmd_featuremaps)
+
+    p = sub.add_parser("saliency", formatter_class=fmt,
+                       help="gradients down to the pixels: saliency map, Grad-CAM, every layer's gradient",
+                       description="For the predicted class (or --class), one backward pass from that class's "
+                                   "logit: writes the vanilla gradient saliency map max_ch |ds/dx| and Grad-CAM "
+                                   "on conv2's output, each over the image, and the gradient arriving at conv1, "
+                                   "act1, conv2, act2, pool2 (4x8 grids) and fc3 (a strip).")
+    _add_checkpoint_args(p, required=True)
+    p.add_argument("--index", type=int, default=None,
+                   help="which image of the split [7, the tutorial's choice]")
+    p.add_argument("--split", choices=["train", "test"], default="train", help="which dataset split")
+    p.add_argument("--image", metavar="FILE", default=None,
+                   help="use your own image (PNG/JPEG; resized to 32x32) instead of a dataset image")
+    p.add_argument("--class", dest="target", metavar="C", default=None,
+                   help="explain this class (a number 0-9 or a class name) [the predicted class]")
+    _add_dataset_args(p)
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="output folder [CHECKPOINT_FOLDER/saliency/SPLIT-INDEX-CLASS or .../IMAGE_NAME-CLASS]")
+    p.set_defaults(func=cmd_saliency)
+
+    p = sub.add_parser("explore", formatter_class=fmt,
+                       help="a local web page to explore the network on your checkpoint",
+                       description="Start a web server (127.0.0.1 by default) with a page that works offline: "
+                                   "browse the test set, see every layer's activations and gradients, "
+                                   "saliency and Grad-CAM, a convolution written out for one output pixel, "
+                                   "the filters and the run's training curves, through either backend.")
+    p.add_argument("--checkpoint", required=True,
+                   help="runs/NAME/checkpoint.pth, model.pth, or a state_dict saved by the tutorial")
+    _add_dataset_args(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; anything but 127.0.0.1/localhost exposes the page to "
+                        "your network (a warning is printed)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
+    p.add_argument("--measure", action="store_true",
+                   help="do not serve: time every kind of request in-process and print the table")
+    p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("filters", formatter_class=fmt, help="conv1's and conv2's kernels as images",
                        description="Draw conv1's 32 kernels as tiny RGB images and conv2's 32x32 "
@@ -100,31 +136,35 @@ def _class_names(cfg, fallback=None):
     return list(cfg.get("classes") or fallback or CIFAR10_CLASSES)
 
 
+def _chosen_image(args, cfg):
+    """The image of ``--image FILE`` or ``--index N`` of ``--split`` (default: training image 7,
+    the tutorial's), as ``(uint8 (1, 3, 32, 32), class names, description, file tag)``."""
+    from scratchcnn.data import load_image
+
+    if args.image and args.index is not None:
+        raise UserError("pass either --image FILE or --index N (a dataset image), not both")
+    if args.image:
+        source = f"{os.path.basename(args.image)} (resized to 32x32)"
+        return (load_image(args.image), _class_names(cfg), source,
+                os.path.splitext(os.path.basename(args.image))[0])
+    index = 7 if args.index is None else args.index
+    data = _dataset_split(cfg, args.dataset, args.data_dir, args.split)
+    if not 0 <= index < len(data):
+        raise UserError(f"--index {index} is out of range: the {args.split} split of {data.name} "
+                        f"has {len(data)} images (0..{len(data) - 1})")
+    source = f"{args.split}[{index}] of {data.name}, label '{data.classes[data.y[index]]}'"
+    return data.x[index:index + 1], _class_names(cfg, data.classes), source, f"{args.split}-{index}"
+
+
 def cmd_featuremaps(args):
-    from scratchcnn.data import load_image, to_float
+    from scratchcnn.data import to_float
     from scratchcnn.evaluate import load_backend
     from scratchcnn.study.featuremaps import (feature_maps, format_top_k, intermediates,
                                               plot_feature_maps, plot_input, top_k)
 
-    if args.image and args.index is not None:
-        raise UserError("pass either --image FILE or --index N (a dataset image), not both")
     backend, ckpt = load_backend(args.checkpoint, args.backend, args.device)
     cfg = ckpt["config"]
-    if args.image:
-        image = load_image(args.image)
-        classes = _class_names(cfg)
-        source = f"{os.path.basename(args.image)} (resized to 32x32)"
-        tag = os.path.splitext(os.path.basename(args.image))[0]
-    else:
-        index = 7 if args.index is None else args.index
-        data = _dataset_split(cfg, args.dataset, args.data_dir, args.split)
-        if not 0 <= index < len(data):
-            raise UserError(f"--index {index} is out of range: the {args.split} split of {data.name} "
-                            f"has {len(data)} images (0..{len(data) - 1})")
-        image = data.x[index:index + 1]
-        classes = _class_names(cfg, data.classes)
-        source = f"{args.split}[{index}] of {data.name}, label '{data.classes[data.y[index]]}'"
-        tag = f"{args.split}-{index}"
+    image, classes, source, tag = _chosen_image(args, cfg)
     out_dir = args.out or os.path.join(os.path.dirname(args.checkpoint), "featuremaps", tag)
 
     acts = intermediates(backend, to_float(image, cfg.get("normalize_stats")))
@@ -139,6 +179,55 @@ def cmd_featuremaps(args):
     print(f"top-3: {format_top_k(top)}")
     print("wrote:\n" + "\n".join(f"  {p}" for p in paths))
     return 0
+
+
+def _target_class(text, classes):
+    """--class: a class number or name -> int, or None (the predicted class)."""
+    if text is None:
+        return None
+    if text.strip().isdigit() and int(text) < len(classes):
+        return int(text)
+    lowered = [c.lower() for c in classes]
+    if text.strip().lower() in lowered:
+        return lowered.index(text.strip().lower())
+    raise UserError(f"--class {text!r} is not a class; use a number 0-{len(classes) - 1} or one of "
+                    f"{', '.join(classes)}")
+
+
+def cmd_saliency(args):
+    from scratchcnn.data import to_float
+    from scratchcnn.evaluate import load_backend
+    from scratchcnn.study.featuremaps import format_top_k, top_k
+    from scratchcnn.study.saliency import class_gradients, write_saliency_figures
+
+    backend, ckpt = load_backend(args.checkpoint, args.backend, args.device)
+    cfg = ckpt["config"]
+    image, classes, source, tag = _chosen_image(args, cfg)
+    target = _target_class(args.target, classes)
+    result = class_gradients(backend, to_float(image, cfg.get("normalize_stats")), target)
+    c = int(result["classes"][0])
+    out_dir = args.out or os.path.join(os.path.dirname(args.checkpoint), "saliency", f"{tag}-{classes[c]}")
+    paths = write_saliency_figures(result, image[0], out_dir, classes, source=source)
+    print(f"image: {source}; {args.backend} backend")
+    print(f"top-3: {format_top_k(top_k(result['logits'][0], classes))}")
+    print(f"explaining class {c} '{classes[c]}'" + (" (the predicted class)" if target is None else ""))
+    print("wrote:\n" + "\n".join(f"  {p}" for p in paths))
+    return 0
+
+
+def cmd_explore(args):
+    from scratchcnn.checkpoint import load_checkpoint
+    from scratchcnn.explore.server import Explorer, measure, serve
+
+    if not 0 <= args.port <= 65535:                 # before the slow part
+        raise UserError(f"--port {args.port} is out of range 0..65535 (0: any free port)")
+    cfg = load_checkpoint(args.checkpoint)["config"]
+    data = _dataset_split(cfg, args.dataset, args.data_dir, "test")
+    explorer = Explorer(args.checkpoint, data, _class_names(cfg, data.classes))
+    if args.measure:
+        print(measure(explorer))
+        return 0
+    return serve(explorer, host=args.host, port=args.port)
 
 
 def cmd_filters(args):

@@ -86,7 +86,7 @@ def format_top_k(top):
     return ", ".join(f"{name} {100 * p:.1f}%" for name, p in top)
 
 
-def plot_feature_maps(maps, path, title, scale="shared"):
+def plot_feature_maps(maps, path, title, scale="shared", signed=False):
     """A 4x8 grid of the 32 channels in ``maps`` (32, H, W), each panel titled with its channel.
 
     scale="shared": one colour scale (min..max over all 32 panels) and one colorbar,
@@ -94,21 +94,30 @@ def plot_feature_maps(maps, path, title, scale="shared"):
     stretched to its own min..max, which shows the shape of weak maps but hides
     how strong they are. The figure's title says which. A channel that is zero
     everywhere (a ReLU that never fired on this image) is marked "all 0".
+    signed=True (gradients): a diverging colour scale centred at 0 (blue < 0 < red),
+    symmetric, -max|maps| .. max|maps| when shared.
     """
     if scale not in ("shared", "per-panel"):
         raise ValueError(f"scale must be 'shared' or 'per-panel', got {scale!r}")
     maps = np.asarray(maps, np.float32)
     fig, axes = plt.subplots(4, 8, figsize=(16, 8.8))
     lo, hi = float(maps.min()), float(maps.max())
+    if signed:
+        hi = max(abs(lo), abs(hi))
+        lo = -hi
+    cmap = "RdBu_r" if signed else "viridis"
     limits = {"vmin": lo, "vmax": hi if hi > lo else lo + 1e-6} if scale == "shared" else {}
     for c, ax in enumerate(axes.flat):
-        im = ax.imshow(maps[c], cmap="viridis", interpolation="nearest", **limits)
+        if signed and scale != "shared":
+            m = float(np.abs(maps[c]).max()) or 1e-6
+            limits = {"vmin": -m, "vmax": m}
+        im = ax.imshow(maps[c], cmap=cmap, interpolation="nearest", **limits)
         ax.set_title(f"ch {c}" + (" (all 0)" if not maps[c].any() else ""), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     if scale == "shared":
         note = f"colour scale shared by all 32 panels: {lo:.3g} .. {hi:.3g} (colorbar)"
-        fig.colorbar(im, ax=axes, fraction=0.02, pad=0.01, label="activation")
+        fig.colorbar(im, ax=axes, fraction=0.02, pad=0.01, label="gradient" if signed else "activation")
     else:
         note = ("colour scale per panel: each panel stretched to its own min..max "
                 "(compare shapes, not brightness)")

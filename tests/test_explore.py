@@ -1,0 +1,355 @@
+"""scratchcnn explore, without a browser: every API answer checked against the models,
+and a real HTTP server fed bad requests (each must get a 4xx JSON error and leave the
+server answering). The page itself is driven in tests/test_explore_browser.py."""
+import base64
+import http.client
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scratchcnn.architecture import LAYER_NAMES, LAYERS
+from scratchcnn.checkpoint import save_checkpoint, save_state_dict
+from scratchcnn.data import SYNTHETIC_CLASSES, load_dataset, to_float
+from scratchcnn.explore.server import MAX_UPLOAD_BYTES, Explorer, make_server, measure
+from scratchcnn.model import CIFAR10Model
+from scratchcnn.study.saliency import grad_cam, saliency_map, scratch_class_gradients
+
+pytestmark = pytest.mark.usefixtures("one_thread_per_pool")
+
+CONFIG = {"dataset": "synthetic", "seed": 0, "train_size": 40, "test_size": 30,
+          "normalize_stats": None, "classes": list(SYNTHETIC_CLASSES)}
+EPOCHS = [{"epoch": 1, "train_loss": 2.1, "train_acc": 0.3, "test_acc": 0.4},
+          {"epoch": 2, "train_loss": 1.2, "train_acc": 0.6, "test_acc": 0.7,
+           "layer_stats": {"loss": 1.0, "layers": {"act1": {"act": {"mean": 0.1, "std": 0.2, "min": 0.0, "max": 1.0},
+                                                            "grad": {"mean": 0.0, "std": 1e-4, "min": -1e-3,
+                                                                     "max": 1e-3}, "dead": 0.05}}}}]
+
+
+def make_run(folder, seed=3):
+    """A run folder: checkpoint.pth of a seeded scratch model and a metrics.json."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "checkpoint.pth")
+    save_checkpoint(path, model=CIFAR10Model(rng=seed).state_dict(), optimizer={}, epoch=2,
+                    metrics=EPOCHS, config=CONFIG)
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+        json.dump({"config": CONFIG, "epochs": EPOCHS}, f)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_run(str(tmp_path_factory.mktemp("run")))
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    return load_dataset("synthetic", n_train=10, n_test=30)[1]
+
+
+@pytest.fixture(scope="module")
+def explorer(run, test_split):
+    return Explorer(run, test_split)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return CIFAR10Model(rng=3).eval()
+
+
+def call(explorer, method, path, body=None):
+    """Explorer.handle with a JSON body (dict) or raw bytes -> (status, decoded JSON)."""
+    raw = json.dumps(body).encode() if isinstance(body, dict) else (body or b"")
+    status, ctype, data = explorer.handle(method, path, raw)
+    assert ctype == "application/json"
+    return status, json.loads(data)
+
+
+def decode(arr):
+    return np.frombuffer(base64.b64decode(arr["data"]), "<f4").reshape(arr["shape"])
+
+
+def png_bytes(image_chw):
+    buf = io.BytesIO()
+    Image.fromarray(image_chw.transpose(1, 2, 0)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- API, in-process
+def test_info_lists_the_layers_of_the_architecture(explorer):
+    status, info = call(explorer, "GET", "/api/info")
+    assert status == 200
+    assert [L["name"] for L in info["layers"]] == ["input", *LAYER_NAMES, "softmax"]
+    assert [tuple(L["shape"]) for L in info["layers"][1:-1]] == [s.out_shape for s in LAYERS]
+    assert info["classes"] == list(SYNTHETIC_CLASSES) and info["n_test"] == 30 and info["has_run"]
+
+
+def test_images_filter_and_sort(explorer, test_split, model):
+    pred = model.forward(to_float(test_split.x)).argmax(1)
+    status, r = call(explorer, "GET", "/api/images?limit=500")
+    assert status == 200 and r["total"] == 30 and [it["index"] for it in r["items"]] == list(range(30))
+    assert [it["pred"] for it in r["items"]] == pred.tolist()
+    first = r["items"][0]["png"]
+    assert first.startswith("data:image/png;base64,")
+    thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(first.split(",", 1)[1]))))
+    np.testing.assert_array_equal(thumb.transpose(2, 0, 1), test_split.x[0])
+
+    _, r = call(explorer, "GET", "/api/images?cls=4&limit=500")
+    assert r["total"] == int((test_split.y == 4).sum()) > 0 and {it["label"] for it in r["items"]} == {4}
+    _, r = call(explorer, "GET", "/api/images?wrong=1&limit=500")
+    assert r["total"] == int((pred != test_split.y).sum()) > 0     # an untrained model gets most wrong
+    assert all(it["pred"] != it["label"] for it in r["items"])
+    _, r = call(explorer, "GET", "/api/images?sort=confidence&limit=500")
+    conf = [it["conf"] for it in r["items"]]
+    assert conf == sorted(conf)
+    _, r = call(explorer, "GET", "/api/images?sort=-confidence&limit=5&offset=2&backend=torch")
+    assert len(r["items"]) == 5 and r["offset"] == 2
+
+
+def test_analyze_layer_and_pixel_equal_the_scratch_model(explorer, test_split, model):
+    x = to_float(test_split.x[5:6])
+    ref = scratch_class_gradients(model, x, 2)
+    status, a = call(explorer, "POST", "/api/analyze", {"image": "test:5", "class": 2})
+    assert status == 200 and a["target"] == 2 and a["label"] == int(test_split.y[5])
+    np.testing.assert_allclose(a["logits"], ref["logits"][0], rtol=1e-6, atol=1e-6)
+    assert abs(sum(a["probs"]) - 1) < 1e-6 and a["pred"] == int(np.argmax(a["logits"]))
+    np.testing.assert_allclose(decode(a["saliency"]), saliency_map(ref["grads"]["input"])[0], rtol=1e-6)
+    np.testing.assert_allclose(decode(a["gradcam"]), grad_cam(ref["acts"]["conv2"], ref["grads"]["conv2"])[0],
+                               rtol=1e-5, atol=1e-7)
+    assert a["diff"]["logits"] < 1e-5 and a["diff"]["saliency"] < 1e-6 * max(1, decode(a["saliency"]).max())
+
+    for layer, mode, expected in [("conv1", "forward", ref["acts"]["conv1"][0]),
+                                  ("pool2", "forward", ref["acts"]["pool2"][0]),
+                                  ("conv2", "gradient", ref["grads"]["conv2"][0]),
+                                  ("fc3", "gradient", ref["grads"]["fc3"][0]),
+                                  ("input", "gradient", ref["grads"]["input"][0])]:
+        status, r = call(explorer, "POST", "/api/layer", {"image": "test:5", "class": 2, "layer": layer, "mode": mode})
+        assert status == 200 and tuple(r["shape"]) == expected.shape, layer
+        np.testing.assert_allclose(decode(r), expected, rtol=1e-6, atol=1e-7 * np.abs(expected).max())
+        assert r["diff"] <= 1e-5 * np.abs(expected).max(), (layer, r["diff"])
+
+    # conv2, channel 7, at the top-left corner: the patch reaches into the zero padding.
+    status, p = call(explorer, "POST", "/api/pixel", {"image": "test:5", "layer": "conv2", "channel": 7, "y": 0, "x": 0})
+    assert status == 200 and p["input"] == "drop1"
+    patch, kernel = np.array(p["patch"]), np.array(p["kernel"])
+    assert patch.shape == (32, 3, 3) and np.all(patch[:, 0, :] == 0) and np.all(patch[:, :, 0] == 0)
+    np.testing.assert_array_equal(np.array(p["inside"])[0], [False, False, False])
+    np.testing.assert_array_equal(patch[:, 1:, 1:], ref["acts"]["drop1"][0, :, :2, :2])
+    np.testing.assert_array_equal(kernel, model.conv2.weight.data[7])
+    np.testing.assert_allclose(np.array(p["products"]), patch * kernel, rtol=1e-6)
+    assert p["value"] == float(ref["acts"]["conv2"][0, 7, 0, 0])
+    assert abs(p["computed"] - p["value"]) < 1e-5 and p["bias"] == float(model.conv2.bias.data[7])
+
+
+def test_torch_backend_and_other_views(explorer, run):
+    status, a = call(explorer, "POST", "/api/analyze", {"image": "test:1", "backend": "torch"})
+    assert status == 200 and a["backend"] == "torch" and a["diff"]["probs"] < 1e-5
+    status, r = call(explorer, "POST", "/api/layer", {"image": "test:1", "backend": "torch", "layer": "softmax"})
+    assert status == 200 and abs(decode(r).sum() - 1) < 1e-5
+    status, f = call(explorer, "GET", "/api/filters")
+    np.testing.assert_array_equal(decode(f["conv1"]), CIFAR10Model(rng=3).conv1.weight.data)
+    status, r = call(explorer, "GET", "/api/run")
+    assert status == 200 and r["epochs"] == EPOCHS and r["source"].endswith("metrics.json")
+
+
+def test_upload_is_decoded_from_memory_and_analysed_like_the_same_test_image(explorer, test_split):
+    status, u = call(explorer, "POST", "/api/upload", png_bytes(test_split.x[3]))
+    assert status == 200 and u["image"].startswith("upload:")
+    _, a_up = call(explorer, "POST", "/api/analyze", {"image": u["image"]})
+    _, a_test = call(explorer, "POST", "/api/analyze", {"image": "test:3"})
+    assert a_up["label"] is None and a_up["logits"] == a_test["logits"]   # a 32x32 upload is not resized
+
+
+def test_measure_prints_every_request_kind(explorer):
+    table = measure(explorer, repeats=1)
+    assert "POST /api/pixel" in table and "GET /api/images" in table and table.splitlines()[-1].startswith("slowest:")
+
+
+@pytest.mark.parametrize("method,path,body,status,message", [
+    ("POST", "/api/analyze", b"{not json", 400, "not valid JSON"),
+    ("POST", "/api/analyze", b"[1, 2]", 400, "JSON object"),
+    ("POST", "/api/analyze", {"image": "test:30"}, 404, "out of range"),
+    ("POST", "/api/analyze", {"image": "test:-1"}, 404, "out of range"),
+    ("POST", "/api/analyze", {"image": "upload:999"}, 404, "no image"),
+    ("POST", "/api/analyze", {"image": 7}, 400, "'image' must be a string"),
+    ("POST", "/api/analyze", {"image": "test:1", "class": 10}, 400, "class 10 is out of range"),
+    ("POST", "/api/analyze", {"image": "test:1", "backend": "jax"}, 400, "backend 'jax'"),
+    ("POST", "/api/layer", {"image": "test:1", "layer": "conv3"}, 400, "layer 'conv3'"),
+    ("POST", "/api/layer", {"image": "test:1", "layer": "softmax", "mode": "gradient"}, 400, "before the softmax"),
+    ("POST", "/api/pixel", {"image": "test:1", "layer": "fc3", "channel": 0, "y": 0, "x": 0}, 400, "layer 'fc3'"),
+    ("POST", "/api/pixel", {"image": "test:1", "layer": "conv1", "channel": 32, "y": 0, "x": 0}, 400, "channel 32"),
+    ("POST", "/api/pixel", {"image": "test:1", "layer": "conv1", "channel": 0, "y": 1.5, "x": 0}, 400, "whole number"),
+    ("POST", "/api/upload", b"this is not an image", 400, "not an image"),
+    ("POST", "/api/upload", b"", 400, "empty"),
+    ("GET", "/api/images?cls=12", None, 400, "cls 12"),
+    ("GET", "/api/images?limit=abc", None, 400, "whole number"),
+    ("GET", "/api/analyze", None, 405, "not allowed"),
+    ("GET", "/../../etc/passwd", None, 404, "nothing at"),
+    ("GET", "/static/../server.py", None, 404, "nothing at"),
+])
+def test_bad_requests_get_a_json_error(explorer, method, path, body, status, message):
+    got, r = call(explorer, method, path, body)
+    assert got == status and message in r["error"] and "\n" not in r["error"]
+
+
+@pytest.mark.parametrize("side,message", [(7000, "7000x7000 pixels"), (10000, "decompression-bomb guard")])
+def test_pixel_bombs_are_refused_before_decoding(explorer, side, message):
+    """Blank PNGs of 49 M and 100 M pixels compress to well under the upload limit. The first
+    is refused by our pixel limit read from the header, the second already by Pillow's guard."""
+    buf = io.BytesIO()
+    Image.new("1", (side, side)).save(buf, format="PNG")
+    assert len(buf.getvalue()) < MAX_UPLOAD_BYTES
+    status, r = call(explorer, "POST", "/api/upload", buf.getvalue())
+    assert status == 413 and message in r["error"]
+
+
+# --------------------------------------------------------------------------- a real server
+@pytest.fixture(scope="module")
+def server(explorer):
+    srv = make_server(explorer, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def request(port, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        res = conn.getresponse()
+        return res.status, dict(res.getheaders()), res.read()
+    finally:
+        conn.close()
+
+
+def test_server_survives_bad_requests(server, explorer, monkeypatch):
+    port = server
+    assert request(port, "POST", "/api/analyze", b"{oops")[0] == 400
+    assert request(port, "POST", "/api/analyze", json.dumps({"image": "test:999"}))[0] == 404
+    assert request(port, "POST", "/api/layer", json.dumps({"image": "test:0", "layer": "nope"}))[0] == 400
+    assert request(port, "POST", "/api/upload", b"GIF89a but not really")[0] == 400
+
+    # A huge upload: refused from its Content-Length, before the body is read.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.putrequest("POST", "/api/upload")
+    conn.putheader("Content-Length", str(MAX_UPLOAD_BYTES + 1))
+    conn.endheaders()
+    res = conn.getresponse()
+    assert res.status == 413 and "limit" in json.loads(res.read())["error"]
+    conn.close()
+
+    # A JSON body over 64 KiB, a POST without Content-Length, a foreign Host header.
+    assert request(port, "POST", "/api/analyze", b"{" + b" " * 70000 + b"}")[0] == 413
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.putrequest("POST", "/api/analyze")
+    conn.endheaders()
+    assert conn.getresponse().status == 411
+    conn.close()
+    status, _, body = request(port, "GET", "/api/info", headers={"Host": "evil.example:80"})
+    assert status == 403 and "127.0.0.1" in json.loads(body)["error"]
+
+    # A bug inside a request: a one-line 500, and the server keeps serving.
+    def broken():
+        raise RuntimeError("boom\nsecond line")
+    monkeypatch.setattr(explorer, "filters", broken)
+    status, _, body = request(port, "GET", "/api/filters")
+    assert status == 500 and json.loads(body)["error"] == "internal error (RuntimeError: boom)"
+
+    status, headers, body = request(port, "GET", "/api/info")
+    assert status == 200 and json.loads(body)["n_test"] == 30
+    status, headers, body = request(port, "GET", "/")
+    assert status == 200 and b"<canvas" in body and "default-src 'self'" in headers["Content-Security-Policy"]
+    for name in ("app.js", "style.css"):
+        assert request(port, "GET", f"/static/{name}")[0] == 200
+
+
+# --------------------------------------------------------------------------- the command
+@pytest.mark.slow
+def test_cli_serves_a_bare_tutorial_state_dict(tmp_path):
+    """`scratchcnn explore` on a state_dict saved the tutorial's way, with --dataset synthetic:
+    it prints the URL, and the page and the API answer there."""
+    import torch
+    from torch_reference import CIFAR10Model as TorchModel
+
+    path = str(tmp_path / "cifar10model.pth")
+    torch.save(TorchModel().state_dict(), path)                # the tutorial's own line
+    proc = subprocess.Popen([sys.executable, "-m", "scratchcnn", "explore", "--checkpoint", path,
+                             "--dataset", "synthetic", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "http://" in line:
+                break
+        assert lines and "http://" in lines[-1], "".join(lines)
+        url = lines[-1].split("http://")[1].split("/")[0]
+        port = int(url.split(":")[1])
+        status, _, body = request(port, "GET", "/api/info")
+        assert status == 200 and json.loads(body)["dataset"] == "synthetic" and json.loads(body)["epoch"] == 0
+        status, _, body = request(port, "POST", "/api/analyze", json.dumps({"image": "test:0"}))
+        assert status == 200 and len(json.loads(body)["probs"]) == 10
+        assert request(port, "GET", "/api/run")[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert url.startswith("127.0.0.1:"), "".join(lines)
+
+
+def test_cli_explore_without_data_is_one_line(tmp_path, capsys):
+    from scratchcnn.cli import main
+
+    path = str(tmp_path / "model.pth")
+    save_state_dict(path, CIFAR10Model(rng=0).state_dict())
+    rc = main(["explore", "--checkpoint", path, "--data-dir", str(tmp_path / "nothing")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and "--dataset synthetic" in err and err.count("\n") == 1
+
+
+def test_cli_explore_port_out_of_range_is_one_line(run, capsys):
+    from scratchcnn.cli import main
+
+    rc = main(["explore", "--checkpoint", run, "--port", "70000"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == "error: --port 70000 is out of range 0..65535 (0: any free port)\n"
+
+
+def test_cli_explore_busy_port_is_one_line(run, capsys):
+    import socket
+
+    from scratchcnn.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        rc = main(["explore", "--checkpoint", run, "--port", str(s.getsockname()[1])])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot listen on 127.0.0.1" in err and err.count("\n") == 1
+
+
+def test_host_other_than_loopback_prints_a_warning(explorer, capsys, monkeypatch):
+    """--host 0.0.0.0 is served (any Host header answered) after a printed warning."""
+    from http.server import ThreadingHTTPServer
+
+    from scratchcnn.explore import server as server_module
+
+    seen = {}
+
+    def stop(self, *args, **kwargs):                 # instead of serving: record and "Ctrl-C"
+        seen["loopback_only"] = self.loopback_only
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ThreadingHTTPServer, "serve_forever", stop)
+    assert server_module.serve(explorer, host="0.0.0.0", port=0) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("WARNING: listening on 0.0.0.0: anyone who can reach this machine")
+    assert "scratchcnn explore: http://127.0.0.1:" in out and seen == {"loopback_only": False}
+    assert server_module.serve(explorer, host="127.0.0.1", port=0) == 0
+    assert "WARNING" not in capsys.readouterr().out and seen == {"loopback_only": True}
