@@ -48,7 +48,8 @@ class Conv2d(Layer):
     reference is ``scratchcnn.reference.conv2d_forward`` / ``conv2d_backward``,
     by direct summation of the formulas above. ``self.saved`` is what the
     backward pass reads: the (N, C*KH*KW, OH*OW) patches of x (kernels) or x
-    itself (reference).
+    itself (reference); ``self.saved_for`` is the backward that reads it, so a
+    forward and its backward always pair up, even across a switch of ``ops``.
     kernel_size, stride, padding: an int or an (h, w) pair. rng: None, an int seed
     or a numpy Generator, for the PyTorch-default initial weight and bias.
     """
@@ -74,13 +75,14 @@ class Conv2d(Layer):
         bias = self.bias.data if self.bias is not None else np.zeros(self.out_channels, self.dtype)
         self.x = x
         self.out, self.saved = ops.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)
+        self.saved_for = ops.conv2d_backward      # the twin that reads this kind of ``saved``
         return self.out
 
     def backward(self, dout, input_grad=True):
         """Fill weight.grad and bias.grad; return dL/dx, or None with ``input_grad=False``
         (which skips the col2im, as torch skips it for an input that does not require grad)."""
-        dx, dweight, dbias = ops.conv2d_backward(dout, self.saved, self.x.shape, self.weight.data,
-                                                 self.stride, self.padding, input_grad)
+        dx, dweight, dbias = self.saved_for(dout, self.saved, self.x.shape, self.weight.data,
+                                            self.stride, self.padding, input_grad)
         self.weight.grad[...] = dweight
         if self.bias is not None:
             self.bias.grad[...] = dbias

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from scratchcnn import ops, reference
-from scratchcnn.layers import SoftmaxCrossEntropy
+from scratchcnn.layers import Conv2d, SoftmaxCrossEntropy
 from scratchcnn.model import CIFAR10Model
 from scratchcnn.optim import SGD
 
@@ -59,3 +59,17 @@ def test_training_through_the_references_gives_the_kernels_results(dtype, rtol):
         assert np.abs(a.data - b.data).max() <= rtol * scale, name
     # the same dropout masks were drawn (keep_mask vs its NumPy twin)
     np.testing.assert_array_equal(ref_model.drop1.mask, kernels_model.drop1.mask)
+
+
+def test_a_backward_after_switching_modes_pairs_with_its_forward():
+    """forward in reference mode, backward after it (kernel mode): the reference's backward runs."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
+    dout = np.random.default_rng(1).standard_normal((2, 4, 8, 8))
+    conv = Conv2d(3, 4, 3, padding=1, dtype=np.float64, rng=0)
+    conv.forward(x)
+    dx_kernels = conv.backward(dout)
+    with ops.reference_mode():
+        conv.forward(x)
+    dx = conv.backward(dout)
+    np.testing.assert_allclose(dx, dx_kernels, rtol=1e-12, atol=1e-12)
+    assert conv.saved_for is reference.conv2d_backward
