@@ -26,6 +26,8 @@ test: $(VENV)/.installed
 gradcheck: $(VENV)/.installed
 	$(PY) -m scratchcnn gradcheck
 
+# every benchmark into benchmarks/results/ (tables, charts, JSON with intervals), then the README's
+# Speed section regenerated from them; run it on an otherwise idle machine
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.all $(ARGS)
 

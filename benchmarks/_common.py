@@ -1,9 +1,12 @@
 """Shared plumbing for the benchmarks: the quiet-machine check, worker processes,
 machine description, and writing results (Markdown + JSON + PNG) to benchmarks/results/.
 
-Each framework runs in its own worker process (``benchmarks._worker``), so
+Each configuration runs in its own worker process (``benchmarks._worker``), so
 numba's OpenMP pool and PyTorch's never share a process; the parent sends the
-workers commands in alternating rounds and only one works at a time.
+workers commands in rounds (``run_rounds``: a random order each round), only
+one works at a time, and the next starts once the last one's idle threads
+have stopped spinning (``Worker.settle``). The FMA peak and the memory
+bandwidth are measured in a worker of their own (``probe_machine``).
 """
 import argparse
 import json
@@ -14,10 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks._workload import MFLOP_PER_IMAGE
 
 RESULTS = Path(__file__).resolve().parent / "results"
-NOMINAL_PEAK_GFLOPS = {1: 270.0, 2: 540.0}   # Zen 5, 512-bit FMA loop (benchmarks/README.md); see measured_peak
 
 
 def parser(description):
@@ -25,6 +26,8 @@ def parser(description):
     p.add_argument("--force", action="store_true",
                    help="run even if another process is loading the CPU (recorded in the JSON)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke test)")
+    p.add_argument("--out", type=Path, default=RESULTS,
+                   help="folder for the .md/.json/.png results (default: benchmarks/results)")
     return p
 
 
@@ -57,16 +60,23 @@ def check_quiet(force, busy_limit=15.0):
 
 
 def machine_info():
-    cpu = platform.processor() or "unknown"
+    """The CPU (model name, family/model, the vector-FMA flags, the clock /proc/cpuinfo reports), memory,
+    platform and the environment variables that change the kernels' speed."""
+    cpu, fields = platform.processor() or "unknown", {}
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if not line.strip():
+                break                                   # the first CPU's block is enough
+        cpu = fields.get("model name", cpu)
     except OSError:
         pass
+    flags = fields.get("flags", "").split()
     import psutil
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
+    return {"cpu": cpu, "cpu_family": fields.get("cpu family"), "cpu_model": fields.get("model"),
+            "cpu_mhz": cpu_mhz(), "fma_flags": [f for f in ("fma", "avx2", "avx512f") if f in flags],
+            "logical_cpus": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "platform": platform.platform(),
             "python": platform.python_version(),
             "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
@@ -107,10 +117,39 @@ class LoadMonitor:
         return rec
 
 
-class Worker:
-    """A ``benchmarks._worker`` subprocess for one framework at a fixed thread count."""
+def _process_cpu_ns(pid):
+    """CPU time (ns) used so far by every thread of process ``pid``: the first field of each
+    /proc/PID/task/*/schedstat (nanosecond resolution; psutil's is the 10 ms clock tick)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass                                   # a thread that just exited
+    except OSError:
+        import psutil
+        try:
+            return int(sum(psutil.Process(pid).cpu_times()[:2]) * 1e9)
+        except psutil.Error:
+            return 0
+    return total
 
-    def __init__(self, framework, threads, env=None):
+
+class Worker:
+    """A ``benchmarks._worker`` subprocess for one configuration at a fixed thread count.
+
+    ``settle()``, called by the parent after each command, waits until the
+    worker's threads have stopped using the CPU: an OpenMP runtime lets its idle
+    threads spin for a while after a parallel region (libgomp: GOMP_SPINCOUNT;
+    Intel's and LLVM's: KMP_BLOCKTIME, 200 ms by default), and a spinning idle
+    worker would steal a core from the next worker in the round. The CPU the
+    worker burned after its reply is added to ``spin_cpu_s`` and the time waited
+    to ``settle_s``; both go into the JSON (benchmarks/README.md: "Idle threads").
+    """
+
+    def __init__(self, config, threads, env=None):
         e = dict(os.environ)
         for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             e[k] = str(threads)
@@ -118,8 +157,9 @@ class Worker:
         for k, v in list(e.items()):
             if v is None:
                 del e[k]
-        self.framework, self.threads = framework, threads
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks._worker", framework, str(threads)],
+        self.config, self.threads = config, threads
+        self.spin_cpu_s, self.settle_s, self.settles = 0.0, 0.0, 0
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks._worker", config, str(threads)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=e,
                                      cwd=str(RESULTS.parent.parent))
         self.info = self.call(cmd="info")
@@ -128,20 +168,46 @@ class Worker:
         self.proc.stdin.write(json.dumps(msg) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
+        self._replied_ns = _process_cpu_ns(self.proc.pid)
         if not line:
-            raise RuntimeError(f"worker {self.framework}/{self.threads} died (see its stderr above)")
+            raise RuntimeError(f"worker {self.config}/{self.threads} died (see its stderr above)")
         reply = json.loads(line)
         if "error" in reply:
-            raise RuntimeError(f"worker {self.framework}: {reply['error']}")
+            raise RuntimeError(f"worker {self.config}: {reply['error']}")
         return reply
 
+    def settle(self, window_s=0.005, idle_share=0.05, timeout_s=2.0):
+        """Wait until the worker used less than ``idle_share`` of one CPU over ``window_s``."""
+        t0 = time.perf_counter()
+        prev = _process_cpu_ns(self.proc.pid)
+        while time.perf_counter() - t0 < timeout_s:
+            time.sleep(window_s)
+            now = _process_cpu_ns(self.proc.pid)
+            if now - prev < idle_share * window_s * 1e9:
+                break
+            prev = now
+        self.spin_cpu_s += max(0, prev - self._replied_ns) / 1e9
+        self.settle_s += time.perf_counter() - t0
+        self.settles += 1
+
     def cpu_seconds(self):
-        """User + system CPU seconds this worker has used so far."""
+        """CPU seconds used so far by this worker and every process it started (torch.compile's
+        compiler workers and their C++ compilers included), so LoadMonitor does not count them
+        as another process's load."""
         import psutil
         try:
-            return sum(psutil.Process(self.proc.pid).cpu_times()[:2])
+            procs = [psutil.Process(self.proc.pid)]
+            procs += procs[0].children(recursive=True)
         except psutil.Error:
-            return 0.0
+            return _process_cpu_ns(self.proc.pid) / 1e9
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
+            except psutil.Error:
+                pass
+        return total
 
     def close(self):
         """Stop the worker; returns the CPU seconds it used."""
@@ -154,34 +220,96 @@ class Worker:
         return cpu
 
 
-def stats(times_s, batch):
-    """median / p10 / p90 / min in ms, images/s and GFLOP/s of a list of step times."""
+def run_rounds(workers, rounds, message, seed, settle=True):
+    """Interleaved rounds: in each round every worker runs ``message(key)`` once, in a random order.
+
+    workers: {key: Worker}; message(key) -> the command dict (it must reply with
+    "times"). Returns ({key: [round 0 times, round 1 times, ...]}, [order of
+    each round]). The order is a fresh permutation each round (seeded: the
+    run's seed is in its JSON), so no configuration always follows the same
+    neighbour or always runs first after the parent's bookkeeping. With
+    ``settle``, each worker's idle threads are allowed to stop spinning before
+    the next one starts (``Worker.settle``).
+    """
     import numpy as np
-    t = np.asarray(times_s) * 1e3
-    med = float(np.median(t))
-    return {"median_ms": med, "p10_ms": float(np.percentile(t, 10)), "p90_ms": float(np.percentile(t, 90)),
-            "min_ms": float(t.min()), "n": int(t.size), "images_per_s": batch / med * 1e3,
-            "gflops": MFLOP_PER_IMAGE * batch / med}
+    rng = np.random.default_rng(seed)
+    keys = list(workers)
+    times, orders = {k: [] for k in keys}, []
+    for _ in range(rounds):
+        order = [keys[i] for i in rng.permutation(len(keys))]
+        orders.append(order)
+        for k in order:
+            times[k].append(workers[k].call(**message(k))["times"])
+            if settle:
+                workers[k].settle()
+    return times, orders
 
 
-def save(name, markdown, data, plot=None):
-    """Write results/<name>.md, .json and (plot(path) draws it) .png; print the table."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def spin_record(workers):
+    """{key: {spin_cpu_s, settle_s, settles}}: what settling found, per worker."""
+    return {k: {"spin_cpu_s": w.spin_cpu_s, "settle_s": w.settle_s, "settles": w.settles} for k, w in workers.items()}
+
+
+def thread_counts(all_cores=None):
+    """The thread counts to measure, largest first: every count 1..all cores up to 8 cores,
+    beyond that all cores and the powers of two below it."""
+    n = all_cores
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if n <= 8:
+        return list(range(n, 0, -1))
+    return [n] + [2 ** k for k in range(n.bit_length() - 1, -1, -1) if 2 ** k < n]
+
+
+def probe_machine(threads, quick=False):
+    """The FMA peak (GFLOP/s) and STREAM bandwidth (GB/s) at ``threads`` threads, bound to cores,
+    measured in a fresh ``machine`` worker (benchmarks._peak); ``cpu_s`` is the CPU the probe used."""
+    w = Worker("machine", threads, env={"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"})
+    try:
+        peak = w.call(cmd="peak", seconds=0.3 if quick else 1.0)
+        bw = w.call(cmd="bandwidth", mib=64 if quick else 128)
+    finally:
+        cpu_s = w.close()
+    return {"fma_gflops": peak["gflops"], "fma_instructions": peak["fma"], **bw,
+            "threading_layer": w.info["versions"].get("numba_threading_layer"),
+            "cpu_s": cpu_s}              # for LoadMonitor: the probe's own CPU is not another process's load
+
+
+def nominal_peak(threads, ghz, pipes=2, lanes=16):
+    """threads x pipes x lanes x 2 FLOP x GHz: the FP32 FMA peak at clock ``ghz`` (GFLOP/s)."""
+    return threads * pipes * lanes * 2 * ghz
+
+
+def cpu_mhz():
+    """The clock /proc/cpuinfo reports (MHz; on a VM usually the base clock, not the boost clock)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def save(name, markdown, data, plot=None, out=RESULTS):
+    """Write <out>/<name>.md, .json and (plot(path) draws it) .png; print the table."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     data = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_info(), **data}
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     header = f"# benchmark: {name}\n\n{data['date']}, {data['machine']['cpu']}, {data['machine']['logical_cpus']} CPUs"
     if data.get("quiet_check", {}).get("forced"):
         header += "  \n**FORCED: the machine was busy; timings include other processes' load.**"
     if data.get("load_during_run", {}).get("disturbed"):
         header += (f"  \n**DISTURBED: other processes used "
                    f"{100 * data['load_during_run']['others_cpu_share']:.0f}% of the CPUs during the run.**")
-    (RESULTS / f"{name}.md").write_text(header + "\n\n" + markdown + "\n")
+    (out / f"{name}.md").write_text(header + "\n\n" + markdown + "\n")
     if plot is not None:
         import matplotlib
         matplotlib.use("Agg")
-        plot(RESULTS / f"{name}.png")
+        plot(out / f"{name}.png")
     print(markdown)
-    print(f"\nwrote {RESULTS / name}.md / .json" + (" / .png" if plot else ""))
+    print(f"\nwrote {out / name}.md / .json" + (" / .png" if plot else ""))
 
 
 def versions_line(info):

@@ -1,15 +1,27 @@
-"""One framework in one process, driven by JSON lines on stdin (see _common.Worker).
+"""One configuration in one process, driven by JSON lines on stdin (see _common.Worker).
 
-    python -m benchmarks._worker FRAMEWORK THREADS
+    python -m benchmarks._worker CONFIG THREADS
 
-FRAMEWORK: scratch (the fused fast path, ``fused_train_step``), scratch-layers (the readable
-layer-by-layer path + optim.SGD), torch, torch-nodrop (both dropouts replaced by
-identity), torch-cuda. Thread counts are pinned by the parent's environment and
-again here. Commands: info, steps, profile, layers, peak, memory, quit. Each
-reply is one JSON line on stdout; everything else goes to stderr.
+CONFIG is a base name and options joined by '+':
+
+    scratch              the fused fast path, ``scratchcnn.fused.fused_train_step``
+    scratch-layers       the readable layer-by-layer path (numba kernels) + ``optim.SGD``
+    scratch-reference    the same layers on their NumPy twins (``scratchcnn.ops.use_reference()``)
+    torch                the tutorial loop on the CPU: zero_grad, forward, CrossEntropyLoss, backward, step
+    torch-cuda           the same on the GPU (timed with ``torch.cuda.synchronize()``)
+    machine              no model: the FMA peak and the memory bandwidth probes (``benchmarks._peak``)
+
+    +nodrop              both Dropout layers off (scratch: p = 0; torch: replaced by identity)
+    +channels_last       torch: model and input in ``torch.channels_last`` memory format
+    +fused_sgd           torch: ``torch.optim.SGD(..., fused=True)``
+    +compile             torch: ``torch.compile(model)``; the first step (the compilation) is
+                         timed separately and reported as ``compile_s``
+
+Thread counts are pinned by the parent's environment and again here.
+Commands: info, steps, profile, layers, predict, peak, bandwidth, memory,
+quit. Each reply is one JSON line on stdout; everything else goes to stderr.
 """
 import json
-import os
 import resource
 import sys
 import time
@@ -18,7 +30,11 @@ import numpy as np
 
 from benchmarks._workload import batch
 
-FRAMEWORK, THREADS = sys.argv[1], int(sys.argv[2])
+CONFIG, THREADS = sys.argv[1], int(sys.argv[2])
+BASE, *_opts = CONFIG.split("+")
+OPTIONS = set(_opts)
+BASES = ("scratch", "scratch-layers", "scratch-reference", "torch", "torch-cuda", "machine")
+TORCH_OPTIONS = {"nodrop", "channels_last", "fused_sgd", "compile"}
 _real_stdout = sys.stdout
 sys.stdout = sys.stderr               # stray prints must not corrupt the protocol
 
@@ -29,9 +45,11 @@ def reply(obj):
 
 
 class Scratch:
-    def __init__(self, fast=True):
+    """scratchcnn's model and SGD; ``mode`` is 'fused', 'layers' or 'reference'."""
+
+    def __init__(self, mode, dropout=True):
         import numba
-        from scratchcnn import fused
+        from scratchcnn import fused, ops
         from scratchcnn.layers import SoftmaxCrossEntropy
         from scratchcnn.model import CIFAR10Model
         from scratchcnn.optim import SGD
@@ -39,44 +57,76 @@ class Scratch:
         t = time.perf_counter()
         fused.warmup(verbose=False)
         self.warmup_s = time.perf_counter() - t
-        self.fused, self.fast = fused, fast
+        ops.use_reference(mode == "reference")
+        self.fused, self.mode = fused, mode
         self.model = CIFAR10Model(rng=0).train()
+        if not dropout:
+            self.model.drop1.p = self.model.drop3.p = 0.0
         self.opt = SGD(self.model.parameters(), lr=0.001, momentum=0.9)
         self.crit = SoftmaxCrossEntropy()
 
     def step(self, x, y):
-        if self.fast:
+        self.model.train()
+        if self.mode == "fused":
             self.fused.fused_train_step(self.model, self.opt, x, y)
         else:
             self.crit.forward(self.model.forward(x), y)
             self.model.backward(self.crit.backward())
             self.opt.step()
 
+    def predict(self, x, mode):
+        self.model.eval()
+        if self.mode == "fused":
+            return self.fused.fused_predict(self.model, x)
+        return self.model.forward(x)
+
     def sync(self):
         pass
 
 
 class Torch:
-    def __init__(self, dropout=True, device="cpu"):
+    """The tutorial's model, CrossEntropyLoss and SGD, with the options of CONFIG."""
+
+    def __init__(self, device="cpu", options=()):
         import torch
         from torch_reference.model import CIFAR10Model
         torch.set_num_threads(THREADS)
         torch.manual_seed(0)
         self.torch, self.device = torch, device
         self.model = CIFAR10Model().to(device).train()
-        if not dropout:
+        if "nodrop" in options:
             self.model.drop1 = torch.nn.Identity()
             self.model.drop3 = torch.nn.Identity()
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.001, momentum=0.9)
+        self.memory_format = torch.channels_last if "channels_last" in options else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.001, momentum=0.9,
+                                   **({"fused": True} if "fused_sgd" in options else {}))
         self.loss = torch.nn.CrossEntropyLoss()
-        self.warmup_s = 0.0
+        self.forward = torch.compile(self.model) if "compile" in options else self.model
+        self.warmup_s, self.compile_s = 0.0, None
+        if "compile" in options:            # compile now, so no timed step includes it
+            x, y = self.tensors(*batch(32))
+            t = time.perf_counter()
+            self.step(x, y)
+            self.sync()
+            self.compile_s = time.perf_counter() - t
+
+    def tensors(self, x, y):
+        t = self.torch
+        return (t.from_numpy(x).to(self.device).contiguous(memory_format=self.memory_format),
+                t.from_numpy(y).to(self.device))
 
     def step(self, x, y):
-        if not isinstance(x, self.torch.Tensor):
-            x, y = self.torch.from_numpy(x).to(self.device), self.torch.from_numpy(y).to(self.device)
         self.opt.zero_grad()
-        self.loss(self.model(x), y).backward()
+        self.loss(self.forward(x), y).backward()
         self.opt.step()
+
+    def predict(self, x, mode):
+        """Eval-mode logits as ``scratchcnn evaluate`` gets them (no_grad), or under inference_mode."""
+        self.model.eval()
+        ctx = self.torch.inference_mode() if mode == "inference_mode" else self.torch.no_grad()
+        with ctx:
+            return self.forward(x)
 
     def sync(self):
         if self.device != "cpu":
@@ -84,24 +134,24 @@ class Torch:
 
 
 def make():
-    if FRAMEWORK == "scratch":
-        return Scratch()
-    if FRAMEWORK == "scratch-layers":
-        return Scratch(fast=False)
-    if FRAMEWORK == "torch":
-        return Torch()
-    if FRAMEWORK == "torch-nodrop":
-        return Torch(dropout=False)
-    if FRAMEWORK == "torch-cuda":
-        return Torch(device="cuda")
-    raise SystemExit(f"unknown framework {FRAMEWORK}")
+    unknown = OPTIONS - TORCH_OPTIONS
+    if BASE not in BASES or unknown or (BASE.startswith("scratch") and OPTIONS - {"nodrop"}):
+        raise SystemExit(f"unknown configuration {CONFIG!r}")
+    if BASE.startswith("scratch"):
+        mode = {"scratch": "fused", "scratch-layers": "layers", "scratch-reference": "reference"}[BASE]
+        return Scratch(mode, dropout="nodrop" not in OPTIONS)
+    if BASE == "machine":
+        import numba
+        numba.set_num_threads(THREADS)
+        return None
+    return Torch(device="cuda" if BASE == "torch-cuda" else "cpu", options=OPTIONS)
 
 
 def info(fw):
     from threadpoolctl import threadpool_info
     import numpy
     versions = {"numpy": numpy.__version__}
-    if FRAMEWORK.startswith("scratch"):
+    if BASE.startswith("scratch") or BASE == "machine":
         import llvmlite
         import numba
         versions.update(numba=numba.__version__, llvmlite=llvmlite.__version__,
@@ -111,10 +161,13 @@ def info(fw):
         versions.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
                         torch_blas=torch.backends.mkldnn.is_available() and "oneDNN+" + (
                             "MKL" if torch.backends.mkl.is_available() else "no MKL"))
-        if FRAMEWORK == "torch-cuda":
+        if BASE == "torch-cuda":
             versions["cuda_device"] = torch.cuda.get_device_name(0)
-    return {"framework": FRAMEWORK, "threads": THREADS, "versions": versions, "threadpools": threadpool_info(),
-            "warmup_s": fw.warmup_s, "maxrss_mib_after_setup": maxrss_mib()}
+    out = {"config": CONFIG, "threads": THREADS, "versions": versions, "threadpools": threadpool_info(),
+           "warmup_s": getattr(fw, "warmup_s", 0.0), "maxrss_mib_after_setup": maxrss_mib()}
+    if getattr(fw, "compile_s", None) is not None:
+        out["compile_s"] = fw.compile_s
+    return out
 
 
 def _numba_layer():
@@ -130,14 +183,29 @@ def maxrss_mib():
     return r / 1024 if sys.platform != "darwin" else r / 2**20
 
 
-def timed_steps(fw, n_steps, batch_size):
+def _inputs(fw, batch_size):
     x, y = batch(batch_size)
-    if FRAMEWORK == "torch-cuda":
-        x, y = fw.torch.from_numpy(x).cuda(), fw.torch.from_numpy(y).cuda()
+    return fw.tensors(x, y) if isinstance(fw, Torch) else (x, y)
+
+
+def timed_steps(fw, n_steps, batch_size):
+    x, y = _inputs(fw, batch_size)
     times = []
     for _ in range(n_steps):
         t = time.perf_counter()
         fw.step(x, y)
+        fw.sync()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def timed_predict(fw, n_calls, batch_size, mode):
+    """Seconds per ``predict`` of one batch (eval mode, no gradients), n_calls times."""
+    x, _ = _inputs(fw, batch_size)
+    times = []
+    for _ in range(n_calls):
+        t = time.perf_counter()
+        fw.predict(x, mode)
         fw.sync()
         times.append(time.perf_counter() - t)
     return times
@@ -155,26 +223,50 @@ def fused_profile(fw, n_steps, batch_size):
     return {k: float(np.median(v)) for k, v in per.items()}
 
 
-def peak(seconds=0.3):
-    """Measured FP32 FMA throughput (GFLOP/s) of this process's numba threads: 12 independent
-    16-lane FMA chains per thread (the machine's ceiling for the kernels here)."""
-    from benchmarks._peak import fma_peak
-    import numba
-    numba.set_num_threads(THREADS)
-    fma_peak(1000, THREADS)
-    best = 0.0
-    t_end = time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        iters = 200000
-        t = time.perf_counter()
-        fma_peak(iters, THREADS)
-        dt = time.perf_counter() - t
-        best = max(best, THREADS * iters * 12 * 16 * 2 / dt / 1e9)
-    return best
+def _proc_status_kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def training_memory(fw, n_steps, batch_size):
+    """What training adds to resident memory, without what set-up left behind in the peak.
+
+    Set-up (imports, loading the kernels, ``fused.warmup``'s throwaway model)
+    raises the process's peak RSS (``ru_maxrss``) above what is resident once it
+    is done, so ``ru_maxrss after training - ru_maxrss after set-up`` misses
+    whatever training allocates up to that old peak. Instead: resident memory
+    now (VmRSS), then reset the peak (Linux: ``echo 5 > /proc/self/clear_refs``
+    resets VmHWM), train, and read the new peak (VmHWM).
+
+    Memory that set-up freed is first handed back to the system
+    (``malloc_trim(0)``): glibc keeps freed blocks resident in its heap (and,
+    after freeing a large block, serves the next ones up to 32 MiB from that
+    heap too), so training would otherwise reuse the throwaway warm-up model's
+    pages and seem to need almost nothing.
+    """
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        trimmed = bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):             # not glibc
+        trimmed = None
+    rss_before = _proc_status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    hwm_reset = _proc_status_kib("VmHWM")
+    timed_steps(fw, n_steps, batch_size)
+    hwm = _proc_status_kib("VmHWM")
+    return {"malloc_trim": trimmed, "rss_before_mib": rss_before / 1024, "peak_reset_to_mib": hwm_reset / 1024,
+            "peak_during_training_mib": hwm / 1024, "training_adds_mib": (hwm - rss_before) / 1024,
+            "maxrss_mib_after_setup": None, "maxrss_mib_after_training": maxrss_mib()}
 
 
 def main():
     fw = make()
+    setup_maxrss = maxrss_mib()
     for line in sys.stdin:
         msg = json.loads(line)
         cmd = msg.get("cmd")
@@ -183,16 +275,23 @@ def main():
                 reply(info(fw))
             elif cmd == "steps":
                 reply({"times": timed_steps(fw, msg["n"], msg["batch"])})
+            elif cmd == "predict":
+                reply({"times": timed_predict(fw, msg["n"], msg["batch"], msg.get("mode", "no_grad"))})
             elif cmd == "profile":
                 reply({"stages": fused_profile(fw, msg["n"], msg["batch"])})
             elif cmd == "layers":
                 from benchmarks._layer_ops import time_layers
-                reply({"layers": time_layers(FRAMEWORK, fw, msg["n"], msg["batch"])})
+                reply({"layers": time_layers(BASE, fw, msg["n"], msg["batch"])})
             elif cmd == "peak":
-                reply({"gflops": peak()})
+                from benchmarks._peak import fma_instructions, measure_peak
+                reply({"gflops": measure_peak(THREADS, msg.get("seconds", 1.0)), "fma": fma_instructions()})
+            elif cmd == "bandwidth":
+                from benchmarks._peak import measure_bandwidth
+                reply(measure_bandwidth(THREADS, msg.get("mib", 128)))
             elif cmd == "memory":
-                timed_steps(fw, msg["n"], msg["batch"])
-                reply({"maxrss_mib": maxrss_mib()})
+                rec = training_memory(fw, msg["n"], msg["batch"])
+                rec["maxrss_mib_after_setup"] = setup_maxrss
+                reply(rec)
             elif cmd == "quit":
                 reply({"bye": True})
                 return

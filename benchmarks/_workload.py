@@ -5,6 +5,18 @@ Every count comes from ``scratchcnn.architecture`` (nothing typed in by hand):
 as its forward) plus its input gradient (as much again), except conv1, whose
 input is the image and needs no gradient. Per image that is forward 29.0 +
 input gradients 27.3 + weight gradients 29.0 = 85.4 MFLOP.
+
+Some stages of the fused step do little arithmetic per byte and are limited by
+memory instead: fc3's 8192 x 512 weight is 16 MiB, and so are its gradient and
+its momentum buffer. ``STREAM_BYTES`` gives, for those stages of
+``fused_train_step``'s profile, the bytes they must move at the least (each
+16 MiB array counted once per read and once per write it needs; the small
+activations are left out):
+
+    fc3 forward                          read W                                   1 x 16 MiB
+    fc3 backward                         read W (dx = g W), write dW               2 x 16 MiB
+    fc3 backward (with its SGD update)   read W (dx), write dW, read+write the
+                                         momentum buffer, read+write W             6 x 16 MiB
 """
 import numpy as np
 
@@ -26,3 +38,17 @@ def flops(name, n):
 
 
 MFLOP_PER_IMAGE = sum(sum(flops(name, 1)) for name in LAYER_NAMES if flops(name, 1)) / 1e6
+
+
+FC3_WEIGHT_BYTES = 4 * macs_per_image("fc3")            # float32 weight: in_features x out_features
+STREAM_BYTES = {"fc3 forward": FC3_WEIGHT_BYTES, "fc3 backward": 2 * FC3_WEIGHT_BYTES,
+                "fc3 backward (with its SGD update)": 6 * FC3_WEIGHT_BYTES}
+
+
+def stage_flops(n):
+    """FLOPs of the fused step's profiled stages at batch n (the stages that do a layer's arithmetic)."""
+    conv1, conv2, fc3 = flops("conv1", n), flops("conv2", n), flops("fc3", n)
+    return {"conv1+act1+drop1 forward": conv1[0], "conv2+act2+pool2 forward": conv2[0],
+            "conv2 backward (weights)": conv2[0], "conv2 backward (input)+drop1+act1 backward": conv2[0],
+            "conv1 backward (weights)": conv1[1], "fc3 forward": fc3[0], "fc3 backward": fc3[1],
+            "fc3 backward (with its SGD update)": fc3[1]}

@@ -11,7 +11,7 @@ on one batch of 32 random images.
 """
 from benchmarks import _common as C
 from benchmarks._layer_ops import NAMES
-from benchmarks._workload import flops
+from benchmarks._workload import flops, stage_flops
 
 
 def main():
@@ -52,13 +52,9 @@ def main():
     lines += ["", "The scratch layer path's conv1 backward also computes dL/dx (unused); torch's does not.",
               "", "Fused fast path, per stage (what `scratchcnn.fused` spends in a training step):", "",
               "| stage | ms | GFLOP/s |", "|---|---|---|"]
-    conv2 = flops("conv2", n)[0]
-    stage_flops = {"conv1+act1+drop1 forward": flops("conv1", n)[0], "conv2+act2+pool2 forward": conv2,
-                   "conv2 backward (weights)": conv2, "conv2 backward (input)+drop1+act1 backward": conv2,
-                   "conv1 backward (weights)": flops("conv1", n)[1], "fc3 forward": flops("fc3", n)[0],
-                   "fc3 backward": flops("fc3", n)[1], "fc3 backward (with its SGD update)": flops("fc3", n)[1]}
+    stage = stage_flops(n)
     for k, v in out["fused_stages_s"].items():
-        g = f"{stage_flops[k] / v / 1e9:.0f}" if k in stage_flops else ""
+        g = f"{stage[k] / v / 1e9:.0f}" if k in stage else ""
         lines.append(f"| {k} | {v * 1e3:.3f} | {g} |")
     md = "\n".join(lines) + "\n\nLibraries: " + "  \n".join(f"{k}: {C.versions_line(v)}" for k, v in infos.items())
 
@@ -78,7 +74,7 @@ def main():
         fig.savefig(path, dpi=110)
 
     C.save("layers", md, {"quiet_check": quiet, "load_during_run": during, "threads": args.threads, "batch": n, "results": out,
-                          "workers": infos}, draw)
+                          "workers": infos}, draw, out=args.out)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     python -m benchmarks.scaling [--force] [--quick] [--threads 2] [--epoch]
 
-Interleaved like benchmarks.step (one worker per framework). The epoch time
+Interleaved like benchmarks.step (one worker per framework, rounds in random order,
+median of per-round medians). The epoch time
 on 50,000 images is EXTRAPOLATED from the median step time at each batch
 size (50000 / B steps), not measured, unless ``--epoch`` is given: then one
 real pass of 50,000 random images at batch 32 is timed for each framework
@@ -11,6 +12,9 @@ real pass of 50,000 random images at batch 32 is timed for each framework
 import time
 
 from benchmarks import _common as C
+from benchmarks import _report as R
+from benchmarks import _stats as S
+from benchmarks._workload import MFLOP_PER_IMAGE
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -29,14 +33,16 @@ def main():
         n = max(3, min(20, 640 // b)) if not args.quick else 3
         for fw in frameworks:
             workers[fw].call(cmd="steps", n=2, batch=b)               # warm-up at this size
-        times = {fw: [] for fw in frameworks}
-        for r in range(2 if args.quick else 4):
-            for fw in (frameworks if r % 2 == 0 else frameworks[::-1]):
-                times[fw] += workers[fw].call(cmd="steps", n=n, batch=b)["times"]
+            workers[fw].settle()
+        times, _ = C.run_rounds(workers, 3 if args.quick else 6, lambda k: {"cmd": "steps", "n": n, "batch": b},
+                                seed=b)
         for fw in frameworks:
-            s = C.stats(times[fw], b)
+            s = S.summary(times[fw], b, MFLOP_PER_IMAGE * 1e6)
+            s["rounds_s"] = times[fw]
             s["epoch_s_extrapolated"] = s["median_ms"] / 1e3 * 50000 / b
             res[fw][b] = s
+        ratio, lo, hi = S.bootstrap_ratio(times["torch"], times["scratch"], seed=b)
+        res["torch"][b]["speedup"] = {"ratio": ratio, "low": lo, "high": hi}
     epoch = {}
     if args.epoch:
         for fw in frameworks:
@@ -46,13 +52,15 @@ def main():
     infos = {fw: w.info for fw, w in workers.items()}
     during = monitor.stop(sum(w.close() for w in workers.values()))
 
-    lines = [f"{args.threads} thread(s); epoch = 50,000 images, extrapolated from the median step.", "",
-             "| batch | scratch ms/step | torch ms/step | scratch ms/image | torch ms/image | speed-up | "
+    lines = [f"{args.threads} thread(s); epoch = 50,000 images, extrapolated from the median step (the median of "
+             f"per-round medians; intervals from a paired bootstrap over rounds).", "",
+             "| batch | scratch ms/step | torch ms/step | scratch ms/image | torch ms/image | "
+             "scratch is faster by (95% interval) | "
              "scratch epoch s | torch epoch s |", "|---|---|---|---|---|---|---|---|"]
     for b in BATCHES:
         s, t = res["scratch"][b], res["torch"][b]
         lines.append(f"| {b} | {s['median_ms']:.2f} | {t['median_ms']:.2f} | {s['median_ms'] / b:.3f} | "
-                     f"{t['median_ms'] / b:.3f} | {t['median_ms'] / s['median_ms']:.2f}x | "
+                     f"{t['median_ms'] / b:.3f} | {R.fmt_ratio(t['speedup'])} | "
                      f"{s['epoch_s_extrapolated']:.1f} | {t['epoch_s_extrapolated']:.1f} |")
     if epoch:
         lines += ["", "Measured full pass (50,000 random images, batch 32, 1562 steps): " +
@@ -75,7 +83,7 @@ def main():
 
     C.save("scaling", md, {"quiet_check": quiet, "load_during_run": during, "threads": args.threads,
                            "results": {fw: {str(b): v for b, v in r.items()} for fw, r in res.items()},
-                           "epoch_measured_s": epoch, "workers": infos}, draw)
+                           "epoch_measured_s": epoch, "workers": infos}, draw, out=args.out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,174 @@
+"""Tables from the benchmarks' JSON results: the same text in results/*.md and in the README.
+
+Everything here reads the saved JSON only (never a live run), so
+``benchmarks.readme`` regenerates the README's Speed section from the
+committed results, and a test checks the two agree. It also reads results
+written by older versions of the harness (no rounds, no intervals, the config
+"torch-nodrop"): what they lack is shown as "n/a".
+"""
+
+LABELS = {
+    "scratch": "scratch (fused)",
+    "scratch+nodrop": "scratch (fused) without dropout",
+    "scratch-layers": "scratch, numba layers",
+    "scratch-reference": "scratch, NumPy reference layers",
+    "torch": "torch (the tutorial's loop)",
+    "torch+nodrop": "torch without dropout",
+    "torch+channels_last": "torch, channels_last",
+    "torch+fused_sgd": "torch, SGD(fused=True)",
+    "torch+channels_last+fused_sgd": "torch, channels_last + fused SGD",
+    "torch+compile": "torch, torch.compile",
+    "torch+channels_last+fused_sgd+compile": "torch, channels_last + fused SGD + compile",
+    "torch-cuda": "torch on the GPU (CUDA)",
+    "scratch-omp-passive": "scratch (fused), OMP_WAIT_POLICY=PASSIVE",
+    "scratch-openblas-default": "scratch (fused), OpenBLAS's own kernel choice",
+}
+_LEGACY = {"torch-nodrop": "torch+nodrop"}
+TUTORIAL = "torch"
+
+
+def config_of(key):
+    """'torch-nodrop@2' -> ('torch+nodrop', 2): a results key split, old names mapped to new ones."""
+    config, threads = key.rsplit("@", 1)
+    return _LEGACY.get(config, config), int(threads)
+
+
+def label(config):
+    return LABELS.get(config, config)
+
+
+def is_torch_cpu(config):
+    return config.startswith("torch") and not config.startswith("torch-cuda")
+
+
+def counterpart(config):
+    """The scratch row a row is compared with: like for like (without dropout against without)."""
+    return "scratch+nodrop" if "nodrop" in config.split("+") else "scratch"
+
+
+def fmt_ratio(sp):
+    """'2.75x (2.61-2.90)' from a speed-up record; 'n/a' parts where it has none."""
+    if not sp:
+        return "-"
+    text = f"{sp['ratio']:.2f}x"
+    if sp.get("low") is not None:
+        text += f" ({sp['low']:.2f}-{sp['high']:.2f})"
+    return text
+
+
+def rows(step):
+    """The step results as a list of dicts (key, config, threads, label, the stats, speedup, ...),
+    in the JSON's order, with the speed-up filled in for results that predate intervals."""
+    res = step["results"]
+    out = []
+    for key, r in res.items():
+        config, threads = config_of(key)
+        row = dict(r, key=key, config=config, threads=threads, label=label(config))
+        if "speedup" not in r and not config.startswith("scratch"):
+            ref = res.get(f"{counterpart(config)}@{threads}") or res.get(f"scratch@{threads}")
+            row["speedup"] = {"ratio": r["median_ms"] / ref["median_ms"], "low": None, "high": None} if ref else None
+        out.append(row)
+    return out
+
+
+def best_torch(step):
+    """The fastest PyTorch CPU configuration with dropout at the largest thread count: a rows() entry."""
+    cands = [r for r in rows(step) if is_torch_cpu(r["config"]) and "nodrop" not in r["config"].split("+")]
+    if not cands:
+        return None
+    top = max(r["threads"] for r in cands)
+    return min((r for r in cands if r["threads"] == top), key=lambda r: r["median_ms"])
+
+
+def headline(step):
+    """{'threads', 'tutorial': row or None, 'best': row, 'scratch': row or None} for the largest
+    thread count with a PyTorch CPU row, or None when there is none."""
+    best = best_torch(step)
+    if best is None:
+        return None
+    by_key = {r["key"]: r for r in rows(step)}
+    tut = next((r for r in rows(step) if r["config"] == TUTORIAL and r["threads"] == best["threads"]), None)
+    return {"threads": best["threads"], "tutorial": tut, "best": best,
+            "scratch": by_key.get(f"scratch@{best['threads']}")}
+
+
+def _pct(x):
+    return f"{100 * x:.0f}%" if x is not None else "-"
+
+
+def step_table(step):
+    """The Markdown table of the step benchmark."""
+    best = best_torch(step)
+    n_cands = sum(1 for r in rows(step) if is_torch_cpu(r["config"]) and "nodrop" not in r["config"].split("+")
+                  and best and r["threads"] == best["threads"])
+    if n_cands < 2:
+        best = None                          # only the tutorial's loop was measured: nothing to name
+    lines = ["| config | threads | median ms | p10-p90 ms | images/s | GFLOP/s | % of FMA peak | "
+             "scratch is faster by (95% interval) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows(step):
+        name = r["label"] + (" **(best PyTorch configuration)**" if best and r["key"] == best["key"]
+                             and r["config"] != TUTORIAL else "")
+        if r["config"] == TUTORIAL and best and r["key"] == best["key"]:
+            name += " **(also the best PyTorch configuration)**"
+        if r.get("compile_s") is not None:
+            name += f" (compile: {r['compile_s']:.0f} s, not timed)"
+        gpu = r["config"].startswith("torch-cuda")
+        frac = r.get("fraction_of_measured_peak")
+        pct = "- (GPU)" if gpu else _pct(frac)
+        sp = r.get("speedup")
+        ratio = fmt_ratio(sp) if sp else "-"
+        if sp and r.get("compared_with") and r["compared_with"] != "scratch":
+            ratio += f" vs {label(r['compared_with'])}"
+        lines.append(f"| {name} | {r['threads'] if not gpu else 'GPU'} | {r['median_ms']:.2f} | "
+                     f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f} | {r['images_per_s']:.0f} | {r['gflops']:.0f} | {pct} | "
+                     f"{ratio} |")
+    return "\n".join(lines)
+
+
+def machine_line(data):
+    m = data.get("machine", {})
+    return f"{m.get('logical_cpus', '?')} vCPUs of {m.get('cpu', 'an unknown CPU')}"
+
+
+def status_line(data):
+    """'quiet', or why the results must not be trusted."""
+    notes = []
+    if data.get("quiet_check", {}).get("forced"):
+        notes.append("FORCED: the machine was busy before the run")
+    during = data.get("load_during_run") or {}
+    if during.get("disturbed"):
+        notes.append(f"DISTURBED: other processes used {100 * during['others_cpu_share']:.0f}% of the CPUs "
+                     f"during the run")
+    return "; ".join(notes) if notes else "quiet before and during the run"
+
+
+def ladder_table(ladder):
+    """The optimisation ladder: each rung's step time and what it bought over the rung before."""
+    lines = ["| rung | median ms | images/s | faster than the rung before (95% interval) | "
+             "faster than NumPy reference layers |", "|---|---|---|---|---|"]
+    for r in ladder["rungs"]:
+        lines.append(f"| {label(r['config'])} | {r['median_ms']:.1f} | {r['images_per_s']:.1f} | "
+                     f"{fmt_ratio(r.get('vs_previous'))} | {fmt_ratio(r.get('vs_first'))} |")
+    return "\n".join(lines)
+
+
+INFERENCE_LABELS = {"scratch": "scratch (fused_predict)", "scratch-layers": "scratch, numba layers",
+                    "torch": "torch", "torch-cuda": "torch on the GPU (CUDA)"}
+
+
+def inference_table(inf):
+    lines = [f"| backend | mode | median ms per batch of {inf['batch']} | images/s | "
+             "scratch is faster by (95% interval) |", "|---|---|---|---|---|"]
+    for r in inf["rows"]:
+        lines.append(f"| {INFERENCE_LABELS.get(r['config'], r['config'])} | {r['mode']} | {r['median_ms']:.1f} | {r['images_per_s']:.0f} | "
+                     f"{fmt_ratio(r.get('speedup'))} |")
+    return "\n".join(lines)
+
+
+def memory_table(mem):
+    lines = ["| backend | resident after set-up MiB | peak while training MiB | training adds MiB |",
+             "|---|---|---|---|"]
+    for config, r in mem["results"].items():
+        lines.append(f"| {label(config)} | {r['rss_before_mib']:.0f} | {r['peak_during_training_mib']:.0f} | "
+                     f"{r['training_adds_mib']:.0f} |")
+    return "\n".join(lines)
