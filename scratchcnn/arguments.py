@@ -28,3 +28,14 @@ def int_at_least(minimum):
 
 
 positive_int, nonnegative_int = int_at_least(1), int_at_least(0)
+
+
+def add_dataset_options(p, *, dataset_default_help, data_dir_default_help):
+    """--dataset and --data-dir, the same for train, evaluate and every study command."""
+    from scratchcnn.data import DATASETS
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="synthetic: built in, offline; cifar10: the official archive; folder: your "
+                        "own images in --data-dir, DIR/train/CLASS/*.png|jpg and DIR/test/CLASS/* "
+                        f"({dataset_default_help})")
+    p.add_argument("--data-dir", default=None,
+                   help=f"where CIFAR-10 or your image folder is ({data_dir_default_help})")

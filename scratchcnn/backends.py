@@ -1,6 +1,7 @@
 """The two backends behind one small interface, so one training loop drives both.
 
     backend.seed(s)                 dropout randomness for the coming epoch
+    backend.set_lr(lr)              the learning rate of the coming steps (schedules)
     backend.train_step(x, y)        forward + backward + SGD step -> (mean loss, #correct)
     backend.predict(x)              eval-mode logits, (N, 10) float32 numpy
     backend.state_dict()            {"conv1.weight": ndarray, ...}  (torch's keys)
@@ -25,14 +26,19 @@ def initial_state_dict(seed):
     return CIFAR10Model(rng=seed).state_dict()
 
 
-def make_backend(name, *, device="cpu", lr=0.001, momentum=0.9, seed=0, fused=True):
+def make_backend(name, *, device="cpu", lr=0.001, momentum=0.9, weight_decay=0.0, seed=0,
+                 fused=True, n_classes=10):
+    """``n_classes``: how many of the network's 10 outputs are classes of the data (a
+    folder dataset may have fewer); ``train_step`` counts a prediction among those only."""
     if name == "torch":
-        return TorchBackend(device=device, lr=lr, momentum=momentum, seed=seed)
+        return TorchBackend(device=device, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                            seed=seed, n_classes=n_classes)
     if name == "scratch":
         if device != "cpu":
             raise UserError(f"the scratch backend runs on the CPU only; drop --device {device} "
                             f"or use --backend torch --device {device}")
-        return ScratchBackend(lr=lr, momentum=momentum, seed=seed, fast=fused)
+        return ScratchBackend(lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed,
+                              fast=fused, n_classes=n_classes)
     raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
@@ -45,21 +51,28 @@ class ScratchBackend:
     name = "scratch"
     device = "cpu"
 
-    def __init__(self, *, lr, momentum, seed, fast=True):
+    def __init__(self, *, lr, momentum, seed, weight_decay=0.0, fast=True, n_classes=10):
         from scratchcnn.layers import SoftmaxCrossEntropy
         from scratchcnn.model import CIFAR10Model
         from scratchcnn.optim import SGD
 
         self.model = CIFAR10Model(rng=seed)
         self.criterion = SoftmaxCrossEntropy()
-        self.optimizer = SGD(self.model.parameters(), lr=lr, momentum=momentum)
+        self.n_classes = n_classes
+        decay = {"weight_decay": weight_decay} if weight_decay else {}
+        self.optimizer = SGD(self.model.parameters(), lr=lr, momentum=momentum, **decay)
         self.fused = None
-        if fast:
+        if fast:                      # the fast path, or an error now: never a silent fallback
             from scratchcnn import fused
+            fused.check_supported(self.model)
+            fused.check_optimizer(self.model, self.optimizer)
             self.fused = fused
 
     def seed(self, s):
         self.model.seed_dropout(s)
+
+    def set_lr(self, lr):
+        self.optimizer.lr = lr         # read by optimizer.step() and by the fused update
 
     def train_step(self, x, y):
         self.model.train()
@@ -70,7 +83,7 @@ class ScratchBackend:
             loss = self.criterion.forward(logits, y)
             self.model.backward(self.criterion.backward())
             self.optimizer.step()
-        return float(loss), int((logits.argmax(1) == y).sum())
+        return float(loss), int((predicted_class(logits, self.n_classes) == y).sum())
 
     def predict(self, x):
         self.model.eval()
@@ -96,7 +109,7 @@ class TorchBackend:
     """The tutorial's PyTorch model, ``CrossEntropyLoss`` and ``SGD``, on CPU or CUDA."""
     name = "torch"
 
-    def __init__(self, *, device="cpu", lr, momentum, seed):
+    def __init__(self, *, device="cpu", lr, momentum, seed, weight_decay=0.0, n_classes=10):
         import torch
         from torch_reference import CIFAR10Model
 
@@ -110,10 +123,16 @@ class TorchBackend:
         self.model = CIFAR10Model().to(self.device)
         self.load_state_dict(initial_state_dict(seed))
         self.criterion = torch.nn.CrossEntropyLoss()
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum,
+                                         weight_decay=weight_decay)
+        self.n_classes = n_classes
 
     def seed(self, s):
         self.torch.manual_seed(s)      # seeds the CPU and every CUDA generator
+
+    def set_lr(self, lr):
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def _tensor(self, a):
         return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
@@ -126,7 +145,7 @@ class TorchBackend:
         loss = self.criterion(logits, yt)
         loss.backward()
         self.optimizer.step()
-        correct = (logits.argmax(1) == yt).sum()
+        correct = (logits[:, :self.n_classes].argmax(1) == yt).sum()
         return float(loss.item()), int(correct.item())
 
     def predict(self, x):
@@ -154,6 +173,24 @@ class TorchBackend:
                 self.optimizer.state[p]["momentum_buffer"] = self._tensor(state[name]).clone()
 
 
+def predicted_class(logits, n_classes=10):
+    """The class each row of ``logits`` (N, 10) predicts, among the first ``n_classes`` outputs.
+
+    A dataset with K < 10 classes trains only the first K outputs; the others are
+    never a label, and are left out here so that they are never a prediction either.
+    """
+    return logits[:, :n_classes].argmax(1)
+
+
+def cross_entropy(logits, y):
+    """Mean softmax cross-entropy of logits (N, C) and labels y (N,), in float64:
+    mean_i [ log sum_j exp(z_ij) - z_i,y_i ] (torch's ``CrossEntropyLoss``)."""
+    z = logits.astype(np.float64)
+    m = z.max(1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(z - m).sum(1))
+    return float((lse - z[np.arange(len(y)), y]).mean())
+
+
 def evaluate_logits(backend, data, batch_size=500, normalize=None):
     """Eval-mode logits for a whole Dataset, in its order."""
     from scratchcnn.data import iterate_batches
@@ -161,7 +198,10 @@ def evaluate_logits(backend, data, batch_size=500, normalize=None):
     return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
 
 
-def accuracy(backend, data, batch_size=500, normalize=None):
+def loss_and_accuracy(backend, data, batch_size=500, normalize=None):
+    """Eval-mode (dropout off) mean cross-entropy and accuracy over a whole Dataset."""
     if len(data) == 0:
-        return float("nan")
-    return float((evaluate_logits(backend, data, batch_size, normalize).argmax(1) == data.y).mean())
+        return float("nan"), float("nan")
+    logits = evaluate_logits(backend, data, batch_size, normalize)
+    right = predicted_class(logits, len(data.classes)) == data.y
+    return cross_entropy(logits, data.y), float(right.mean())

@@ -18,41 +18,18 @@ Loading always uses ``torch.load(weights_only=True)``: tensors, numbers,
 strings and containers only; a pickle that asks for anything else is refused.
 """
 import os
-import tempfile
 import warnings
 from collections import OrderedDict
 
 import numpy as np
 
 from scratchcnn.architecture import PARAM_SHAPES
+from scratchcnn.atomic import atomic_write
 from scratchcnn.config import TrainConfig
 from scratchcnn.errors import UserError
 
 FORMAT = "scratchcnn-checkpoint"
 VERSION = 1
-
-def atomic_write(path, write):
-    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it over ``path``.
-
-    A crash at any moment leaves either the old file or the new one, never half of one.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; a plain open() would not
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
 
 def _to_tensors(arrays):
     import torch

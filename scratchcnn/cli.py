@@ -8,8 +8,10 @@ import os
 import sys
 
 from scratchcnn import study
-from scratchcnn.arguments import HelpFormatter, nonnegative_int, positive_int
+from scratchcnn.arguments import HelpFormatter, add_dataset_options, nonnegative_int, positive_int
+from scratchcnn.config import RECIPES
 from scratchcnn.errors import UserError
+from scratchcnn.schedules import SCHEDULES, UNITS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,19 +29,47 @@ def _add_train(sub):
     p.add_argument("--backend", choices=["scratch", "torch"], default=None,
                    help="scratch: NumPy + numba (default); torch: the PyTorch reference")
     p.add_argument("--device", default=None, help="cpu or cuda (torch backend only) (default: cpu)")
-    p.add_argument("--dataset", choices=["synthetic", "cifar10"], default=None,
-                   help="synthetic: built in, offline (default: synthetic; cifar10 when --data-dir or --download is given)")
-    p.add_argument("--data-dir", default=None, help="where CIFAR-10 is (or goes) (default: data)")
+    add_dataset_options(p, dataset_default_help="default: synthetic; cifar10 when --data-dir or "
+                                                "--download is given",
+                        data_dir_default_help="default: data")
     p.add_argument("--download", action="store_true", default=None,
                    help="download CIFAR-10 (MD5-checked) into --data-dir if it is not there")
+    p.add_argument("--recipe", choices=list(RECIPES), default=None,
+                   help="tutorial: the tutorial's settings (default); improved: "
+                        + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in RECIPES["improved"].items())
+                        + ". Options given explicitly override the recipe; the defaults below "
+                          "are the tutorial's")
     p.add_argument("--epochs", type=positive_int, default=None, help="passes over the training set (default: 20)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images per SGD step (default: 32)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.001)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate; with a schedule, its peak (default: 0.001)")
     p.add_argument("--momentum", type=float, default=None, help="SGD momentum (default: 0.9)")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 penalty as torch.optim.SGD applies it: added to the gradient before "
+                        "momentum (default: 0)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crop with 4-pixel zero padding and random horizontal flip of "
+                        "every training image (default: off)")
+    p.add_argument("--lr-schedule", choices=SCHEDULES, default=None,
+                   help="constant; cosine: CosineAnnealingLR down to --lr-min over the run; step: "
+                        "StepLR, x--lr-gamma every --lr-step epochs (default: constant)")
+    p.add_argument("--schedule-per", choices=UNITS, default=None,
+                   help="advance the schedule once per epoch or after every step (default: epoch)")
+    p.add_argument("--warmup-epochs", type=nonnegative_int, default=None,
+                   help="linear warm-up (LinearLR) from --lr x --warmup-factor to --lr over this "
+                        "many epochs, then the schedule (default: 0)")
+    p.add_argument("--warmup-factor", type=float, default=None,
+                   help="where the warm-up starts, as a fraction of --lr (default: 0.1)")
+    p.add_argument("--lr-step", type=positive_int, default=None,
+                   help="step schedule: epochs between decays (default: 10)")
+    p.add_argument("--lr-gamma", type=float, default=None,
+                   help="step schedule: factor per decay (default: 0.1)")
+    p.add_argument("--lr-min", type=float, default=None,
+                   help="cosine schedule: the lr at the end (default: 0)")
     p.add_argument("--seed", type=int, default=None, help="weights, shuffling and dropout (default: 0)")
     p.add_argument("--train-size", type=int, default=None, help="use only the first N training images (default: all)")
     p.add_argument("--test-size", type=int, default=None, help="use only the first N test images (default: all)")
-    p.add_argument("--normalize", action="store_true", default=None,
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="standardise each channel with the training set's mean/std (off: pixels in [0, 1])")
     p.add_argument("--layer-stats", action="store_true", default=None,
                    help="each epoch, record per-layer activation/gradient statistics, dead ReLU "
@@ -64,6 +94,12 @@ def _fresh_run_dir(backend, dataset):
     return out
 
 
+# Settings that change the result, so --resume refuses to change them.
+FIXED_ON_RESUME = ("backend", "dataset", "batch_size", "lr", "momentum", "seed", "train_size",
+                   "test_size", "normalize", "recipe", "augment", "weight_decay", "lr_schedule",
+                   "schedule_per", "warmup_epochs", "warmup_factor", "lr_step", "lr_gamma", "lr_min")
+
+
 def _cmd_train(args):
     from scratchcnn.config import TrainConfig
     from scratchcnn.train import train
@@ -78,12 +114,14 @@ def _cmd_train(args):
             raise UserError(f"{out}/checkpoint.pth has no training state to resume; "
                             f"start a new run with --out")
         cfg = TrainConfig.from_dict(stored, source=f"{out}/checkpoint.pth")
-        changed = [k for k in ("backend", "dataset", "batch_size", "lr", "momentum", "seed",
-                               "train_size", "test_size", "normalize")
-                   if k in given and given[k] != getattr(cfg, k)]
+        changed = [k for k in FIXED_ON_RESUME if k in given and given[k] != getattr(cfg, k)]
+        if "epochs" in given and given["epochs"] != cfg.epochs and cfg.lr_schedule == "cosine":
+            changed.append("epochs")          # the cosine schedule spans --epochs
         if changed:
             raise UserError(f"--resume continues the run as it was configured; drop "
-                            f"{', '.join('--' + c.replace('_', '-') for c in changed)}")
+                            f"{', '.join('--' + c.replace('_', '-') for c in changed)}"
+                            + (" (its cosine schedule spans the --epochs it was started with)"
+                               if "epochs" in changed else ""))
         for k in ("epochs", "device", "data_dir", "download", "layer_stats", "fused"):   # may change on resume
             if k in given:
                 setattr(cfg, k, given[k])
@@ -91,7 +129,7 @@ def _cmd_train(args):
         resume_from = None
         if "dataset" not in given and ("data_dir" in given or given.get("download")):
             given["dataset"] = "cifar10"          # --data-dir / --download mean real CIFAR-10
-        cfg = TrainConfig.from_dict(given)
+        cfg = TrainConfig.from_dict({**RECIPES[given.get("recipe", "tutorial")], **given})
         out = args.out or _fresh_run_dir(cfg.backend, cfg.dataset)
     cfg.validate()                   # bad numbers and devices fail before the kernels load
     if cfg.backend == "scratch":
@@ -111,17 +149,21 @@ def _warm_kernels():
 
 
 def _add_evaluate(sub):
-    p = sub.add_parser("evaluate", help="test-set accuracy, per-class accuracy, confusion matrix",
+    p = sub.add_parser("evaluate", help="test-set (or --split train) accuracy, loss, per-class "
+                                        "accuracy, confusion matrix",
                        formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="runs/NAME/checkpoint.pth, model.pth, or a state_dict saved by the tutorial")
     p.add_argument("--backend", choices=["scratch", "torch"], default="scratch")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dataset", choices=["synthetic", "cifar10"], default=None,
-                   help="defaults to the checkpoint's dataset (cifar10 for a bare state_dict)")
-    p.add_argument("--data-dir", default="data")
+    add_dataset_options(p, dataset_default_help="default: the checkpoint's dataset; cifar10 for a "
+                                                "bare state_dict",
+                        data_dir_default_help="default: the checkpoint's, for its dataset; else data")
+    p.add_argument("--split", choices=["test", "train"], default="test",
+                   help="which split to measure; train shows what the tutorial called its "
+                        "accuracy (measured on the images it trained on)")
     p.add_argument("--test-size", type=nonnegative_int, default=0,
-                   help="only the first N test images (0: all)")
+                   help="only the first N test images (0: those training used)")
     p.add_argument("--plot", metavar="PNG", default=None, help="also save the confusion matrix here")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -133,7 +175,7 @@ def _cmd_evaluate(args):
     if args.backend == "scratch":
         _warm_kernels()
     r = evaluate(args.checkpoint, backend=args.backend, device=args.device, dataset=args.dataset,
-                 data_dir=args.data_dir, test_size=args.test_size)
+                 data_dir=args.data_dir, split=args.split, test_size=args.test_size)
     print(format_report(r))
     if args.plot:
         plot_confusion(r["confusion"], r["classes"], args.plot)

@@ -6,7 +6,7 @@ to [0, 1] (the tutorial's ``ToTensor``), in an order that depends only on
 ``(seed, epoch)``, so both backends see the same batches in the same order and
 an interrupted run can resume exactly.
 
-Two sources:
+Three sources:
 
 * ``cifar10``: the official CIFAR-10 archive, either downloaded (MD5-checked)
   or read from an already extracted copy in the official "python version"
@@ -20,6 +20,9 @@ Two sources:
   a bright foreground, so the mean colour says nothing about the class (a
   nearest-mean classifier on it scores about 10%): the network has to find
   the local structure with its convolutions.
+* ``folder``: your own images in torchvision's ``ImageFolder`` layout,
+  ``DIR/train/<class>/*`` and ``DIR/test/<class>/*``, resized to 32x32 and
+  cached beside them (``scratchcnn.folder``).
 """
 import hashlib
 import http.client
@@ -31,8 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scratchcnn.augment import augment_batch
 from scratchcnn.errors import UserError
+from scratchcnn.folder import decode_image, read_image_folder
 
+DATASETS = ("synthetic", "cifar10", "folder")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 SYNTHETIC_CLASSES = ("horizontal", "vertical", "diagonal", "antidiagonal", "checker",
@@ -84,17 +90,23 @@ def epoch_order(n, seed, epoch):
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def iterate_batches(data, batch_size, *, shuffle=False, seed=0, epoch=0, normalize=None):
+def iterate_batches(data, batch_size, *, shuffle=False, seed=0, epoch=0, normalize=None,
+                    augment=False):
     """Yield ``(x, y)`` batches: x float32 (B, 3, 32, 32), y int64 (B,).
 
     The last batch is smaller when ``batch_size`` does not divide the dataset
-    (like ``DataLoader(drop_last=False)``).
+    (like ``DataLoader(drop_last=False)``). ``augment=True`` applies
+    ``scratchcnn.augment.augment_batch`` (random crop and flip, drawn from
+    (seed, epoch, batch index)) to the uint8 images before scaling.
     """
     n = len(data)
     order = epoch_order(n, seed, epoch) if shuffle else np.arange(n)
-    for start in range(0, n, batch_size):
+    for b, start in enumerate(range(0, n, batch_size)):
         idx = order[start:start + batch_size]
-        yield to_float(data.x[idx], normalize), data.y[idx]
+        x = data.x[idx]
+        if augment:
+            x = augment_batch(x, seed, epoch, b)
+        yield to_float(x, normalize), data.y[idx]
 
 
 def num_batches(n, batch_size):
@@ -199,6 +211,9 @@ def load_cifar10(data_dir="data", download=False):
     if found is None and download:
         download_cifar10(data_dir)
         found = find_cifar10(data_dir)
+    if found is None and all(os.path.isdir(os.path.join(data_dir, s)) for s in ("train", "test")):
+        raise UserError(f"no CIFAR-10 batches in --data-dir {data_dir!r}, but it has train/ and "
+                        f"test/ folders: for images in class folders, pass --dataset folder")
     if found is None:
         raise UserError(f"no CIFAR-10 found in --data-dir {data_dir!r} (expected {_PY_DIR}/ or "
                         f"{_BIN_DIR}/); pass --download to fetch it, point --data-dir at an "
@@ -334,6 +349,13 @@ def load_synthetic(n_train=SPLIT_SIZES["synthetic"][0], n_test=SPLIT_SIZES["synt
     return make_synthetic(n_train, seed=2 * seed), make_synthetic(n_test, seed=2 * seed + 1)
 
 
+def load_folder(data_dir):
+    """``(train, test)`` Datasets from your own images (``scratchcnn.folder``); classes are
+    the folder names."""
+    classes, splits = read_image_folder(data_dir)
+    return tuple(Dataset(*splits[s], classes, "folder") for s in ("train", "test"))
+
+
 def check_sizes(name, n_train=None, n_test=None, batch_size=None):
     """Raise a one-line UserError unless every requested count fits ``name``'s splits.
 
@@ -354,34 +376,33 @@ def check_sizes(name, n_train=None, n_test=None, batch_size=None):
 
 
 def load_dataset(name, data_dir="data", download=False, seed=0, n_train=None, n_test=None):
-    """``(train, test)`` for ``name`` in {'cifar10', 'synthetic'}; optionally cut to n_train/n_test."""
+    """``(train, test)`` for ``name`` in DATASETS; optionally cut to n_train/n_test."""
     check_sizes(name, n_train, n_test)
     if name == "synthetic":
-        train, test = load_synthetic(n_train or SPLIT_SIZES["synthetic"][0],
-                                     n_test or SPLIT_SIZES["synthetic"][1], seed=seed)
-    elif name == "cifar10":
+        return load_synthetic(n_train or SPLIT_SIZES["synthetic"][0],
+                              n_test or SPLIT_SIZES["synthetic"][1], seed=seed)
+    if name == "cifar10":
         train, test = load_cifar10(data_dir, download=download)
-        if n_train:
-            train = train.subset(n_train)
-        if n_test:
-            test = test.subset(n_test)
+    elif name == "folder":              # its sizes are known only once it is scanned
+        train, test = load_folder(data_dir)
+        for flag, n, split, which in (("--train-size", n_train, train, "train"),
+                                      ("--test-size", n_test, test, "test")):
+            if n and n > len(split):
+                raise UserError(f"{flag} {n} is more than the {len(split)} images in "
+                                f"{os.path.join(data_dir, which)}; use at most {len(split)} "
+                                f"(or leave it out for all of them)")
     else:
-        raise UserError(f"unknown dataset {name!r}; choose cifar10 or synthetic")
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if n_train:
+        train = train.subset(n_train)
+    if n_test:
+        test = test.subset(n_test)
     return train, test
 
 
 def load_image(path):
-    """A user's image file as uint8 (1, 3, 32, 32) (resized with Pillow, RGB)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((32, 32), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except FileNotFoundError:
-        raise UserError(f"image {path!r} does not exist; check --image") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
-            Image.DecompressionBombError) as e:      # what Pillow raises on damaged files
-        raise UserError(f"{path!r} is not an image Pillow can read ({e.__class__.__name__}); "
-                        f"pass a PNG or JPEG to --image") from e
-    return arr.transpose(2, 0, 1)[None].copy()
+    """A user's image file as uint8 (1, 3, 32, 32): RGB, centre-cropped and resized exactly as
+    the images of a folder dataset are (``scratchcnn.folder.decode_image``)."""
+    if not os.path.isfile(path):
+        raise UserError(f"image {path!r} does not exist; check --image")
+    return decode_image(path, fix="pass a PNG or JPEG to --image")[None]

@@ -10,8 +10,9 @@ computes,
 rounding; ``tests/test_fused.py`` checks it) but much faster (see
 ``benchmarks/``), because it is organised for the CPU rather than for reading.
 ``fused_train_step(model, optimizer, x, y)`` adds the SGD update (equal, bit
-for bit, to ``optimizer.step()`` after it); ``fused_predict`` is the eval-mode
-forward; ``warmup()`` loads (or, the first time, compiles) the kernels.
+for bit, to ``optimizer.step()`` after it, weight decay included);
+``fused_predict`` is the eval-mode forward; ``warmup()`` loads (or, the first
+time, compiles) the kernels.
 
 How it is organised:
 
@@ -27,10 +28,20 @@ How it is organised:
   those whose output is > 0, and max-pool keeps a 1-byte winner index.
 * fc3's three matrix products run as numba kernels too (``kernels.fused_linear``),
   so one thread pool does all the heavy work; fc4 is tiny and uses NumPy.
-* Buffers are allocated once per batch size and reused (``_workspace``).
+* Buffers are allocated once per model and batch size and reused
+  (``_workspace``); two models in one process never share them.
+* NaN and inf propagate as in the layer path and PyTorch: ReLU(NaN) = NaN,
+  NaN * 0 (a dropped unit) = NaN, a NaN wins a max-pool window. No kernel is
+  compiled with the fastmath flags that let LLVM assume there are none
+  (``nnan``, ``ninf``); so a diverging run reports a NaN loss at the same step
+  on both paths (``tests/test_fused.py``). One difference remains: conv1's 27
+  taps are padded to 32 with zero weights, and 0 * inf = NaN, so an infinite
+  input pixel can give NaN where the layer path gives inf (both not finite).
 
-Only the tutorial's network at float32 is supported (any batch size); other
-models raise ``NotImplementedError`` so the caller can use the layer path.
+Only the tutorial's network at float32 is supported (any batch size), with
+``scratchcnn.optim.SGD`` over the model's own parameters for the update. Anything
+else raises ``NotImplementedError`` saying why; nothing falls back in silence, so
+the caller chooses the layer path knowingly.
 
 Data flow of one step (N images; shapes NHWC unless noted):
 
@@ -45,20 +56,27 @@ Data flow of one step (N images; shapes NHWC unless noted):
       g1 -> conv1 grads (weight-grad kernel)
 """
 import time
+import weakref
 
 import numba
 import numpy as np
 
+from scratchcnn.architecture import INPUT_SHAPE, output_shape
 from scratchcnn.kernels import fused_conv as fc
 from scratchcnn.kernels import fused_elementwise as fe
 from scratchcnn.kernels import fused_linear as fl
-from scratchcnn.kernels import fused_sgd as fsgd
+from scratchcnn.kernels import sgd as ksgd
+from scratchcnn.optim import SGD
 
-__all__ = ["fused_forward_backward", "fused_train_step", "fused_predict", "fused_sgd_step", "check_supported",
-           "warmup"]
+__all__ = ["fused_forward_backward", "fused_train_step", "fused_predict", "check_supported",
+           "check_optimizer", "warmup"]
 
-_H = _W = 32
-_C = 32
+# The network's sizes, from its one declaration (scratchcnn.architecture). The kernels are
+# written for these: 32 channels = two 16-lane vectors, 3x3 convolutions, a 2x2 pool.
+_CIN, _H, _W = INPUT_SHAPE                 # 3, 32, 32
+_C = output_shape("conv1")[0]              # 32 channels out of conv1 and conv2
+_FLAT = output_shape("flat")[0]            # 8192 = 32 * 16 * 16
+_HIDDEN = output_shape("fc3")[0]           # 512
 
 
 def check_supported(model):
@@ -73,13 +91,14 @@ def check_supported(model):
         d1, d3 = model.drop1, model.drop3
     except AttributeError as e:
         raise NotImplementedError(f"scratchcnn.fused: not a CIFAR10Model ({e})") from None
-    for conv, cin in ((c1, 3), (c2, _C)):
+    for conv, cin in ((c1, _CIN), (c2, _C)):
         need(conv.weight.data.shape == (_C, cin, 3, 3) and conv.bias is not None
              and tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (1, 1),
              f"{conv.name} must be Conv2d({cin}, 32, 3, padding=1)")
     need(tuple(model.pool2.kernel_size) == (2, 2) and tuple(model.pool2.stride) == (2, 2), "pool2 must be 2x2/2")
-    need(f3.weight.data.shape == (512, 8192) and f4.weight.data.shape[1] == 512
-         and f3.bias is not None and f4.bias is not None, "fc3 must be Linear(8192, 512), fc4 Linear(512, K)")
+    need(f3.weight.data.shape == (_HIDDEN, _FLAT) and f4.weight.data.shape[1] == _HIDDEN
+         and f3.bias is not None and f4.bias is not None,
+         f"fc3 must be Linear({_FLAT}, {_HIDDEN}), fc4 Linear({_HIDDEN}, K)")
     need(0 <= d1.p < 1 and 0 <= d3.p < 1, "dropout p must be in [0, 1)")
 
 
@@ -95,16 +114,16 @@ class _Workspace:
     def __init__(self, n, n_chunks, n_classes):
         f32 = np.float32
         self.n, self.n_chunks = n, n_chunks
-        self.xp1 = np.zeros((n, _H + 2, _W + 2, 3), f32)
+        self.xp1 = np.zeros((n, _H + 2, _W + 2, _CIN), f32)
         self.a = np.empty((n, _H, _W, _C), f32)           # a1, then a2, then dd1
         self.d1p = np.zeros((n, _H + 2, _W + 2, _C), f32)
         self.flat = np.empty((n, _C * (_H // 2) * (_W // 2)), f32)
         self.arg = np.empty((n, _H // 2, _W // 2, _C), np.uint8)
-        self.h3 = np.empty((n, 512), f32)
-        self.d3 = np.empty((n, 512), f32)
+        self.h3 = np.empty((n, _HIDDEN), f32)
+        self.d3 = np.empty((n, _HIDDEN), f32)
         self.zero_bias = np.zeros(_C, f32)
         self.xt = np.zeros((self.flat.shape[1], 32), f32)      # flat.T, zero-padded to 32 columns
-        self.h3t = np.empty((512, 32), f32)
+        self.h3t = np.empty((_HIDDEN, 32), f32)
         self.has_backward = False
 
     def allocate_backward(self):
@@ -115,7 +134,7 @@ class _Workspace:
         k = self.flat.shape[1]          # fc3's gradient kernels take (N, .) operands in panels
         self.flat_p = np.empty((k // 32, n, 32), f32)       # to_panels(flat)
         self.dflat_p = np.empty((k // 32, n, 32), f32)      # to_panels(dflat)
-        self.dh3_p = np.empty((512 // 8, n, 8), f32)        # to_panels(dh3)
+        self.dh3_p = np.empty((_HIDDEN // 8, n, 8), f32)        # to_panels(dh3)
         self.g2p = np.zeros((n, _H + 2, _W + 2, _C), f32)
         self.g1 = np.empty((n, _H, _W, _C), f32)
         self.partial2 = np.empty((n_chunks, len(_KOFF32), _C), f32)
@@ -124,24 +143,27 @@ class _Workspace:
         self.has_backward = True
 
 
-_KOFF3 = fc.tap_offsets(_W, 3)      # 27 taps padded to 32
+_KOFF3 = fc.tap_offsets(_W, _CIN)   # 27 taps padded to 32
 _KOFF32 = fc.tap_offsets(_W, _C)    # 288 taps
-_workspaces = {}
+_workspaces = weakref.WeakKeyDictionary()      # model -> {(n, threads, classes): _Workspace}
 
 
-def _workspace(n, n_classes):
+def _workspace(model, n, n_classes):
+    """The model's own buffers for batch size n: two models never share any (their
+    steps may interleave, or run in two threads), and they go when the model goes."""
+    per_model = _workspaces.setdefault(model, {})
     key = (n, numba.get_num_threads(), n_classes)
-    ws = _workspaces.get(key)
+    ws = per_model.get(key)
     if ws is None:
-        if len(_workspaces) > 4:              # keep memory bounded when batch sizes vary
-            _workspaces.clear()
-        ws = _workspaces[key] = _Workspace(n, key[1], n_classes)
+        if len(per_model) > 4:                # keep memory bounded when batch sizes vary
+            per_model.clear()
+        ws = per_model[key] = _Workspace(n, key[1], n_classes)
     return ws
 
 
 def _check_input(x):
-    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4 or x.shape[1:] != (3, _H, _W):
-        raise ValueError(f"scratchcnn.fused: expected float32 input of shape (N, 3, 32, 32), "
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4 or x.shape[1:] != INPUT_SHAPE:
+        raise ValueError(f"scratchcnn.fused: expected float32 input of shape (N, {_CIN}, {_H}, {_W}), "
                          f"got {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
 
 
@@ -221,22 +243,30 @@ def fused_train_step(model, optimizer, x, y, profile=None):
     weight gradient and its SGD update share one pass over the 16 MB weight
     matrix (``kernels.fused_linear.linear_grad_weight_sgd``), which saves
     reading the gradient back from memory; the other parameters get the
-    threaded SGD kernel.
-    Needs ``scratchcnn.optim.SGD`` with momentum over the model's flat buffer;
-    anything else falls back to the two separate calls. Returns (loss, logits).
+    same element update (``kernels.sgd``) in one more pass. ``optimizer.lr``,
+    ``momentum`` and ``weight_decay`` are read at every call.
+
+    ``optimizer`` must be ``scratchcnn.optim.SGD(model.parameters(), ...)``
+    (``check_optimizer``); anything else raises NotImplementedError before the
+    model is touched. Returns (loss, logits).
     """
-    if not _can_fuse_sgd(model, optimizer):
-        out = fused_forward_backward(model, x, y, profile)
-        fused_sgd_step(optimizer)
-        return out
+    check_supported(model)
+    check_optimizer(model, optimizer)
     return _forward_backward(model, x, y, profile, optimizer)
 
 
-def _can_fuse_sgd(model, optimizer):
-    flat = getattr(optimizer, "_flat", None)
-    return (flat is not None and optimizer.momentum != 0 and hasattr(optimizer, "_allocate_buffers")
-            and flat[0] is getattr(model, "flat_data", None)
-            and dict(optimizer.params).get("fc3.weight") is model.fc3.weight)
+def check_optimizer(model, optimizer):
+    """Raise NotImplementedError unless ``fused_train_step`` can run ``optimizer``'s update
+    itself: a ``scratchcnn.optim.SGD`` whose flat parameter buffer is ``model.flat_data``
+    (i.e. built from ``model.parameters()``), in the model's parameter order."""
+    if not isinstance(optimizer, SGD):
+        raise NotImplementedError(f"fused_train_step runs the update of scratchcnn.optim.SGD only, not "
+                                  f"{type(optimizer).__name__}; call fused_forward_backward and then your "
+                                  f"optimizer's step()")
+    if not (optimizer.is_flat and optimizer.flat_state()[0] is model.flat_data
+            and [n for n, _ in optimizer.params] == [n for n, _ in model.parameters()]):
+        raise NotImplementedError("fused_train_step: the optimizer does not hold this model's parameters "
+                                  "as one flat buffer; build it as SGD(model.parameters(), ...)")
 
 
 def _forward_backward(model, x, y, profile, optimizer):
@@ -249,7 +279,7 @@ def _forward_backward(model, x, y, profile, optimizer):
     if y.shape != (n,) or y.dtype.kind not in "iu" or np.any((y < 0) | (y >= n_classes)):
         raise ValueError(f"scratchcnn.fused: expected integer labels of shape ({n},) in [0, {n_classes}), "
                          f"got {y.dtype} {y.shape}")
-    ws = _workspace(n, n_classes)
+    ws = _workspace(model, n, n_classes)
     ws.allocate_backward()
     c1, c2, f3, f4 = model.conv1, model.conv2, model.fc3, model.fc4
     t = _Timer(profile)
@@ -275,9 +305,11 @@ def _forward_backward(model, x, y, profile, optimizer):
 
     # ---- backward: fc4, drop3/act3, fc3
     if optimizer is not None:
-        first_step = not optimizer.momentum_buffers
-        if first_step:
-            optimizer._allocate_buffers()
+        first_step = optimizer.begin_step()
+        param, grad, buf = optimizer.flat_state()
+        buf = grad if buf is None else buf                       # momentum 0: no buffer (never written)
+        hyper = optimizer.hyperparameters(param.dtype)           # (lr, momentum, weight_decay), read now
+        fc3_w = model.param_slice("fc3.weight")
     np.matmul(dlogits.T, ws.d3, out=f4.weight.grad)
     f4.bias.grad[...] = dlogits.sum(axis=0)
     dh3 = dlogits @ f4.weight.data
@@ -292,9 +324,8 @@ def _forward_backward(model, x, y, profile, optimizer):
         fl.linear_grad_input(ws.dh3_p, f3.weight.data, ws.dflat_p)
     else:                     # dx with the old weights first, then dw + fc3.weight's update in one pass
         fl.linear_grad_input(ws.dh3_p, f3.weight.data, ws.dflat_p)
-        fl.linear_grad_weight_sgd(ws.dh3_p, ws.flat_p, f3.weight.grad, optimizer.momentum_buffers["fc3.weight"],
-                                  f3.weight.data, np.float32(optimizer.lr), np.float32(optimizer.momentum),
-                                  first_step)
+        fl.linear_grad_weight_sgd(ws.dh3_p, ws.flat_p, f3.weight.grad, buf[fc3_w].reshape(f3.weight.data.shape),
+                                  f3.weight.data, *hyper, first_step)
     fl.from_panels(ws.dflat_p, ws.dflat)
     t.lap("fc3 backward" if optimizer is None else "fc3 backward (with its SGD update)")
 
@@ -311,7 +342,7 @@ def _forward_backward(model, x, y, profile, optimizer):
     fc.conv3x3_forward_dropout_relu_backward(ws.g2p, w2r, _KOFF32, ws.zero_bias, ws.a, ws.d1p, b1, ws.g1)
     t.lap("conv2 backward (input)+drop1+act1 backward")
     fc.conv3x3_weight_grad(ws.xp1, ws.g1, _KOFF3, ws.partial1, ws.partial_b)
-    c1.weight.grad[...] = fc.unpack_weight_grad(ws.partial1.sum(axis=0), 3)
+    c1.weight.grad[...] = fc.unpack_weight_grad(ws.partial1.sum(axis=0), _CIN)
     c1.bias.grad[...] = ws.partial_b.sum(axis=0)
     t.lap("conv1 backward (weights)")
 
@@ -321,13 +352,8 @@ def _forward_backward(model, x, y, profile, optimizer):
             layer.counter += 1
     t.lap("checks")
     if optimizer is not None:           # SGD for every parameter but fc3.weight (done above)
-        param, grad = optimizer._flat
-        buf = optimizer._flat_buffer
-        lo = (f3.weight.data.ctypes.data - param.ctypes.data) // param.itemsize
-        hi = lo + f3.weight.data.size
-        lr, mom = np.float32(optimizer.lr), np.float32(optimizer.momentum)
-        for start, stop in ((0, lo), (hi, param.size)):         # small (15k params): one thread
-            fsgd.sgd_momentum_serial(param[start:stop], grad[start:stop], buf[start:stop], lr, mom, first_step)
+        for part in (slice(0, fc3_w.start), slice(fc3_w.stop, param.size)):   # small (15k params): one thread
+            ksgd.sgd_momentum_step(param[part], grad[part], buf[part], *hyper, first_step)
         t.lap("SGD update (all but fc3.weight)")
     return loss, logits
 
@@ -341,7 +367,7 @@ def fused_predict(model, x, batch_size=256):
     out = np.empty((x.shape[0], n_classes), np.float32)
     for s in range(0, x.shape[0], batch_size):
         xb = np.ascontiguousarray(x[s:s + batch_size])
-        ws = _workspace(xb.shape[0], n_classes)
+        ws = _workspace(model, xb.shape[0], n_classes)
         _features(model, xb, ws, drop=False)
         h = ws.h3
         _fc3_forward(model, ws)
@@ -354,10 +380,10 @@ def fused_predict(model, x, batch_size=256):
 
 _KERNELS = (fc.conv3x3_forward_relu_dropout_pad, fc.conv3x3_forward_relu_maxpool2,
             fc.conv3x3_forward_dropout_relu_backward, fc.conv3x3_weight_grad, fe.relu_dropout_rows,
-            fe.maxpool2_relu_backward_pad, fsgd.sgd_momentum_serial,
+            fe.maxpool2_relu_backward_pad, ksgd.sgd_momentum_step,
             fl.linear_forward, fl.linear_forward_t, fl.linear_grad_input, fl.linear_grad_weight,
             fl.linear_grad_weight_sgd, fl.to_panels, fl.from_panels,
-            fsgd.sgd_momentum_parallel)
+            ksgd.sgd_momentum_step_parallel)
 
 
 def kernels_cached():
@@ -398,38 +424,18 @@ def warmup(verbose=True):
     cold = not kernels_cached()
     if cold and verbose:
         print("compiling kernels, first run only (30-60 s) ...", flush=True)
-    from scratchcnn.optim import SGD
     _check_masks_match()
     model = CIFAR10Model(rng=0)
-    x1, x9 = np.zeros((1, 3, _H, _W), np.float32), np.zeros((9, 3, _H, _W), np.float32)
+    x1, x9 = np.zeros((1, *INPUT_SHAPE), np.float32), np.zeros((9, *INPUT_SHAPE), np.float32)
     fused_forward_backward(model, x1, np.zeros(1, np.int64))        # batch 1 and 9: both fc3 forward kernels
     opt = SGD(model.parameters(), lr=0.001, momentum=0.9)
-    fused_sgd_step(opt)
-    fused_sgd_step(opt)
+    opt.step()                                # first and later steps of the parallel SGD kernel
+    opt.step()
     fused_train_step(model, opt, x9, np.zeros(9, np.int64))
     model.eval()
     fused_predict(model, x1)
-    _workspaces.clear()                       # don't keep the warm-up's buffers
     dt = time.perf_counter() - t0
     if cold and verbose:
         print(f"compiled in {dt:.0f} s; later runs load them from the cache", flush=True)
     return dt
 
-
-def fused_sgd_step(optimizer):
-    """``optimizer.step()`` for ``scratchcnn.optim.SGD``, with the update split across threads.
-
-    Same arithmetic, element for element (bit-identical results); the momentum
-    buffers stay in ``optimizer`` (``state_dict()`` sees them). Falls back to
-    ``optimizer.step()`` where the parameters are not one flat buffer.
-    """
-    flat = getattr(optimizer, "_flat", None)
-    if optimizer.momentum == 0 or flat is None or not hasattr(optimizer, "_allocate_buffers"):
-        return optimizer.step()
-    first_step = not optimizer.momentum_buffers
-    if first_step:
-        optimizer._allocate_buffers()
-    param, grad = flat
-    dt = param.dtype.type
-    fsgd.sgd_momentum_parallel(param, grad, optimizer._flat_buffer, dt(optimizer.lr), dt(optimizer.momentum),
-                               first_step)

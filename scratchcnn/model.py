@@ -47,6 +47,7 @@ class CIFAR10Model:
         total = sum(p.data.size for _, p in params)
         self.flat_data = np.empty(total, self.dtype)
         self.flat_grad = np.zeros(total, self.dtype)
+        self._slices = {}
         offset = 0
         for name, p in params:
             shape, size = p.data.shape, p.data.size
@@ -54,7 +55,16 @@ class CIFAR10Model:
             p.data = self.flat_data[offset:offset + size].reshape(shape)
             p.grad = self.flat_grad[offset:offset + size].reshape(shape)
             p.name = name
+            self._slices[name] = slice(offset, offset + size)
             offset += size
+
+    def param_slice(self, name):
+        """Where parameter ``name`` lives in the flat buffers: ``flat_data[s]`` is its
+        ``.data`` raveled, ``flat_grad[s]`` its ``.grad`` (and an optimizer's flat momentum
+        buffer ``buf[s]`` its buffer). E.g. ``param_slice("conv1.bias") == slice(864, 896)``."""
+        if name not in self._slices:
+            raise KeyError(f"CIFAR10Model has no parameter {name!r}; it has {', '.join(self._slices)}")
+        return self._slices[name]
 
     def forward(self, x):
         """x (N, 3, 32, 32) NCHW of the model's dtype -> logits (N, 10)."""

@@ -1,19 +1,30 @@
-"""Stochastic gradient descent with momentum, exactly as ``torch.optim.SGD``
-(no dampening, no Nesterov, no weight decay).
+"""Stochastic gradient descent with momentum and weight decay, exactly as ``torch.optim.SGD``
+(no dampening, no Nesterov).
 
 For each parameter p with gradient g, at every ``step()``:
 
-    first step:   buf = g                      (torch copies the gradient; no zeros)
-    later steps:  buf = momentum * buf + g
-    always:       p  -= lr * buf               (momentum = 0: p -= lr * g, no buffer)
+    d = g + weight_decay * p               (weight_decay = 0: d = g)
+    first step:   buf = d                  (torch copies d; no zeros)
+    later steps:  buf = momentum * buf + d
+    always:       p  -= lr * buf           (momentum = 0: p -= lr * d, no buffer)
 
 When the parameters tile one flat buffer back to back (as ``CIFAR10Model``'s do),
-the whole update is ONE fused pass over that buffer
-(``scratchcnn.kernels.sgd.sgd_momentum_step``); otherwise one pass per parameter.
+the whole update is ONE pass over that buffer, split across threads
+(``scratchcnn.kernels.sgd.sgd_momentum_step_parallel``); otherwise one pass per
+parameter (``sgd_momentum_step``). Both apply the same element update,
+``kernels.sgd.sgd_update``; its NumPy twin is ``scratchcnn.reference.sgd_momentum_step``.
+
+``lr``, ``momentum`` and ``weight_decay`` are plain attributes, read at every
+step: a learning-rate schedule sets ``opt.lr`` between steps.
+
+Public contract for code that applies the update itself (the fused fast path,
+``scratchcnn.fused``): ``begin_step()`` makes the momentum buffers when needed and
+says whether this is the first step; ``flat_state()`` gives the flat
+(param, grad, buf) arrays; ``hyperparameters(dtype)`` the three scalars.
 """
 import numpy as np
 
-from scratchcnn.kernels.sgd import sgd_momentum_step
+from scratchcnn.kernels.sgd import sgd_momentum_step, sgd_momentum_step_parallel
 
 
 def _tiled_base(arrays):
@@ -31,38 +42,76 @@ def _tiled_base(arrays):
 
 
 class SGD:
-    """``SGD(params, lr, momentum=0.0)``: params is a list of (name, Parameter)
+    """``SGD(params, lr, momentum=0.0, weight_decay=0.0)``: params is a list of (name, Parameter)
     pairs or of Parameters that have a ``.name``; names key the momentum buffers.
 
     ``step()`` reads ``p.grad`` and updates ``p.data`` in place. ``state_dict()``
-    holds lr, momentum and a copy of each momentum buffer by parameter name
-    (no buffers before the first step, as in torch).
+    holds lr, momentum, weight_decay and a copy of each momentum buffer by
+    parameter name (no buffers before the first step, as in torch).
     """
 
-    def __init__(self, params, lr, momentum=0.0):
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
+        for what, v in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+            if not v >= 0:                      # as torch: "Invalid learning rate: -1" etc.; NaN fails too
+                raise ValueError(f"SGD: {what} must be >= 0, got {v}")
         self.params = [p if isinstance(p, tuple) else (p.name, p) for p in params]
-        self.lr, self.momentum = lr, momentum
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.momentum_buffers = {}                   # name -> array; filled by the first step
         data = [p.data for _, p in self.params]
         grads = [p.grad for _, p in self.params]
         flat_data, flat_grad = _tiled_base(data), _tiled_base(grads)
         self._flat = None if flat_data is None or flat_grad is None else (flat_data, flat_grad)
+        self._flat_buffer = None
 
     def zero_grad(self):
         for _, p in self.params:
             p.grad[...] = 0
 
     def step(self):
-        first_step = not self.momentum_buffers
-        if self.momentum == 0:
-            for _, p in self.params:
-                p.data -= p.data.dtype.type(self.lr) * p.grad
+        first_step = self.begin_step()
+        if self._flat is not None:
+            param, grad, buf = self.flat_state()
+            sgd_momentum_step_parallel(param, grad, grad if buf is None else buf,
+                                       *self.hyperparameters(param.dtype), first_step)
             return
-        if first_step:
-            self._allocate_buffers()
-        for param, grad, buf in self._passes():
-            dt = param.dtype.type
-            sgd_momentum_step(param, grad, buf, dt(self.lr), dt(self.momentum), first_step)
+        for name, p in self.params:
+            param, grad = p.data.reshape(-1), p.grad.reshape(-1)
+            buf = self.momentum_buffers[name].reshape(-1) if self.momentum != 0 else grad
+            sgd_momentum_step(param, grad, buf, *self.hyperparameters(param.dtype), first_step)
+
+    # ---- the contract for code that runs the update itself (scratchcnn.fused)
+
+    def begin_step(self):
+        """Get ready for one update: make the momentum buffers if there are none yet
+        (zeros; the first step overwrites them with d). Returns True when this step
+        is the first one (buf = d), False otherwise and whenever momentum is 0."""
+        if self.momentum == 0:
+            return False
+        if self.momentum_buffers:
+            return False
+        self._allocate_buffers()
+        return True
+
+    @property
+    def is_flat(self):
+        """True when the parameters (and gradients) are consecutive views of one flat buffer."""
+        return self._flat is not None
+
+    def flat_state(self):
+        """``(param, grad, buf)``: the 1-D arrays that every parameter, gradient and
+        momentum buffer is a view of, in ``params`` order. ``buf`` is None before the
+        first ``begin_step()`` and whenever momentum is 0. Raises ValueError when the
+        parameters are separate arrays (``is_flat`` is False)."""
+        if self._flat is None:
+            raise ValueError("SGD.flat_state: the parameters are separate arrays, not views of one flat "
+                             "buffer (build SGD from CIFAR10Model.parameters())")
+        buf = self._flat_buffer if self.momentum != 0 and self.momentum_buffers else None
+        return (*self._flat, buf)
+
+    def hyperparameters(self, dtype):
+        """``(lr, momentum, weight_decay)`` as scalars of ``dtype``, as the kernels take them."""
+        t = np.dtype(dtype).type
+        return t(self.lr), t(self.momentum), t(self.weight_decay)
 
     def _allocate_buffers(self):
         """One buffer per parameter; views of one flat buffer when the params are flat."""
@@ -76,26 +125,23 @@ class SGD:
             else:
                 self.momentum_buffers[name] = np.zeros_like(p.data)
 
-    def _passes(self):
-        """(param, grad, buf) 1-D arrays for sgd_momentum_step: one pass, or one per parameter."""
-        if self._flat is not None:
-            return [(*self._flat, self._flat_buffer)]
-        return [(p.data.reshape(-1), p.grad.reshape(-1), self.momentum_buffers[name].reshape(-1))
-                for name, p in self.params]
-
     def state_dict(self):
-        return {"lr": self.lr, "momentum": self.momentum,
+        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
                 "momentum_buffers": {k: v.copy() for k, v in self.momentum_buffers.items()}}
 
     def load_state_dict(self, state):
-        """Restore lr, momentum and the buffers (by parameter name; none = before the first step)."""
+        """Restore lr, momentum, weight_decay (kept as is when ``state`` has none, as in
+        files written before it existed) and the buffers (by parameter name; none = before
+        the first step)."""
         names = [n for n, _ in self.params]
         buffers = state["momentum_buffers"]
         if buffers and sorted(buffers) != sorted(names):
             raise ValueError(f"SGD.load_state_dict: momentum buffers for {sorted(buffers)}, "
                              f"expected {sorted(names)}")
         self.lr, self.momentum = state["lr"], state["momentum"]
+        self.weight_decay = state.get("weight_decay", self.weight_decay)
         self.momentum_buffers = {}
+        self._flat_buffer = None
         if buffers:
             self._allocate_buffers()
             for name, p in self.params:

@@ -1,33 +1,36 @@
 """PNG figures, headless-safe: matplotlib's Agg backend, no display needed."""
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from scratchcnn.atomic import atomic_write  # noqa: E402
+
 
 def _save(fig, path):
-    """Write the figure as a PNG atomically (temporary file, then rename) and close it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    """Write the figure as a PNG atomically (``atomic.atomic_write``: temporary file,
+    then rename) and close it."""
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: fig.savefig(f, dpi=110, bbox_inches="tight", format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
 def plot_curves(metrics, path, title=""):
-    """Train loss, and train and test accuracy, per epoch."""
+    """Train and test loss, and train and test accuracy, per epoch.
+
+    The train figures are running means over the epoch's steps in train mode
+    (dropout on, augmented images if --augment); the test figures are measured
+    after the epoch in eval mode. Runs recorded before test loss existed show
+    the train loss only.
+    """
     ep = [m["epoch"] for m in metrics]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax1.plot(ep, [m["train_loss"] for m in metrics], "o-", label="train loss")
+    ax1.plot(ep, [m["train_loss"] for m in metrics], "o-", label="train")
+    if all("test_loss" in m for m in metrics):
+        ax1.plot(ep, [m["test_loss"] for m in metrics], "s-", label="test")
     ax1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax2.plot(ep, [100 * m["train_acc"] for m in metrics], "o-", label="train")
     ax2.plot(ep, [100 * m["test_acc"] for m in metrics], "s-", label="test")

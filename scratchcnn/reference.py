@@ -13,7 +13,7 @@ breakpoint here and step through the real forward and backward.
     conv2d_forward / conv2d_backward       scratchcnn.kernels.conv (by direct summation here)
     max_pool2d_forward / _backward         scratchcnn.kernels.pool
     keep_mask                              scratchcnn.kernels.rng (its NumPy twin lives there)
-    sgd_momentum_step                      scratchcnn.kernels.sgd
+    sgd_momentum_step                      scratchcnn.kernels.sgd (and fc3's fused pass)
 """
 import numpy as np
 
@@ -118,11 +118,21 @@ def max_pool2d_backward(dout, indices, h, w):
     return dx.reshape(n, c, h, w)
 
 
-def sgd_momentum_step(param, grad, buf, lr, momentum, first_step):
-    """In place: buf = grad (first step) or momentum*buf + grad; param -= lr*buf."""
-    if first_step:
-        buf[...] = grad
-    else:
-        buf *= momentum
-        buf += grad
-    param -= lr * buf
+def sgd_momentum_step(param, grad, buf, lr, momentum, weight_decay, first_step):
+    """In place, ``torch.optim.SGD``'s update (no dampening, no Nesterov) of 1-D arrays:
+
+        d      = grad + weight_decay * param          (skipped when weight_decay == 0)
+        buf    = d  (first step)  or  momentum * buf + d  (later steps)
+        param -= lr * buf                             (momentum == 0: param -= lr * d; buf unused)
+
+    lr, momentum and weight_decay are scalars of the arrays' dtype; each operation rounds once.
+    """
+    d = grad + weight_decay * param if weight_decay != 0 else grad
+    if momentum != 0:
+        if first_step:
+            buf[...] = d
+        else:
+            buf *= momentum
+            buf += d
+        d = buf
+    param -= lr * d

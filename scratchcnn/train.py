@@ -1,11 +1,20 @@
 """The one training loop, for both backends.
 
 Each epoch: seed the dropout randomness from ``(seed, epoch)``, run the shuffled
-batches (order from ``(seed, epoch)`` too) through ``backend.train_step``,
-measure test-set accuracy, then write ``checkpoint.pth`` (atomically),
-``model.pth``, ``metrics.json`` and ``curves.png`` into the run folder.
-Because all randomness derives from ``(seed, epoch)``, ``--resume`` from the
-last completed epoch ends with exactly the weights an uninterrupted run has.
+batches (order from ``(seed, epoch)``, augmentation from ``(seed, epoch, batch)``)
+through ``backend.train_step``, each with the lr its schedule gives for that
+(epoch, step), measure test-set loss and accuracy, then write ``checkpoint.pth``
+(atomically), ``model.pth``, ``metrics.json`` and ``curves.png`` into the run
+folder. Because all randomness and the lr derive from the position in training,
+``--resume`` from the last completed epoch ends with exactly the weights an
+uninterrupted run has.
+
+Two recipes (``--recipe``) set the defaults of the options; any option given
+explicitly wins:
+
+* ``tutorial``: the tutorial's settings (lr 0.001, momentum 0.9, batch 32, 20
+  epochs, constant lr, no augmentation, no weight decay, pixels in [0, 1]).
+* ``improved``: see ``scratchcnn.config.RECIPES`` and the README for the reasoning.
 """
 import json
 import math
@@ -16,7 +25,8 @@ from dataclasses import asdict
 import numpy as np
 
 from scratchcnn import checkpoint as ckpt_io
-from scratchcnn.backends import accuracy, make_backend
+from scratchcnn.atomic import atomic_write, remove_stale_temp_files
+from scratchcnn.backends import loss_and_accuracy, make_backend
 from scratchcnn.data import iterate_batches, load_dataset, num_batches
 from scratchcnn.errors import UserError
 
@@ -34,6 +44,10 @@ def channel_stats(data):
     """Per-channel mean and std of a uint8 dataset, in [0, 1] units."""
     x = data.x.reshape(len(data), 3, -1).astype(np.float64) / 255.0
     return x.mean(axis=(0, 2)).tolist(), x.std(axis=(0, 2)).tolist()
+
+
+# What a run folder holds; each is written with atomic.atomic_write.
+RUN_FILES = ("checkpoint.pth", "model.pth", "metrics.json", "curves.png", "layer_stats.png")
 
 
 def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=print):
@@ -54,7 +68,8 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
     normalize = channel_stats(train_set) if cfg.normalize else None
 
     backend = make_backend(cfg.backend, device=cfg.device, lr=cfg.lr, momentum=cfg.momentum,
-                           seed=cfg.seed, fused=cfg.fused)
+                           weight_decay=cfg.weight_decay, seed=cfg.seed, fused=cfg.fused,
+                           n_classes=len(train_set.classes))
     metrics, start = [], 0
     if state is not None:
         backend.load_state_dict(state["model"])
@@ -68,10 +83,19 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the run folder {out!r} ({e.strerror}); choose another --out") from e
+    for path in remove_stale_temp_files(out, RUN_FILES):
+        log(f"removed {path}, left by a save that was interrupted")
     log(f"training {cfg.backend} on {cfg.device}: {cfg.dataset} ({len(train_set)} train / "
-        f"{len(test_set)} test images), {cfg.epochs} epochs, batch {cfg.batch_size}, "
-        f"lr {cfg.lr}, momentum {cfg.momentum}, seed {cfg.seed} -> {out}")
+        f"{len(test_set)} test images), recipe {cfg.recipe}, {cfg.epochs} epochs, batch "
+        f"{cfg.batch_size}, lr {cfg.lr} ({_describe_schedule(cfg)}), momentum {cfg.momentum}, "
+        f"weight decay {cfg.weight_decay}, augment {'on' if cfg.augment else 'off'}, "
+        f"seed {cfg.seed} -> {out}")
+    if cfg.augment and cfg.dataset == "synthetic":
+        log("note: --augment flips images left-right, which turns the built-in dataset's "
+            "'diagonal' stripes into 'antidiagonal' ones (and back): on it, augmentation "
+            "changes labels. It is meant for photos (cifar10, folder).")
     steps = num_batches(len(train_set), cfg.batch_size)
+    schedule = cfg.schedule(steps)
     config = {**asdict(cfg), "normalize_stats": normalize, "classes": list(train_set.classes)}
     if cfg.layer_stats:             # one fixed probe batch: the first, unshuffled
         from scratchcnn.study.layer_stats import format_layer_stats, probe_layer_stats
@@ -84,8 +108,9 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
         bar = _progress(steps, f"epoch {epoch + 1}/{cfg.epochs}", progress)
         try:
             batches = iterate_batches(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                      epoch=epoch, normalize=normalize)
+                                      epoch=epoch, normalize=normalize, augment=cfg.augment)
             for step, (x, y) in enumerate(batches):
+                backend.set_lr(schedule.lr(epoch, step))
                 loss, n_right = backend.train_step(x, y)
                 if not math.isfinite(loss):
                     last = (f"the checkpoint of epoch {epoch} in {ckpt_path} is kept"
@@ -101,12 +126,14 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
                                 refresh=False)
             bar.close()
             seconds = time.perf_counter() - t0
-            test_acc = accuracy(backend, test_set, normalize=normalize)
+            test_loss, test_acc = loss_and_accuracy(backend, test_set, normalize=normalize)
             record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                      "test_acc": test_acc, "seconds": seconds, "images_per_s": seen / seconds}
+                      "test_loss": test_loss, "test_acc": test_acc, "lr": schedule.lr(epoch, steps - 1),
+                      "seconds": seconds, "images_per_s": seen / seconds}
             log(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
-                f"train acc {100 * record['train_acc']:5.2f}%  test acc {100 * test_acc:5.2f}%  "
-                f"{seconds:6.1f} s  {record['images_per_s']:7.0f} img/s")
+                f"train acc {100 * record['train_acc']:5.2f}%  test loss {test_loss:.4f}  "
+                f"test acc {100 * test_acc:5.2f}%  {seconds:6.1f} s  "
+                f"{record['images_per_s']:7.0f} img/s")
             if cfg.layer_stats:      # leaves weights, momentum and dropout state as they were
                 record["layer_stats"] = probe_layer_stats(backend, probe_x, probe_y)
                 log("  " + format_layer_stats(record["layer_stats"]))
@@ -122,6 +149,16 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
         f"checkpoint {ckpt_path}, metrics {os.path.join(out, 'metrics.json')}, "
         f"plot {os.path.join(out, 'curves.png')}")
     return metrics
+
+
+def _describe_schedule(cfg):
+    if cfg.lr_schedule == "constant" and not cfg.warmup_epochs:
+        return "constant"
+    what = {"constant": "constant", "cosine": f"cosine to {cfg.lr_min}",
+            "step": f"x{cfg.lr_gamma} every {cfg.lr_step} epochs"}[cfg.lr_schedule]
+    if cfg.warmup_epochs:
+        what = f"{cfg.warmup_epochs} warm-up epochs from x{cfg.warmup_factor}, then {what}"
+    return f"{what}, per {cfg.schedule_per}"
 
 
 def save_run(out, backend, epoch, metrics, config):
@@ -142,7 +179,7 @@ def save_run(out, backend, epoch, metrics, config):
                                 metrics=metrics, config=config)
         ckpt_io.save_state_dict(os.path.join(out, "model.pth"), state)
         text = json.dumps({"config": config, "epochs": metrics}, indent=2).encode()
-        ckpt_io.atomic_write(os.path.join(out, "metrics.json"), lambda f: f.write(text))
+        atomic_write(os.path.join(out, "metrics.json"), lambda f: f.write(text))
         plot_curves(metrics, os.path.join(out, "curves.png"),
                     title=f"{config['backend']} on {config['dataset']}")
         with_stats = [m for m in metrics if "layer_stats" in m]

@@ -1,4 +1,5 @@
-"""Shared fixtures: small CIFAR-10 copies written in both official on-disk formats.
+"""Shared fixtures and helpers: small CIFAR-10 copies written in both official on-disk formats,
+and ``one_error_line`` (run the CLI, expect exactly one ``error: ...`` line and exit 2).
 
 The real archive cannot be downloaded in CI; these files have the exact layout
 of the official "python version" (pickled dicts, one per batch) and "binary
@@ -81,3 +82,18 @@ def one_thread_per_pool():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(torch_threads)
+
+
+def one_error_line(capsys, args):
+    """Run the CLI; assert exit 2 and exactly one ``error: `` line on stderr, no traceback; return it."""
+    from scratchcnn.cli import main
+    capsys.readouterr()
+    try:
+        rc = main(args)
+    except SystemExit as e:          # argparse rejects the argument before anything runs
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]

@@ -6,6 +6,7 @@ import torch
 
 from scratchcnn.architecture import PARAM_SHAPES
 from scratchcnn import checkpoint as ck
+from scratchcnn.atomic import atomic_write
 from scratchcnn.errors import UserError
 
 
@@ -47,7 +48,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        ck.atomic_write(path, half_then_crash)
+        atomic_write(path, half_then_crash)
     assert open(path, "rb").read() == before
     assert os.listdir(tmp_path) == ["checkpoint.pth"]
 

@@ -133,3 +133,73 @@ def test_layer_by_layer_training_matches_the_fused_path(tiny_run, tmp_path):
     for k, v in fused["model"].items():
         np.testing.assert_allclose(plain["model"][k], v, rtol=0, atol=2e-6, err_msg=k)
         np.testing.assert_allclose(plain["optimizer"][k], fused["optimizer"][k], rtol=0, atol=2e-4, err_msg=k)
+
+
+def test_recipes_set_defaults_that_explicit_options_override(tmp_path, capsys):
+    """metrics.json records every effective setting: the recipe's, and what was given explicitly."""
+    from scratchcnn.config import RECIPES, TrainConfig
+    out = str(tmp_path / "improved")
+    assert main(["train", "--backend", "torch", "--recipe", "improved", "--epochs", "2", "--lr", "0.01",
+                 "--out", out] + TINY) == 0
+    cfg = json.load(open(os.path.join(out, "metrics.json")))["config"]
+    assert set(cfg) >= {f for f in TrainConfig.__dataclass_fields__}
+    assert cfg["recipe"] == "improved" and cfg["epochs"] == 2 and cfg["lr"] == 0.01     # given: wins
+    for k in ("augment", "weight_decay", "normalize", "lr_schedule", "schedule_per", "warmup_epochs"):
+        assert cfg[k] == RECIPES["improved"][k], k
+    assert cfg["normalize_stats"] is not None and len(cfg["normalize_stats"][0]) == 3
+    m = json.load(open(os.path.join(out, "metrics.json")))["epochs"]
+    assert m[0]["lr"] == pytest.approx(0.01 * (0.1 + 0.9 * 9 / 20))    # last step of epoch 1, warm-up
+    assert m[1]["lr"] == pytest.approx(0.01 * 0.1 + 0.01 * 0.9 * 19 / 20)   # 2 warm-up epochs of 10 steps
+    assert all(1.0 < e["test_loss"] < 3.0 for e in m)
+    assert "recipe improved, 2 epochs, batch 32, lr 0.01 (2 warm-up epochs from x0.1, then cosine to " \
+           "0.0, per step), momentum 0.9, weight decay 0.0005, augment on" in capsys.readouterr().out
+    tutorial = str(tmp_path / "tutorial")
+    assert main(["train", "--backend", "torch", "--epochs", "1", "--out", tutorial] + TINY) == 0
+    cfg = json.load(open(os.path.join(tutorial, "metrics.json")))["config"]
+    assert (cfg["recipe"], cfg["lr"], cfg["augment"], cfg["weight_decay"], cfg["lr_schedule"],
+            cfg["normalize"]) == ("tutorial", 0.001, False, 0.0, "constant", False)
+
+
+def test_curves_show_test_loss_and_evaluate_split_train_shows_the_tutorials_number(tiny_run, capsys):
+    backend, out = tiny_run
+    m = json.load(open(os.path.join(out, "metrics.json")))["epochs"][-1]
+    assert 1.5 < m["test_loss"] < 2.6
+    capsys.readouterr()
+    ckpt = os.path.join(out, "checkpoint.pth")
+    assert main(["evaluate", "--checkpoint", ckpt, "--backend", backend]) == 0
+    test_text = capsys.readouterr().out
+    assert f"test loss: {m['test_loss']:.4f}" in test_text
+    assert main(["evaluate", "--checkpoint", ckpt, "--backend", backend, "--split", "train"]) == 0
+    text = capsys.readouterr().out
+    assert "on 320 synthetic train images" in text and "train loss: " in text
+    from scratchcnn.backends import make_backend
+    from scratchcnn.data import load_dataset
+    b = make_backend(backend)
+    b.load_state_dict(load_checkpoint(ckpt)["model"])
+    train, _ = load_dataset("synthetic", n_train=320, n_test=100)
+    acc = float((b.predict(train.x.astype(np.float32) / np.float32(255)).argmax(1) == train.y).mean())
+    assert f"train accuracy: {100 * acc:.2f}%" in text
+
+
+@pytest.mark.usefixtures("one_thread_per_pool")
+@pytest.mark.parametrize("backend,fused", [("scratch", True), ("scratch", False), ("torch", True)],
+                         ids=["scratch-fused", "scratch-layers", "torch"])
+def test_weight_decay_reaches_each_optimizer_with_torchs_semantics(backend, fused):
+    """One step from the same weights, batch and dropout masks, with and without weight decay:
+    torch.optim.SGD adds wd * p to the gradient, and the first step's momentum buffer is that
+    gradient, so the two results differ by exactly -lr * wd * p0."""
+    from scratchcnn.backends import make_backend
+    from scratchcnn.data import iterate_batches, load_dataset
+    train, _ = load_dataset("synthetic", n_train=32, n_test=10)
+    x, y = next(iterate_batches(train, 32))
+    lr, wd, after = 0.01, 0.05, {}
+    for decay in (0.0, wd):
+        b = make_backend(backend, lr=lr, momentum=0.9, weight_decay=decay, seed=0, fused=fused)
+        p0 = b.state_dict()
+        b.seed(123)
+        b.train_step(x, y)
+        after[decay] = b.state_dict()
+    for k, p in p0.items():
+        np.testing.assert_allclose(after[wd][k] - after[0.0][k], -lr * wd * p, rtol=1e-3, atol=2e-7,
+                                   err_msg=k)
+        assert np.abs(after[wd][k] - after[0.0][k]).max() > 1e-6, k

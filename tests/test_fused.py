@@ -4,26 +4,31 @@
 * ``fused_forward_backward`` == the layer-by-layer path (model.forward +
   SoftmaxCrossEntropy + model.backward): loss, logits, every parameter
   gradient and the dropout counters, at batch 32 and an odd batch size;
-* ``fused_predict`` == the layer path in eval mode; ``fused_sgd_step`` ==
-  ``SGD.step`` bit for bit; ``fused_train_step`` == ``fused_forward_backward``
-  + ``SGD.step`` bit for bit.
+* ``fused_predict`` == the layer path in eval mode; ``fused_train_step`` ==
+  ``fused_forward_backward`` + ``SGD.step`` bit for bit (momentum, weight
+  decay, an lr changed between steps), and it refuses an optimizer it cannot run;
+* NaN and inf reach the loss exactly as on the layer path, and ``train`` stops
+  at the same step on both; two models never share the fast path's buffers.
 
 Tolerances: the fused path sums in a different order (NHWC, blocked), so
 results agree to float32 rounding, not bitwise; relative errors of a few
 1e-6 are expected, 1e-4 would mean a bug.
 """
+import threading
+
 import numpy as np
 import pytest
 
-from scratchcnn import fused
+from scratchcnn import fused, reference
 from scratchcnn.kernels import fused_conv as fc
 from scratchcnn.kernels import fused_elementwise as fe
 from scratchcnn.kernels import fused_linear as fl
-from scratchcnn.kernels import fused_sgd as fsgd
 from scratchcnn.kernels.rng import keep_mask
-from scratchcnn.layers import SoftmaxCrossEntropy
+from scratchcnn.layers import Parameter, SoftmaxCrossEntropy
 from scratchcnn.model import CIFAR10Model
 from scratchcnn.optim import SGD
+
+PARAM_NAMES = [name for name, _ in CIFAR10Model(rng=0).parameters()]
 
 
 def rel_err(a, b):
@@ -124,28 +129,6 @@ def test_maxpool_forward_backward_match_reference():
     np.testing.assert_array_equal(g1, np.where(gp[:, 1:-1, 1:-1] > 0, dout * np.float32(2), 0))
 
 
-def test_sgd_parallel_matches_reference_and_optim():
-    rng = np.random.default_rng(3)
-    p, g = rng.standard_normal((2, 10007)).astype(np.float32)
-    for first in (True, False):
-        a = (p.copy(), g, rng.standard_normal(10007).astype(np.float32))
-        b = (p.copy(), g, a[2].copy())
-        fsgd.sgd_momentum_parallel(*a, np.float32(0.01), np.float32(0.9), first)
-        fsgd.sgd_momentum_reference(*b, np.float32(0.01), np.float32(0.9), first)
-        np.testing.assert_array_equal(a[0], b[0])
-        np.testing.assert_array_equal(a[2], b[2])
-    m1, m2 = CIFAR10Model(rng=0), CIFAR10Model(rng=0)
-    o1 = SGD(m1.parameters(), lr=0.001, momentum=0.9)
-    o2 = SGD(m2.parameters(), lr=0.001, momentum=0.9)
-    for step in range(2):
-        m1.flat_grad[:] = m2.flat_grad[:] = rng.standard_normal(m1.flat_grad.size)
-        o1.step()
-        fused.fused_sgd_step(o2)
-    np.testing.assert_array_equal(m1.flat_data, m2.flat_data)
-    for k, v in o1.state_dict()["momentum_buffers"].items():
-        np.testing.assert_array_equal(v, o2.state_dict()["momentum_buffers"][k])
-
-
 def test_conv_with_epilogue_equals_conv_then_epilogue():
     rng = np.random.default_rng(6)
     n = 3
@@ -207,18 +190,21 @@ def test_linear_kernels_match_reference(n):
     dw = np.empty_like(w)
     fl.linear_grad_weight(gp, xp, dw)
     assert rel_err(dw, fl.linear_grad_weight_reference(g.astype(np.float64), x)) < 2e-6
-    for first in (True, False):
+    # dw and SGD's update in one pass == dw, then reference.sgd_momentum_step (bit for bit:
+    # the same element update, each operation rounded once)
+    for first, momentum, weight_decay in [(True, 0.9, 0.0), (False, 0.9, 0.0), (True, 0.9, 5e-4),
+                                          (False, 0.9, 5e-4), (False, 0.0, 5e-4), (False, 0.0, 0.0)]:
         w1, w2 = w.copy(), w.copy()
         buf1 = rng.standard_normal(w.shape).astype(np.float32)
         buf2 = buf1.copy()
         dw1 = np.empty_like(w)
-        fl.linear_grad_weight_sgd(gp, xp, dw1, buf1, w1, np.float32(0.01), np.float32(0.9), first)
+        hyper = np.float32(0.01), np.float32(momentum), np.float32(weight_decay)
+        fl.linear_grad_weight_sgd(gp, xp, dw1, buf1, w1, *hyper, first)
         np.testing.assert_array_equal(dw1, dw)                  # same sums, same order
-        # the update itself is exact float32 arithmetic, as in optim.SGD: bitwise equal given dw
-        fsgd.sgd_momentum_reference(w2.reshape(-1), dw.reshape(-1), buf2.reshape(-1),
-                                    np.float32(0.01), np.float32(0.9), first)
+        reference.sgd_momentum_step(w2.reshape(-1), dw.reshape(-1), buf2.reshape(-1), *hyper, first)
         np.testing.assert_array_equal(w1, w2)
-        np.testing.assert_array_equal(buf1, buf2)
+        np.testing.assert_array_equal(buf1, buf2)               # momentum 0: untouched, as torch keeps none
+        assert not np.array_equal(w1, w)
 
 
 # ------------------------------------------------------------------ whole network
@@ -244,22 +230,52 @@ def test_fused_forward_backward_equals_layer_path(n):
     assert layer_model.dropout_state()["drop1"]["counter"] == 2
 
 
-@pytest.mark.parametrize("n", [32, 5])
-def test_fused_train_step_equals_forward_backward_then_sgd(n):
+@pytest.mark.parametrize("n, momentum, weight_decay", [(32, 0.9, 0.0), (5, 0.9, 0.0), (32, 0.9, 5e-3),
+                                                        (5, 0.0, 5e-3), (5, 0.0, 0.0)])
+def test_fused_train_step_equals_forward_backward_then_sgd(n, momentum, weight_decay):
     m1, m2 = CIFAR10Model(rng=5), CIFAR10Model(rng=5)
-    o1, o2 = SGD(m1.parameters(), lr=0.001, momentum=0.9), SGD(m2.parameters(), lr=0.001, momentum=0.9)
+    o1 = SGD(m1.parameters(), lr=0.001, momentum=momentum, weight_decay=weight_decay)
+    o2 = SGD(m2.parameters(), lr=0.001, momentum=momentum, weight_decay=weight_decay)
     rng = np.random.default_rng(n)
-    for step in range(2):                              # first step (buf = grad) and a later one
+    for step in range(3):                     # first step (buf = d), later ones, and a new lr
+        if step == 2:
+            o1.lr = o2.lr = 0.01              # a schedule sets lr between steps: read at every step
         x = rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
         y = rng.integers(0, 10, n)
+        before = m2.flat_data.copy()
         l1, _ = fused.fused_forward_backward(m1, x, y)
         o1.step()
         l2, _ = fused.fused_train_step(m2, o2, x, y)
         assert l1 == l2
         np.testing.assert_array_equal(m2.flat_grad, m1.flat_grad)
         np.testing.assert_array_equal(m2.flat_data, m1.flat_data)
+        assert o2.state_dict()["momentum_buffers"].keys() == o1.state_dict()["momentum_buffers"].keys()
         for k, v in o1.state_dict()["momentum_buffers"].items():
             np.testing.assert_array_equal(o2.state_dict()["momentum_buffers"][k], v)
+        for name, _ in m2.parameters():          # every tensor moved (fc3.weight's pass and the rest)
+            part = m2.param_slice(name)
+            assert (m2.flat_data[part] != before[part]).any(), name
+    assert bool(o2.momentum_buffers) == (momentum != 0)
+
+
+def test_fused_train_step_refuses_an_optimizer_it_cannot_run():
+    """No silent fallback: the wrong optimizer is an error, and the model is left untouched."""
+    model, other = CIFAR10Model(rng=0), CIFAR10Model(rng=1)
+    x, y = np.zeros((2, 3, 32, 32), np.float32), np.array([0, 1])
+    separate = [(name, Parameter(p.data.copy(), name)) for name, p in model.parameters()]
+
+    class NotSGD:
+        lr, momentum = 0.001, 0.9
+
+    before, state = model.flat_data.copy(), model.dropout_state()
+    for opt, match in [(NotSGD(), "scratchcnn.optim.SGD only, not NotSGD"),
+                       (SGD(other.parameters(), lr=0.1), "does not hold this model's parameters"),
+                       (SGD(separate, lr=0.1), "does not hold this model's parameters")]:
+        with pytest.raises(NotImplementedError, match=match):
+            fused.fused_train_step(model, opt, x, y)
+    np.testing.assert_array_equal(model.flat_data, before)
+    assert model.dropout_state() == state and not model.flat_grad.any()
+    fused.check_optimizer(model, SGD(model.parameters(), lr=0.1))          # the right one passes
 
 
 def test_fused_overwrites_grads_and_respects_eval_mode():
@@ -291,3 +307,159 @@ def test_fused_rejects_what_it_does_not_support():
 def test_warmup_reports_time():
     assert fused.warmup(verbose=False) >= 0
     assert fused.kernels_cached()
+
+
+# ------------------------------------------------------------------ NaN and inf, as on the layer path
+
+def layer_train_step(model, opt, x, y):
+    """The layer-by-layer path's step (what ``--no-fused`` runs): loss, then backward and SGD."""
+    criterion = SoftmaxCrossEntropy()
+    loss = float(criterion.forward(model.forward(x), y))
+    model.backward(criterion.backward())
+    opt.step()
+    return loss
+
+
+def test_maxpool_and_relu_dropout_kernels_propagate_nan_like_torch():
+    """NaN wins a pooling window (the last NaN, as reference.max_pool2d_forward); relu(NaN) = NaN;
+    a dropped NaN or +inf is NaN (x * 0), as layers.Dropout computes it."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((2, 32, 32, 32)).astype(np.float32)
+    a[0, 0, 0, 0] = a[0, 1, 1, 0] = np.nan                      # two NaNs in one window: the last wins
+    a[1, 2, 3, 4] = np.nan
+    a[1, 4, 4, 5] = np.inf
+    flat, arg = np.empty((2, 8192), np.float32), np.empty((2, 16, 16, 32), np.uint8)
+    fe.relu_maxpool2_nhwc(a, flat, arg)
+    ref_flat, ref_arg = fe.relu_maxpool2_reference(a)
+    np.testing.assert_array_equal(flat, ref_flat)
+    np.testing.assert_array_equal(arg, ref_arg)
+    assert arg[0, 0, 0, 0] == 3 and np.isnan(flat[0, 0]) and arg[1, 1, 1, 4] == 1     # (dy, dx) = (0, 1)
+    # the layer path (NCHW, ReLU then pool) picks the same pixel: index h*W + w of the last NaN
+    pooled, idx = reference.max_pool2d_forward(np.maximum(a, 0).transpose(0, 3, 1, 2), 2, 2, 2, 2)
+    np.testing.assert_array_equal(flat, pooled.reshape(2, -1))
+    assert idx[0, 0, 0, 0] == 1 * 32 + 1 and idx[1, 4, 1, 1] == 2 * 32 + 3
+    h = np.array([[np.nan, np.inf, -np.inf, 1.0] * 128] * 3, np.float32)
+    out = np.empty_like(h)
+    fe.relu_dropout_rows(h, out, 3, 0, 0.5, fe.dropout_scale(0.5))
+    with np.errstate(invalid="ignore"):                                              # inf * 0
+        np.testing.assert_array_equal(out, fe.relu_dropout_reference(h, 3, 0, 0.5))  # NaN == NaN here
+    kept = keep_mask(3, 0, h.size, 0.5).reshape(h.shape).astype(bool)
+    assert np.isnan(out[:, 0::4]).all() and np.isnan(out[:, 1::4][~kept[:, 1::4]]).all()
+    assert (out[:, 1::4][kept[:, 1::4]] == np.inf).all() and (out[:, 2::4] == 0).all()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+@pytest.mark.parametrize("where", ["input"] + PARAM_NAMES)
+def test_nan_or_inf_in_input_or_weights_gives_nan_loss_on_both_paths(where, bad):
+    """Measured before the fix: a NaN in one input pixel or one conv1 weight gave a finite loss
+    (2.31) on the fused path, NaN on the layer path."""
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    y = np.array([1, 5, 0, 9])
+    losses = []
+    for path in ("layers", "fused"):
+        model, xb = CIFAR10Model(rng=1), x.copy()
+        if where == "input":
+            xb[2, 1, 5, 7] = bad
+        else:
+            dict(model.parameters())[where].data.flat[3] = bad
+        opt = SGD(model.parameters(), lr=0.001, momentum=0.9)
+        with np.errstate(invalid="ignore", over="ignore"):
+            losses.append(layer_train_step(model, opt, xb, y) if path == "layers"
+                          else fused.fused_train_step(model, opt, xb, y)[0])
+    assert np.isnan(losses).all(), losses
+
+
+@pytest.mark.parametrize("bad", [np.nan, -np.inf], ids=["nan", "-inf"])
+def test_nan_or_inf_in_a_momentum_buffer_gives_nan_loss_at_the_same_step(bad):
+    """The step after the bad buffer entry is used: loss NaN on both paths, for every tensor's buffer.
+    (-inf makes the weight +inf; +inf would make it -inf, which a ReLU can clamp to a finite loss,
+    on both paths alike.)"""
+    rng = np.random.default_rng(1)
+    batches = [(rng.standard_normal((4, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, 4)) for _ in range(3)]
+    for name in PARAM_NAMES:
+        losses = {}
+        for path, step in (("layers", layer_train_step), ("fused", lambda *a: fused.fused_train_step(*a)[0])):
+            model = CIFAR10Model(rng=2)
+            opt = SGD(model.parameters(), lr=0.001, momentum=0.9)
+            with np.errstate(invalid="ignore", over="ignore"):
+                losses[path] = [step(model, opt, *batches[0])]
+                opt.momentum_buffers[name].flat[0] = bad
+                losses[path] += [step(model, opt, *batch) for batch in batches[1:]]
+        assert np.isfinite(losses["layers"][:2]).all() and np.isnan(losses["layers"][2]), (name, losses)
+        np.testing.assert_allclose(losses["fused"], losses["layers"], rtol=1e-5, err_msg=name)   # NaN == NaN
+
+
+class _Inject:
+    """A scratch backend that puts ``bad`` into the input, a weight or a momentum buffer
+    just before training step ``at`` (counted from 1 over the run)."""
+
+    def __init__(self, inner, where, bad, at):
+        self.inner, self.where, self.bad, self.at, self.step = inner, where, bad, at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def train_step(self, x, y):
+        self.step += 1
+        if self.step == self.at:
+            if self.where == "input":
+                x = x.copy()
+                x[0, 0, 0, 0] = self.bad
+            elif self.where == "momentum":
+                self.inner.optimizer.momentum_buffers["conv2.weight"].flat[7] = self.bad
+            else:
+                dict(self.inner.model.parameters())[self.where].data.flat[0] = self.bad
+        with np.errstate(invalid="ignore", over="ignore"):
+            return self.inner.train_step(x, y)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where, bad, stop", [("input", np.nan, 3), ("input", np.inf, 3),
+                                              ("conv1.weight", np.nan, 3), ("momentum", np.nan, 4)])
+def test_train_stops_at_the_same_step_on_both_paths(where, bad, stop, tmp_path, monkeypatch):
+    import scratchcnn.train as train_mod
+    from scratchcnn.config import TrainConfig
+    real = train_mod.make_backend
+    messages = {}
+    for fused_path in (True, False):
+        monkeypatch.setattr(train_mod, "make_backend", lambda *a, **k: _Inject(real(*a, **k), where, bad, 3))
+        cfg = TrainConfig(backend="scratch", dataset="synthetic", train_size=128, test_size=16, epochs=1,
+                          batch_size=16, fused=fused_path)
+        with pytest.raises(train_mod.TrainingDiverged) as e:
+            train_mod.train(cfg, str(tmp_path / f"run-{fused_path}"), progress=False, log=lambda *a: None)
+        messages[fused_path] = str(e.value).replace(str(tmp_path / f"run-{fused_path}"), "RUN")
+    assert messages[True] == messages[False], messages
+    assert messages[True].startswith(f"loss became nan at epoch 1, step {stop}; training stopped")
+
+
+# ------------------------------------------------------------------ per-model state
+
+def test_two_models_in_one_process_do_not_share_the_fast_paths_buffers():
+    """Two models stepping in two threads, interleaved: each ends exactly as if it had trained alone
+    (with one shared set of buffers, one model's activations overwrote the other's mid-step)."""
+    rng = np.random.default_rng(9)
+    data = {seed: [(rng.standard_normal((16, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, 16))
+                   for _ in range(4)] for seed in (1, 2)}
+
+    def run(seed, model, opt, barrier=None):
+        for x, y in data[seed]:
+            if barrier is not None:
+                barrier.wait()                   # both threads start each step together
+            fused.fused_train_step(model, opt, x, y)
+
+    alone = {}
+    for seed in (1, 2):
+        model = CIFAR10Model(rng=seed)
+        run(seed, model, SGD(model.parameters(), lr=0.01, momentum=0.9))
+        alone[seed] = model.flat_data.copy()
+    models = {seed: CIFAR10Model(rng=seed) for seed in (1, 2)}
+    barrier = threading.Barrier(2)
+    threads = [threading.Thread(target=run, args=(seed, m, SGD(m.parameters(), lr=0.01, momentum=0.9), barrier))
+               for seed, m in models.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for seed, model in models.items():
+        np.testing.assert_array_equal(model.flat_data, alone[seed])
+    assert fused._workspace(models[1], 16, 10) is not fused._workspace(models[2], 16, 10)

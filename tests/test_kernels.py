@@ -72,15 +72,32 @@ def test_max_pool_picks_first_tied_max():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("first_step", [True, False])
-def test_sgd_kernel_matches_reference(dtype, first_step):
+@pytest.mark.parametrize("momentum, weight_decay", [(0.9, 0.0), (0.9, 0.01), (0.0, 0.01), (0.0, 0.0)])
+def test_sgd_kernels_match_reference(dtype, first_step, momentum, weight_decay):
+    """Serial and parallel kernels == reference.sgd_momentum_step, bit for bit (10007: uneven blocks)."""
     g = np.random.default_rng(4)
-    param, grad, buf = (g.standard_normal(1000).astype(dtype) for _ in range(3))
+    param, grad, buf = (g.standard_normal(10007).astype(dtype) for _ in range(3))
+    hyper = dtype(0.01), dtype(momentum), dtype(weight_decay)
     ref = [a.copy() for a in (param, grad, buf)]
-    lr, momentum = dtype(0.01), dtype(0.9)
-    sgd.sgd_momentum_step(param, grad, buf, lr, momentum, first_step)
-    reference.sgd_momentum_step(*ref, lr, momentum, first_step)
-    np.testing.assert_array_equal(param, ref[0])
-    np.testing.assert_array_equal(buf, ref[2])
+    reference.sgd_momentum_step(*ref, *hyper, first_step)
+    assert not np.array_equal(ref[0], param)
+    for kernel in (sgd.sgd_momentum_step, sgd.sgd_momentum_step_parallel):
+        ours = [a.copy() for a in (param, grad, buf)]
+        kernel(*ours, *hyper, first_step)
+        np.testing.assert_array_equal(ours[0], ref[0])
+        np.testing.assert_array_equal(ours[2], ref[2])          # momentum 0: buf untouched
+    if momentum == 0:
+        np.testing.assert_array_equal(ref[2], buf)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_sgd_kernels_keep_nan_and_inf(bad):
+    """A NaN or inf in a gradient, weight or momentum buffer stays non-finite (no fastmath)."""
+    for where in range(3):
+        arrays = [np.ones(64, np.float32) for _ in range(3)]
+        arrays[where][5] = bad
+        sgd.sgd_momentum_step_parallel(*arrays, np.float32(0.1), np.float32(0.9), np.float32(0.01), False)
+        assert not np.isfinite(arrays[0][5]) and np.isfinite(np.delete(arrays[0], 5)).all()
 
 
 @pytest.mark.parametrize("seed,counter,p", [(0, 0, 0.3), (12345, 7, 0.5), (2**32 - 1, 1000, 0.9)])

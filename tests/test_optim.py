@@ -27,25 +27,55 @@ def make_params(dtype, flat):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("flat", [False, True])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_sgd_matches_torch(dtype, flat, momentum):
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_sgd_matches_torch(dtype, flat, momentum, weight_decay):
+    """Several steps, the learning rate changed between two of them (as a schedule does)."""
     params = make_params(dtype, flat)
-    opt = SGD(params, lr=0.1, momentum=momentum)
-    assert (opt._flat is not None) == flat                       # the fused one-pass path is taken
+    opt = SGD(params, lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    assert opt.is_flat == flat                                   # the one-pass path is taken
     torch_params = [torch.tensor(p.data.copy(), requires_grad=True) for _, p in params]
-    torch_opt = torch.optim.SGD(torch_params, lr=0.1, momentum=momentum)
+    torch_opt = torch.optim.SGD(torch_params, lr=0.1, momentum=momentum, weight_decay=weight_decay)
     g = np.random.default_rng(1)
     for step in range(5):
+        if step == 3:
+            opt.lr = 0.02
+            torch_opt.param_groups[0]["lr"] = 0.02
         for (_, p), tp in zip(params, torch_params):
             p.grad[...] = g.standard_normal(p.data.shape)
             tp.grad = torch.tensor(p.grad.copy())
         opt.step()
         torch_opt.step()
-        tol = 1e-6 if dtype == np.float32 else 1e-15               # torch may fuse p - lr*buf into one FMA
+        tol = 1e-6 if dtype == np.float32 else 1e-15     # torch fuses p - lr*buf (and g + wd*p) into FMAs
         for (name, p), tp in zip(params, torch_params):
             np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=tol, atol=tol, err_msg=f"{name} step {step}")
             if momentum:
                 np.testing.assert_allclose(opt.momentum_buffers[name],
                                            torch_opt.state[tp]["momentum_buffer"].numpy(), rtol=tol, atol=tol)
+            else:
+                assert opt.momentum_buffers == {} and torch_opt.state[tp].get("momentum_buffer") is None
+
+
+def test_weight_decay_first_step_and_state_dict():
+    """torch's order: d = g + wd * p, then buf = d on the first step; wd travels in state_dict."""
+    params = make_params(np.float64, flat=True)
+    before = {n: p.data.copy() for n, p in params}
+    opt = SGD(params, lr=0.5, momentum=0.9, weight_decay=0.1)
+    for _, p in params:
+        p.grad[...] = 2.0
+    opt.step()
+    for n, p in params:
+        np.testing.assert_array_equal(opt.momentum_buffers[n], 2.0 + 0.1 * before[n])
+        np.testing.assert_array_equal(p.data, before[n] - 0.5 * (2.0 + 0.1 * before[n]))
+    state = opt.state_dict()
+    assert (state["lr"], state["momentum"], state["weight_decay"]) == (0.5, 0.9, 0.1)
+    other = SGD(make_params(np.float64, flat=False), lr=1.0)
+    other.load_state_dict(state)
+    assert (other.lr, other.momentum, other.weight_decay) == (0.5, 0.9, 0.1)
+    other.load_state_dict({k: v for k, v in state.items() if k != "weight_decay"})   # older files: kept
+    assert other.weight_decay == 0.1
+    for bad in (dict(lr=-1.0), dict(lr=0.1, momentum=-0.5), dict(lr=0.1, weight_decay=float("nan"))):
+        with pytest.raises(ValueError, match="must be >= 0"):
+            SGD(params, **bad)
 
 
 def test_first_step_copies_the_gradient_into_the_buffer():
@@ -90,8 +120,19 @@ def test_state_dict_round_trip_continues_identically():
 
 def test_model_parameters_take_the_one_pass_path():
     model = CIFAR10Model(rng=0)
+    opt = SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=0.01)
+    param, grad, buf = opt.flat_state()
+    assert opt.is_flat and param is model.flat_data and grad is model.flat_grad and buf is None
+    assert opt.begin_step() is True and opt.begin_step() is False       # buffers made once
+    buf = opt.flat_state()[2]
+    assert buf.shape == param.shape and np.shares_memory(buf, opt.momentum_buffers["fc3.weight"])
+    s = model.param_slice("fc3.weight")
+    assert (s.start, s.stop) == (896 + 9248, 896 + 9248 + 4194304)
+    np.testing.assert_array_equal(param[s], model.fc3.weight.data.ravel())
+    assert opt.hyperparameters(np.float32) == (np.float32(0.001), np.float32(0.9), np.float32(0.01))
+    with pytest.raises(ValueError, match="separate arrays"):
+        SGD(make_params(np.float32, flat=False), lr=0.1).flat_state()
     opt = SGD(model.parameters(), lr=0.001, momentum=0.9)
-    assert opt._flat is not None and opt._flat[0] is model.flat_data and opt._flat[1] is model.flat_grad
     model.flat_grad[...] = 1.0
     opt.step()
     np.testing.assert_array_equal(opt.momentum_buffers["fc4.bias"], 1.0)

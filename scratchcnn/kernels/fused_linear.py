@@ -46,10 +46,11 @@ import numba
 import numpy as np
 from numba import prange
 
-from scratchcnn.kernels.fused_simd import vadd, vbcast, vbcast_at, vfma, vload, vmul, vstore, vsub, vsum, vzero
+from scratchcnn.kernels.fused_simd import vadd, vbcast, vbcast_at, vfma, vload, vstore, vsum, vzero
+from scratchcnn.kernels.sgd import sgd_update
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True)
+@numba.njit(cache=True, parallel=True)
 def linear_forward(x, w, b, out):
     """out (N, J) = x (N, K) @ w (J, K).T + b (J,)."""
     n_rows, k_len = x.shape
@@ -127,7 +128,7 @@ def to_panels_reference(a, width):
     return np.ascontiguousarray(a.reshape(n_rows, c_len // width, width).transpose(1, 0, 2))
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True)
+@numba.njit(cache=True, parallel=True)
 def linear_grad_input(gp, w, dxp):
     """dx (N, K) = g (N, J) @ w (J, K), with g and dx in panels: gp = to_panels(g) (J/8, N, 8),
     dxp (K/32, N, 32) receives to_panels(dx).
@@ -178,19 +179,22 @@ def linear_grad_input(gp, w, dxp):
 
 
 @numba.njit(inline="always")
-def _store16(dwf, bf, wf, i, d, lr_v, mom_v, mode):
-    """Store the gradient vector d at dwf[i:i+16]; mode 1/2: then SGD with momentum on
-    those 16 parameters (first step / later steps), with separate multiplies and adds
-    (no fused multiply-add), i.e. the same roundings as optim.SGD."""
+def _store16(dwf, bf, wf, i, d, lr, momentum, weight_decay, mode):
+    """Store the gradient vector d at dwf[i:i+16]; mode 1/2: then SGD's update of those 16
+    parameters wf[i:i+16] and momentum buffers bf[i:i+16] (first step / later steps), by
+    ``kernels.sgd.sgd_update``: the optimizer's own element update, on vectors."""
     vstore(dwf, i, d)
     if mode != 0:
-        b = d if mode == 1 else vadd(vmul(mom_v, vload(bf, i)), d)
-        vstore(bf, i, b)
-        vstore(wf, i, vsub(vload(wf, i), vmul(lr_v, b)))
+        first_step = mode == 1
+        b = d if first_step or momentum == 0 else vload(bf, i)
+        p, b = sgd_update(vload(wf, i), d, b, lr, momentum, weight_decay, first_step)
+        vstore(wf, i, p)
+        if momentum != 0:
+            vstore(bf, i, b)
 
 
 @numba.njit(inline="always")
-def _grad_weight(gp, xp, dw, buf, w, lr, momentum, mode):
+def _grad_weight(gp, xp, dw, buf, w, lr, momentum, weight_decay, mode):
     n_rows = gp.shape[1]
     j_len, k_len = dw.shape
     gf = gp.reshape(-1)
@@ -198,8 +202,6 @@ def _grad_weight(gp, xp, dw, buf, w, lr, momentum, mode):
     dwf = dw.reshape(-1)
     bf = buf.reshape(-1)
     wf = w.reshape(-1)
-    lr_v = vbcast(lr)
-    mom_v = vbcast(momentum)
     for jb in prange(j_len // 8):          # each task owns 8 whole rows: sequential writes
         j0 = jb * 8
         for k0 in range(0, k_len, 32):
@@ -220,50 +222,44 @@ def _grad_weight(gp, xp, dw, buf, w, lr, momentum, mode):
                 a6l, a6h = _fma2(gf, g0 + 6, vl, vh, a6l, a6h)
                 a7l, a7h = _fma2(gf, g0 + 7, vl, vh, a7l, a7h)
             q = j0 * k_len + k0
-            _store16(dwf, bf, wf, q, a0l, lr_v, mom_v, mode)
-            _store16(dwf, bf, wf, q + 16, a0h, lr_v, mom_v, mode)
-            _store16(dwf, bf, wf, q + k_len, a1l, lr_v, mom_v, mode)
-            _store16(dwf, bf, wf, q + k_len + 16, a1h, lr_v, mom_v, mode)
-            _store16(dwf, bf, wf, q + 2 * k_len, a2l, lr_v, mom_v, mode)
-            _store16(dwf, bf, wf, q + 2 * k_len + 16, a2h, lr_v, mom_v, mode)
-            _store16(dwf, bf, wf, q + 3 * k_len, a3l, lr_v, mom_v, mode)
-            _store16(dwf, bf, wf, q + 3 * k_len + 16, a3h, lr_v, mom_v, mode)
-            _store16(dwf, bf, wf, q + 4 * k_len, a4l, lr_v, mom_v, mode)
-            _store16(dwf, bf, wf, q + 4 * k_len + 16, a4h, lr_v, mom_v, mode)
-            _store16(dwf, bf, wf, q + 5 * k_len, a5l, lr_v, mom_v, mode)
-            _store16(dwf, bf, wf, q + 5 * k_len + 16, a5h, lr_v, mom_v, mode)
-            _store16(dwf, bf, wf, q + 6 * k_len, a6l, lr_v, mom_v, mode)
-            _store16(dwf, bf, wf, q + 6 * k_len + 16, a6h, lr_v, mom_v, mode)
-            _store16(dwf, bf, wf, q + 7 * k_len, a7l, lr_v, mom_v, mode)
-            _store16(dwf, bf, wf, q + 7 * k_len + 16, a7h, lr_v, mom_v, mode)
-
-
-@numba.njit(cache=True, fastmath=True, parallel=True)
-def linear_grad_weight(gp, xp, dw):
-    """dw (J, K) = g.T @ x for g (N, J), x (N, K), given in panels: gp = to_panels(g) (J/8, N, 8),
-    xp = to_panels(x) (K/32, N, 32)."""
-    _grad_weight(gp, xp, dw, dw, dw, np.float32(0), np.float32(0), 0)
+            _store16(dwf, bf, wf, q, a0l, lr, momentum, weight_decay, mode)
+            _store16(dwf, bf, wf, q + 16, a0h, lr, momentum, weight_decay, mode)
+            _store16(dwf, bf, wf, q + k_len, a1l, lr, momentum, weight_decay, mode)
+            _store16(dwf, bf, wf, q + k_len + 16, a1h, lr, momentum, weight_decay, mode)
+            _store16(dwf, bf, wf, q + 2 * k_len, a2l, lr, momentum, weight_decay, mode)
+            _store16(dwf, bf, wf, q + 2 * k_len + 16, a2h, lr, momentum, weight_decay, mode)
+            _store16(dwf, bf, wf, q + 3 * k_len, a3l, lr, momentum, weight_decay, mode)
+            _store16(dwf, bf, wf, q + 3 * k_len + 16, a3h, lr, momentum, weight_decay, mode)
+            _store16(dwf, bf, wf, q + 4 * k_len, a4l, lr, momentum, weight_decay, mode)
+            _store16(dwf, bf, wf, q + 4 * k_len + 16, a4h, lr, momentum, weight_decay, mode)
+            _store16(dwf, bf, wf, q + 5 * k_len, a5l, lr, momentum, weight_decay, mode)
+            _store16(dwf, bf, wf, q + 5 * k_len + 16, a5h, lr, momentum, weight_decay, mode)
+            _store16(dwf, bf, wf, q + 6 * k_len, a6l, lr, momentum, weight_decay, mode)
+            _store16(dwf, bf, wf, q + 6 * k_len + 16, a6h, lr, momentum, weight_decay, mode)
+            _store16(dwf, bf, wf, q + 7 * k_len, a7l, lr, momentum, weight_decay, mode)
+            _store16(dwf, bf, wf, q + 7 * k_len + 16, a7h, lr, momentum, weight_decay, mode)
 
 
 @numba.njit(cache=True, parallel=True)
-def linear_grad_weight_sgd(gp, xp, dw, buf, w, lr, momentum, first_step):
+def linear_grad_weight(gp, xp, dw):
+    """dw (J, K) = g.T @ x for g (N, J), x (N, K), given in panels: gp = to_panels(g) (J/8, N, 8),
+    xp = to_panels(x) (K/32, N, 32)."""
+    _grad_weight(gp, xp, dw, dw, dw, np.float32(0), np.float32(0), np.float32(0), 0)
+
+
+@numba.njit(cache=True, parallel=True)
+def linear_grad_weight_sgd(gp, xp, dw, buf, w, lr, momentum, weight_decay, first_step):
     """dw = g.T @ x as linear_grad_weight (g, x in panels), then, while each block of dw is still in
-    registers, optim.SGD's update of the matching block of w (J, K) and its momentum
-    buffer buf (J, K): buf = dw (first step) or momentum*buf + dw; w -= lr*buf.
-    Saves reading dw back from memory (16 MB for fc3). Call it AFTER every use of
-    the old w (linear_grad_input). No fastmath, so the update rounds like optim.SGD."""
-    _grad_weight(gp, xp, dw, buf, w, lr, momentum, 1 if first_step else 2)
+    registers, optim.SGD's update of the matching block of w (J, K) and its momentum buffer
+    buf (J, K), element by element ``kernels.sgd.sgd_update``:
 
+        d = dw + weight_decay * w;  buf = d (first step) or momentum*buf + d;  w -= lr*buf
 
-def linear_grad_weight_sgd_reference(g, x, w, buf, lr, momentum, first_step):
-    """dw, and the in-place SGD update of w and buf, as in linear_grad_weight_sgd."""
-    dw = g.T @ x
-    if first_step:
-        buf[...] = dw
-    else:
-        buf[...] = momentum * buf + dw
-    w -= lr * buf
-    return dw
+    (momentum 0: w -= lr*d, buf untouched.) Its NumPy twin: ``dw = g.T @ x`` and then
+    ``scratchcnn.reference.sgd_momentum_step``. Saves reading dw back from memory (16 MB
+    for fc3). Call it AFTER every use of the old w (linear_grad_input). No fastmath, so
+    the update rounds like optim.SGD and NaN/inf propagate."""
+    _grad_weight(gp, xp, dw, buf, w, lr, momentum, weight_decay, 1 if first_step else 2)
 
 
 def linear_forward_reference(x, w, b):
@@ -278,7 +274,7 @@ def linear_grad_weight_reference(g, x):
     return g.T @ x
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True)
+@numba.njit(cache=True, parallel=True)
 def linear_forward_t(xt, w, b, out_t):
     """out_t (J, M) = w (J, K) @ xt (K, M) + b[:, None]: the forward pass on TRANSPOSED
     activations (M = batch rounded up to a multiple of 32; extra columns of xt are zero).

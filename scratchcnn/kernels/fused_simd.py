@@ -19,6 +19,9 @@ Operations (all float32, lane-wise):
     vstore(a, i, v)            a[i:i+16] = v
     vfma(a, b, c)           -> a * b + c                 (one fused multiply-add)
     vadd(a, b), vsub(a, b), vmul(a, b) -> a + b, a - b, a * b   (each rounded once)
+    a + b, a - b, a * b        the same, as operators; either side may also be a
+                               number (broadcast to all lanes), so code written
+                               for numbers (``kernels.sgd.sgd_update``) runs on vectors
     vsum(v)                 -> v[0] + v[1] + ... + v[15]  (a float32; pairwise order)
     prefetch(a, i)             hint: bring a[i]'s cache line in soon (no effect on results)
 
@@ -26,9 +29,11 @@ No bounds checks: the caller guarantees 0 <= i and i + 16 <= a.size.
 With ``NUMBA_DISABLE_JIT=1`` these intrinsics cannot run; use the ``*_reference``
 twins of the kernels to step through the math instead.
 """
+import operator
+
 from llvmlite import ir
 from numba.core import cgutils, types
-from numba.extending import intrinsic, models, register_model
+from numba.extending import intrinsic, models, overload, register_model
 
 LANES = 16
 _VEC = ir.VectorType(ir.FloatType(), LANES)
@@ -160,6 +165,25 @@ def vmul(typingctx, a, b):
     def codegen(context, builder, sig, args):
         return builder.fmul(args[0], args[1])
     return f32x16(a, b), codegen
+
+
+def _operator(vop):
+    """``a OP b`` for f32x16 operands, or one f32x16 and one number (broadcast)."""
+    def typer(a, b):
+        number = (types.Float, types.Integer)
+        if a == f32x16 and b == f32x16:
+            return lambda a, b: vop(a, b)
+        if isinstance(a, number) and b == f32x16:
+            return lambda a, b: vop(vbcast(a), b)
+        if a == f32x16 and isinstance(b, number):
+            return lambda a, b: vop(a, vbcast(b))
+        return None
+    return typer
+
+
+overload(operator.add, inline="always")(_operator(vadd))
+overload(operator.sub, inline="always")(_operator(vsub))
+overload(operator.mul, inline="always")(_operator(vmul))
 
 
 @intrinsic

@@ -6,8 +6,9 @@ raises ``UserError`` (one line: what was wrong, what to do).
 """
 import os
 
-from scratchcnn.arguments import HelpFormatter, positive_int
+from scratchcnn.arguments import HelpFormatter, add_dataset_options, positive_int
 from scratchcnn.errors import UserError
+from scratchcnn.evaluate import dataset_split
 
 
 def register(sub):
@@ -107,28 +108,9 @@ def _add_checkpoint_args(p, required):
 
 
 def _add_dataset_args(p, without_checkpoint=""):
-    p.add_argument("--dataset", choices=["synthetic", "cifar10"], default=None,
-                   help="defaults to the checkpoint's dataset (cifar10 for a bare state_dict"
-                        + without_checkpoint + ")")
-    p.add_argument("--data-dir", default="data", help="where CIFAR-10 is")
-
-
-def _dataset_split(cfg, dataset, data_dir, split):
-    """The ``split`` ("train"/"test") of the checkpoint's dataset (or ``dataset``), drawn as in training."""
-    from scratchcnn.data import find_cifar10, load_dataset
-
-    name = dataset or cfg.get("dataset") or "cifar10"
-    if name == "cifar10" and find_cifar10(data_dir) is None:
-        why = ("the checkpoint records no dataset (a bare state_dict), so CIFAR-10 is assumed"
-               if not (dataset or cfg.get("dataset")) else "CIFAR-10 was asked for")
-        raise UserError(f"{why}, but none was found in --data-dir {data_dir!r}; point --data-dir at an "
-                        f"extracted copy (scratchcnn train --download fetches one), pass --dataset "
-                        f"synthetic, or use your own picture with --image FILE")
-    same = name == cfg.get("dataset")        # then draw exactly the images training used
-    train, test = load_dataset(name, data_dir, False, cfg.get("seed", 0),
-                               (cfg.get("train_size") or None) if same else None,
-                               (cfg.get("test_size") or None) if same else None)
-    return train if split == "train" else test
+    add_dataset_options(p, dataset_default_help="default: the checkpoint's dataset; cifar10 for a "
+                                                "bare state_dict" + without_checkpoint,
+                        data_dir_default_help="default: the checkpoint's, for its dataset; else data")
 
 
 def _class_names(cfg, fallback=None):
@@ -148,7 +130,7 @@ def _chosen_image(args, cfg):
         return (load_image(args.image), _class_names(cfg), source,
                 os.path.splitext(os.path.basename(args.image))[0])
     index = 7 if args.index is None else args.index
-    data = _dataset_split(cfg, args.dataset, args.data_dir, args.split)
+    data = dataset_split(cfg, args.dataset, args.data_dir, args.split)
     if not 0 <= index < len(data):
         raise UserError(f"--index {index} is out of range: the {args.split} split of {data.name} "
                         f"has {len(data)} images (0..{len(data) - 1})")
@@ -204,7 +186,10 @@ def cmd_saliency(args):
     cfg = ckpt["config"]
     image, classes, source, tag = _chosen_image(args, cfg)
     target = _target_class(args.target, classes)
-    result = class_gradients(backend, to_float(image, cfg.get("normalize_stats")), target)
+    x = to_float(image, cfg.get("normalize_stats"))
+    # the predicted class among the dataset's classes (a folder may use fewer than the 10 outputs)
+    explain = int(backend.predict(x)[0, :len(classes)].argmax()) if target is None else target
+    result = class_gradients(backend, x, explain)
     c = int(result["classes"][0])
     out_dir = args.out or os.path.join(os.path.dirname(args.checkpoint), "saliency", f"{tag}-{classes[c]}")
     paths = write_saliency_figures(result, image[0], out_dir, classes, source=source)
@@ -222,7 +207,7 @@ def cmd_explore(args):
     if not 0 <= args.port <= 65535:                 # before the slow part
         raise UserError(f"--port {args.port} is out of range 0..65535 (0: any free port)")
     cfg = load_checkpoint(args.checkpoint)["config"]
-    data = _dataset_split(cfg, args.dataset, args.data_dir, "test")
+    data = dataset_split(cfg, args.dataset, args.data_dir, "test")
     explorer = Explorer(args.checkpoint, data, _class_names(cfg, data.classes))
     if args.measure:
         print(measure(explorer))
@@ -259,12 +244,14 @@ def cmd_trace(args):
         ckpt = load_checkpoint(args.checkpoint)
         model.load_state_dict(ckpt["model"])
         cfg, weights = ckpt["config"], f"from {args.checkpoint}"
-        data = _dataset_split(cfg, args.dataset, args.data_dir, "train")
+        data = dataset_split(cfg, args.dataset, args.data_dir, "train")
     else:
         cfg, weights = {}, f"fresh PyTorch-default initialisation, seed {args.seed}"
-        check_sizes(args.dataset or "synthetic", batch_size=args.batch_size)      # before generating them
-        data, _ = load_dataset(args.dataset or "synthetic", args.data_dir, False, args.seed,
-                               max(args.batch_size, 10), 10)
+        name = args.dataset or "synthetic"
+        check_sizes(name, batch_size=args.batch_size)      # before generating them
+        few = name == "synthetic"             # generate only what is needed; real data is read whole
+        data, _ = load_dataset(name, args.data_dir or "data", False, args.seed,
+                               max(args.batch_size, 10) if few else None, 10 if few else None)
     if args.batch_size > len(data):
         raise UserError(f"--batch-size {args.batch_size} is larger than the {len(data)} images of "
                         f"{data.name}'s training split; use a smaller --batch-size")

@@ -76,8 +76,12 @@ def softmax(logits):
 
 
 def top_k(logits, classes, k=3):
-    """The ``k`` most probable classes for ONE image's logits (10,): ``[(class name, probability)]``."""
-    p = softmax(logits)
+    """The ``k`` most probable classes for ONE image's logits (10,): ``[(class name, probability)]``.
+
+    With fewer than 10 classes (a folder dataset), only the first ``len(classes)``
+    outputs are classes: the softmax is taken over those.
+    """
+    p = softmax(logits[:len(classes)])
     order = np.argsort(-p, kind="stable")[:k]
     return [(classes[i], float(p[i])) for i in order]
 
