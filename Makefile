@@ -1,13 +1,15 @@
 # Two commands do all the set-up on a fresh machine:
 #   make train   # creates .venv on first use, trains on the built-in synthetic dataset
 #   make test    # creates .venv on first use, runs the whole test suite
+# and one more to open the guided notebook:
+#   make notebook  # also installs Jupyter (the "notebook" extra) into .venv, opens notebooks/walkthrough.ipynb
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 EPOCHS ?= 3
 ARGS   ?=
 
-.PHONY: train test gradcheck bench clean
+.PHONY: train test gradcheck bench notebook notebook-outputs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +30,18 @@ gradcheck: $(VENV)/.installed
 # Speed section regenerated from them; run it on an otherwise idle machine
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.all $(ARGS)
+
+$(VENV)/.notebook-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[test,notebook]"
+	touch $@
+
+# Jupyter refuses to run as root unless told to (containers often run as root)
+notebook: $(VENV)/.notebook-installed
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/walkthrough.ipynb
+
+# after changing a notebook or the code it shows: run every notebook and save its outputs
+notebook-outputs: $(VENV)/.installed
+	$(PY) notebooks/execute.py --write
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
