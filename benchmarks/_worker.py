@@ -188,27 +188,27 @@ def _inputs(fw, batch_size):
     return fw.tensors(x, y) if isinstance(fw, Torch) else (x, y)
 
 
-def timed_steps(fw, n_steps, batch_size):
-    x, y = _inputs(fw, batch_size)
+def _timed(fw, n, call):
+    """Seconds of each of n calls of ``call()``, the device synchronised before the clock stops."""
     times = []
-    for _ in range(n_steps):
+    for _ in range(n):
         t = time.perf_counter()
-        fw.step(x, y)
+        call()
         fw.sync()
         times.append(time.perf_counter() - t)
     return times
+
+
+def timed_steps(fw, n_steps, batch_size):
+    """Seconds per training step of one batch, n_steps times."""
+    x, y = _inputs(fw, batch_size)
+    return _timed(fw, n_steps, lambda: fw.step(x, y))
 
 
 def timed_predict(fw, n_calls, batch_size, mode):
     """Seconds per ``predict`` of one batch (eval mode, no gradients), n_calls times."""
     x, _ = _inputs(fw, batch_size)
-    times = []
-    for _ in range(n_calls):
-        t = time.perf_counter()
-        fw.predict(x, mode)
-        fw.sync()
-        times.append(time.perf_counter() - t)
-    return times
+    return _timed(fw, n_calls, lambda: fw.predict(x, mode))
 
 
 def fused_profile(fw, n_steps, batch_size):

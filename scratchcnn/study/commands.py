@@ -21,11 +21,7 @@ def register(sub):
                                    "channels (as in the tutorial) for one dataset image or your own image, "
                                    "and print the model's top-3 classes for it.")
     _add_checkpoint_args(p, required=True)
-    p.add_argument("--index", type=int, default=None,
-                   help="which image of the split [7, the tutorial's choice]")
-    p.add_argument("--split", choices=["train", "test"], default="train", help="which dataset split")
-    p.add_argument("--image", metavar="FILE", default=None,
-                   help="use your own image (PNG/JPEG; resized to 32x32) instead of a dataset image")
+    _add_image_args(p)
     _add_dataset_args(p)
     p.add_argument("--stage", nargs="+", choices=["conv", "relu", "pool"], default=["conv"],
                    help="which maps: conv outputs before ReLU, after ReLU, after max-pooling (conv2 only)")
@@ -42,11 +38,7 @@ def register(sub):
                                    "on conv2's output, each over the image, and the gradient arriving at conv1, "
                                    "act1, conv2, act2, pool2 (4x8 grids) and fc3 (a strip).")
     _add_checkpoint_args(p, required=True)
-    p.add_argument("--index", type=int, default=None,
-                   help="which image of the split [7, the tutorial's choice]")
-    p.add_argument("--split", choices=["train", "test"], default="train", help="which dataset split")
-    p.add_argument("--image", metavar="FILE", default=None,
-                   help="use your own image (PNG/JPEG; resized to 32x32) instead of a dataset image")
+    _add_image_args(p)
     p.add_argument("--class", dest="target", metavar="C", default=None,
                    help="explain this class (a number 0-9 or a class name) [the predicted class]")
     _add_dataset_args(p)
@@ -97,6 +89,15 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0, help="fresh weights (without --checkpoint) and dropout masks")
     _add_dataset_args(p, "; synthetic without --checkpoint")
     p.set_defaults(func=cmd_trace)
+
+
+def _add_image_args(p):
+    """--index/--split (a dataset image) or --image FILE (your own): featuremaps and saliency."""
+    p.add_argument("--index", type=int, default=None,
+                   help="which image of the split [7, the tutorial's choice]")
+    p.add_argument("--split", choices=["train", "test"], default="train", help="which dataset split")
+    p.add_argument("--image", metavar="FILE", default=None,
+                   help="use your own image (PNG/JPEG; resized to 32x32) instead of a dataset image")
 
 
 def _add_checkpoint_args(p, required):
