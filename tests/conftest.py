@@ -97,3 +97,18 @@ def one_error_line(capsys, args):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     return lines[0]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """runs/NAME/checkpoint.pth of a seeded, untrained scratch model, recorded as trained on the
+    first 20 / 10 images of the synthetic dataset (for the study and saliency commands)."""
+    from scratchcnn.checkpoint import save_checkpoint
+    from scratchcnn.data import SYNTHETIC_CLASSES
+    from scratchcnn.model import CIFAR10Model
+    config = {"dataset": "synthetic", "seed": 0, "train_size": 20, "test_size": 10,
+              "normalize_stats": None, "classes": list(SYNTHETIC_CLASSES)}
+    path = str(tmp_path_factory.mktemp("run") / "checkpoint.pth")
+    save_checkpoint(path, model=CIFAR10Model(rng=3).state_dict(), optimizer={}, epoch=1,
+                    metrics=[], config=config)
+    return path

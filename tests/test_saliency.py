@@ -130,21 +130,8 @@ def test_class_score_rejects_classes_that_are_not_classes(bad):
 # ---------------------------------------------------------------------------
 # The command line
 # ---------------------------------------------------------------------------
-from scratchcnn.checkpoint import save_checkpoint  # noqa: E402
 from scratchcnn.cli import main  # noqa: E402
 from scratchcnn.data import SYNTHETIC_CLASSES  # noqa: E402
-
-CONFIG = {"dataset": "synthetic", "seed": 0, "train_size": 20, "test_size": 10,
-          "normalize_stats": None, "classes": list(SYNTHETIC_CLASSES)}
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("run") / "checkpoint.pth")
-    save_checkpoint(path, model=CIFAR10Model(rng=3).state_dict(), optimizer={}, epoch=1,
-                    metrics=[], config=CONFIG)
-    return path
-
 
 def test_cli_saliency_writes_every_figure_for_the_named_class(checkpoint, tmp_path, capsys):
     import matplotlib.image as mpimg

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from scratchcnn.backends import make_backend
-from scratchcnn.checkpoint import save_checkpoint, save_state_dict
+from scratchcnn.checkpoint import save_state_dict
 from scratchcnn.cli import main
 from scratchcnn.data import SYNTHETIC_CLASSES, load_dataset, to_float
 from scratchcnn.model import CIFAR10Model
@@ -20,19 +20,6 @@ from scratchcnn.study.layer_stats import (dead_fraction, format_layer_stats, lay
 from scratchcnn.study.summary import summary_rows
 from scratchcnn.study.trace import trace_step
 from torch_reference.model import LAYER_NAMES
-
-CONFIG = {"dataset": "synthetic", "seed": 0, "train_size": 20, "test_size": 10,
-          "normalize_stats": None, "classes": list(SYNTHETIC_CLASSES)}
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """runs/NAME/checkpoint.pth of a seeded, untrained scratch model."""
-    path = str(tmp_path_factory.mktemp("run") / "checkpoint.pth")
-    save_checkpoint(path, model=CIFAR10Model(rng=3).state_dict(), optimizer={}, epoch=1,
-                    metrics=[], config=CONFIG)
-    return path
-
 
 @pytest.fixture(scope="module")
 def images():
