@@ -172,3 +172,16 @@ def memory_table(mem):
         lines.append(f"| {label(config)} | {r['rss_before_mib']:.0f} | {r['peak_during_training_mib']:.0f} | "
                      f"{r['training_adds_mib']:.0f} |")
     return "\n".join(lines)
+
+
+def epoch_table(ep):
+    """One epoch of ``scratchcnn train`` per backend: loop, evaluation, epoch, process, ratios to scratch."""
+    lines = ["| backend | training loop s | evaluation s | epoch s (loop + eval) | images/s (loop) | "
+             "whole process s | scratch is faster by: epoch (95% interval) | loop | process |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in ep["rows"]:
+        sp = r.get("speedup") or {}
+        lines.append(f"| {r['backend']} | {r['loop_s']:.1f} | {r['eval_s']:.1f} | {r['epoch_s']:.1f} | "
+                     f"{r['images_per_s']:.0f} | {r['wall_s']:.1f} | {fmt_ratio(sp.get('epoch_s'))} | "
+                     f"{fmt_ratio(sp.get('loop_s'))} | {fmt_ratio(sp.get('wall_s'))} |")
+    return "\n".join(lines)

@@ -1,8 +1,9 @@
 """Run every benchmark in turn, then regenerate the README's Speed section; extra flags go to each.
 
-    python -m benchmarks.all [--force] [--quick] [--out DIR]
+    python -m benchmarks.all [--force] [--quick] [--out DIR] [--data-dir DIR]
 
-Order: step, ladder, inference, layers, scaling, memory; then
+Order: step, ladder, inference, layers, scaling, memory, epoch (on ``--data-dir``
+when given, e.g. CIFAR-10 as JPEG folders, else on the built-in dataset); then
 ``python -m benchmarks.readme --write`` (only when the results went to
 benchmarks/results, the folder the README is generated from).
 """
@@ -11,17 +12,20 @@ import sys
 
 from benchmarks import _common as C
 
-BENCHMARKS = ("step", "ladder", "inference", "layers", "scaling", "memory")
+BENCHMARKS = ("step", "ladder", "inference", "layers", "scaling", "memory", "epoch")
 
 
 def main():
-    args = C.parser(__doc__.splitlines()[0]).parse_args()
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=None, help="the epoch benchmark's ImageFolder-layout dataset")
+    args = p.parse_args()
     C.check_quiet(args.force)                 # fail fast, before the first benchmark starts
     flags = [f for f, on in (("--force", args.force), ("--quick", args.quick)) if on] + ["--out", str(args.out)]
     failed = []
     for name in BENCHMARKS:
         print(f"\n=== benchmarks.{name} ===", flush=True)
-        rc = subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *flags])
+        extra = ["--data-dir", args.data_dir] if name == "epoch" and args.data_dir else []
+        rc = subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *flags, *extra])
         if rc:
             failed.append(f"{name} (exit {rc})")
     if failed:

@@ -6,7 +6,8 @@
 
 The section lies between ``BEGIN`` and ``END`` (HTML comments, invisible on
 GitHub). Every figure in it comes from ``step.json`` (required) and, when
-present, ``ladder.json``, ``inference.json`` and ``memory.json``; the machine
+present, ``epoch.json``, ``ladder.json``, ``inference.json``, ``memory.json`` and
+``step_history.json`` (every step run's headline, for the run-to-run range); the machine
 and the date come from the same files. ``tests/test_benchmarks.py`` checks
 that README.md holds exactly what this module generates, so a hand-edited
 figure fails the tests; after ``make bench`` (which ends with ``--write``)
@@ -30,7 +31,7 @@ def load(results_dir=RESULTS):
     """{name: parsed JSON} of the results present in ``results_dir``; step.json is required."""
     results_dir = Path(results_dir)
     out = {}
-    for name in ("step", "ladder", "inference", "memory"):
+    for name in ("step", "step_history", "epoch", "ladder", "inference", "memory"):
         path = results_dir / f"{name}.json"
         if path.exists():
             out[name] = json.loads(path.read_text())
@@ -83,6 +84,8 @@ def generate(results):
             text += (f", and {h['vs_best']['ratio']:.2f}x faster than the best PyTorch configuration measured, "
                      f"{R.label(h['best_torch'])} ({_interval(h['vs_best'])}).**")
         lines += ["", text]
+    if results.get("step_history"):
+        lines += ["", history_line(results["step_history"], step)]
     lines += ["", "Each row times one training step of batch 32 (forward, backward and SGD-momentum update; "
               "dropout on unless the row says otherwise):", "", R.step_table(step), ""]
     if "rounds" in step:
@@ -91,6 +94,12 @@ def generate(results):
                      f"over the rounds. Rows without dropout are compared with scratch without dropout. "
                      f"\"% of FMA peak\" divides by the FP32 peak measured in the same run "
                      + _peaks(step) + ".")
+    if "epoch" in results:
+        ep = results["epoch"]
+        lines += ["", f"**One epoch end to end**, what a user waits for: `scratchcnn train --recipe {ep['recipe']} "
+                      f"--epochs 1` per backend on {ep['dataset']} ({ep['train_images']:,} training images and the "
+                      f"evaluation of the test set; `python -m benchmarks.epoch`, all cores, {ep['rounds']} interleaved "
+                      f"rounds, {ep['date'][:10]}, {R.status_line(ep)}):", "", R.epoch_table(ep)]
     if "ladder" in results:
         lad = results["ladder"]
         lines += ["", f"**What each step of optimisation bought** (`python -m benchmarks.ladder`, {lad['threads']} "
@@ -106,6 +115,29 @@ def generate(results):
                       f"training and its peak during {mem['steps']} steps:", "", R.memory_table(mem)]
     lines += ["", *_PROSE]
     return "\n".join(lines)
+
+
+def history_line(history, step):
+    """The range of the headline ratios over every recorded run on the same CPU as ``step``."""
+    cpu = step["machine"]["cpu"]
+    runs = [h for h in history if h["cpu"] == cpu]
+    if not runs:
+        return f"`step_history.json` records no run on {cpu} yet."
+
+    def span(key):
+        got = [h[key] for h in runs if h.get(key)]
+        if not got:
+            return "n/a"
+        lo, hi = min(g["ratio"] for g in got), max(g["ratio"] for g in got)
+        return f"{lo:.2f}-{hi:.2f}x (lowest interval bound {min(g['low'] for g in got):.2f}x)"
+
+    clean = sum(h["clean"] for h in runs)
+    return (f"**Run to run:** over the {len(runs)} recorded run(s) of this benchmark on this CPU "
+            f"({clean} of them quiet throughout; `benchmarks/results/step_history.json`), scratch's step ranged "
+            f"{min(h['scratch_ms'] for h in runs):.1f}-{max(h['scratch_ms'] for h in runs):.1f} ms and was "
+            f"{span('vs_tutorial')} faster than the tutorial's PyTorch loop, {span('vs_best')} faster than the "
+            f"best PyTorch configuration of each run, and at 1 thread {span('vs_tutorial_1_thread')} faster than "
+            f"the tutorial's loop.")
 
 
 def _peaks(step):

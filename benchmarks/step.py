@@ -257,6 +257,41 @@ def main():
     md = markdown(data) + "\n\nLibraries: " + "  \n".join(
         f"{k}: {C.versions_line(v)}" for k, v in data["workers"].items())
     C.save("step", md, data, plot(data), out=args.out)
+    n = append_history(args.out, data)
+    if n:
+        print(f"appended this run's headline to {args.out / HISTORY} ({n} runs recorded)")
+
+
+HISTORY = "step_history.json"
+
+
+def history_entry(data):
+    """This run's headline for the run-to-run record: the date, the CPU, whether the run was clean,
+    scratch's step time, and scratch's ratio (with its interval) to the tutorial's loop and to the best
+    PyTorch configuration at all cores, and to the tutorial's loop at 1 thread. None without a headline."""
+    h = data.get("headline")
+    if not h or not h.get("vs_tutorial"):
+        return None
+    one = data["results"].get("torch@1", {}).get("speedup")
+    return {"date": data["date"], "cpu": data["machine"]["cpu"], "threads": h["threads"],
+            "clean": not (data["quiet_check"].get("forced") or data["load_during_run"].get("disturbed")),
+            "scratch_ms": data["results"][f"scratch@{h['threads']}"]["median_ms"], "best_torch": h["best_torch"],
+            "vs_tutorial": h["vs_tutorial"], "vs_best": h["vs_best"], "vs_tutorial_1_thread": one}
+
+
+def append_history(out, data):
+    """Append ``history_entry(data)`` to ``out/step_history.json`` (written atomically); the number of runs
+    recorded, or 0 when this run has no headline."""
+    import json
+    from scratchcnn.atomic import atomic_write
+    entry = history_entry({**data, "date": json.loads((out / "step.json").read_text())["date"]})
+    if entry is None:
+        return 0
+    path = out / HISTORY
+    runs = json.loads(path.read_text()) if path.exists() else []
+    runs.append(entry)
+    atomic_write(str(path), lambda f: f.write((json.dumps(runs, indent=1) + "\n").encode()))
+    return len(runs)
 
 
 if __name__ == "__main__":

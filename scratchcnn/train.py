@@ -126,10 +126,12 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
                                 refresh=False)
             bar.close()
             seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
             test_loss, test_acc = loss_and_accuracy(backend, test_set, normalize=normalize)
             record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                       "test_loss": test_loss, "test_acc": test_acc, "lr": schedule.lr(epoch, steps - 1),
-                      "seconds": seconds, "images_per_s": seen / seconds}
+                      "seconds": seconds, "images_per_s": seen / seconds,
+                      "eval_seconds": time.perf_counter() - t0}
             log(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
                 f"train acc {100 * record['train_acc']:5.2f}%  test loss {test_loss:.4f}  "
                 f"test acc {100 * test_acc:5.2f}%  {seconds:6.1f} s  "

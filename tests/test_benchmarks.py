@@ -178,6 +178,67 @@ def test_readme_section_marks_forced_results_and_reads_results_without_intervals
     assert "| torch without dropout | 2 | 40.00 |" in text
 
 
+def test_step_history_records_each_runs_headline_and_the_readme_gives_the_range(tmp_path):
+    from benchmarks import step as ST
+    for k, (tut, low, best) in enumerate([(2.5, 2.3, 2.2), (3.1, 2.9, 2.6)]):
+        run = _fake_step()
+        run["date"] = f"2026-11-30 0{k}:00:00"
+        run["headline"]["vs_tutorial"].update(ratio=tut, low=low)
+        run["headline"]["vs_best"]["ratio"] = best
+        run["results"]["torch@1"] = {**run["results"]["torch@2"], "threads": 1,
+                                     "speedup": {"ratio": 2.0 + k, "low": 1.9 + k, "high": 2.1 + k}}
+        (tmp_path / "step.json").write_text(json.dumps(run))
+        assert ST.append_history(tmp_path, run) == k + 1
+    hist = json.loads((tmp_path / ST.HISTORY).read_text())
+    assert [h["date"] for h in hist] == ["2026-11-30 00:00:00", "2026-11-30 01:00:00"]
+    assert hist[1]["scratch_ms"] == 20.0 and hist[1]["clean"] and hist[1]["best_torch"] == "torch+channels_last"
+    text = RM.generate(RM.load(tmp_path))
+    assert ("over the 2 recorded run(s) of this benchmark on this CPU (2 of them quiet throughout; "
+            "`benchmarks/results/step_history.json`), scratch's step ranged 20.0-20.0 ms and was "
+            "2.50-3.10x (lowest interval bound 2.30x) faster than the tutorial's PyTorch loop, "
+            "2.20-2.60x (lowest interval bound 2.10x) faster than the best PyTorch configuration of each run, "
+            "and at 1 thread 2.00-3.00x (lowest interval bound 1.90x) faster") in text
+    other = [{**hist[0], "cpu": "Intel Xeon"}]                   # runs on another CPU are not mixed in
+    assert "records no run on AMD EPYC" in RM.history_line(other, _fake_step())
+
+
+def test_epoch_benchmark_summary_table_and_readme_section(tmp_path):
+    from benchmarks import epoch as EP
+    def run(loop, ev, wall):
+        return {"loop_s": loop, "eval_s": ev, "epoch_s": loop + ev, "wall_s": wall, "images": 50000, "test_acc": 0.5}
+    runs = {"scratch": [run(15.0, 1.0, 20.0), run(16.0, 1.0, 21.0), run(15.5, 1.0, 22.0)],
+            "torch": [run(45.0, 3.0, 52.0), run(51.0, 3.0, 57.0), run(46.5, 3.0, 53.0)]}
+    rows = EP.summarise(runs, seed=1)
+    sc, to = rows
+    assert sc["epoch_s"] == 16.5 and sc["images_per_s"] == pytest.approx(50000 / 15.5) and "speedup" not in sc
+    assert to["epoch_s"] == 49.5 and to["wall_s"] == 53.0
+    assert to["speedup"]["epoch_s"]["ratio"] == pytest.approx(3.0)      # 49.5 / 16.5
+    assert to["speedup"]["wall_s"]["ratio"] == pytest.approx(53 / 21)
+    assert to["speedup"]["epoch_s"]["low"] <= 3.0 <= to["speedup"]["epoch_s"]["high"]
+    ep = {"benchmark": "epoch", "date": "2026-11-30 02:00:00", "machine": {"cpu": "AMD EPYC", "logical_cpus": 2},
+          "quiet_check": {"forced": False}, "load_during_run": {"disturbed": False}, "rounds": 3,
+          "dataset": "folder cifar-jpg", "recipe": "tutorial", "train_images": 50000, "rows": rows}
+    table = R.epoch_table(ep)
+    assert "| torch | 46.5 | 3.0 | 49.5 | 1075 | 53.0 | 3.00x (" in table
+    (tmp_path / "step.json").write_text(json.dumps(_fake_step()))
+    (tmp_path / "epoch.json").write_text(json.dumps(ep))
+    text = RM.generate(RM.load(tmp_path))
+    assert "`scratchcnn train --recipe tutorial --epochs 1` per backend on folder cifar-jpg (50,000" in text
+    assert table in text
+
+
+def test_epoch_benchmark_runs_the_real_cli(tmp_path):
+    from types import SimpleNamespace
+    from benchmarks import epoch as EP
+    args = SimpleNamespace(data_dir=None, recipe="tutorial", train_seed=0)
+    r = EP.run_once("scratch", tmp_path / "run", args, {"train": 64, "test": 32})
+    assert r["images"] == 64 and r["epoch_s"] == pytest.approx(r["loop_s"] + r["eval_s"])
+    assert r["wall_s"] > r["epoch_s"] > 0
+    cmd = EP.train_command("torch", tmp_path, SimpleNamespace(data_dir=Path("/d"), recipe="improved", train_seed=3))
+    assert cmd[cmd.index("--dataset") + 1:cmd.index("--dataset") + 4] == ["folder", "--data-dir", "/d"]
+    assert "--train-size" not in cmd and cmd[cmd.index("--recipe") + 1] == "improved"
+
+
 def test_readme_write_replaces_only_the_section():
     doc = f"# title\n\n## Speed\n\n{RM.BEGIN}\nold figures\n{RM.END}\n\n## After\n"
     new = RM.write(doc, "new figures")
