@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from scratchcnn import study
+from scratchcnn import compare, study
 from scratchcnn.arguments import HelpFormatter, add_dataset_options, nonnegative_int, positive_int
 from scratchcnn.config import RECIPES
 from scratchcnn.errors import UserError
@@ -203,6 +203,7 @@ def build_parser():
     _add_train(sub)
     _add_evaluate(sub)
     _add_gradcheck(sub)
+    compare.add_parser(sub)
     study.register(sub)
     return parser
 

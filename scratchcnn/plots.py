@@ -43,6 +43,29 @@ def plot_curves(metrics, path, title=""):
     return _save(fig, path)
 
 
+def plot_comparison(runs, labels, path):
+    """Several runs on shared axes: test accuracy per epoch, and train (dashed) and test (solid) loss.
+
+    ``runs``: one list of per-epoch metrics (``metrics.json``'s "epochs") per run.
+    """
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for k, (metrics, label) in enumerate(zip(runs, labels)):
+        colour = f"C{k % 10}"
+        ep = [m["epoch"] for m in metrics]
+        ax1.plot(ep, [100 * m["test_acc"] for m in metrics], "-", color=colour,
+                 label=f"{label}: {100 * metrics[-1]['test_acc']:.2f}%")
+        ax2.plot(ep, [m["train_loss"] for m in metrics], "--", color=colour, alpha=0.7)
+        if all("test_loss" in m for m in metrics):
+            ax2.plot(ep, [m["test_loss"] for m in metrics], "-", color=colour, label=label)
+    ax1.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy (final value in the legend)")
+    ax2.set(xlabel="epoch", ylabel="cross-entropy", title="loss: test (solid), train (dashed)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    return _save(fig, path)
+
+
 def plot_confusion(cm, classes, path, title="confusion matrix (test set)"):
     """Rows: true class; columns: predicted class; counts written in each cell."""
     fig, ax = plt.subplots(figsize=(7, 6))

@@ -180,7 +180,7 @@ def save_run(out, backend, epoch, metrics, config):
                                 optimizer=backend.optimizer_state(), epoch=epoch,
                                 metrics=metrics, config=config)
         ckpt_io.save_state_dict(os.path.join(out, "model.pth"), state)
-        text = json.dumps({"config": config, "epochs": metrics}, indent=2).encode()
+        text = json.dumps({"config": config, "machine": machine_record(), "epochs": metrics}, indent=2).encode()
         atomic_write(os.path.join(out, "metrics.json"), lambda f: f.write(text))
         plot_curves(metrics, os.path.join(out, "curves.png"),
                     title=f"{config['backend']} on {config['dataset']}")
@@ -198,3 +198,24 @@ def _progress(total, desc, enabled):
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="batch", leave=False, disable=not enabled,
                 dynamic_ncols=True, mininterval=0.5)
+
+
+def machine_record():
+    """Where the latest epoch ran, for metrics.json: the CPU model, the CPUs this process may use,
+    Python and the versions of the libraries that set the speed."""
+    import platform
+    from importlib import metadata
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    versions = {}
+    for lib in ("numpy", "numba", "torch"):
+        try:
+            versions[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            versions[lib] = None
+    return {"cpu": cpu, "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "python": platform.python_version(), **versions}
