@@ -1,6 +1,6 @@
 """Training-step benchmark: scratch (fused) vs PyTorch CPU configurations, interleaved, 1..all threads.
 
-    python -m benchmarks.step [--force] [--quick] [--rounds 10] [--steps-per-round 10] [--seed S]
+    python -m benchmarks.step [--force] [--quick] [--rounds 16] [--steps-per-round 10] [--seed S]
                               [--threads N | --thread-counts 16,1] [--only scratch,torch,torch-cuda]
                               [--no-compile] [--no-settle] [--openblas-default] [--omp-passive]
 
@@ -230,7 +230,7 @@ def plot(data):
 
 def main():
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=16)
     p.add_argument("--steps-per-round", type=int, default=10)
     p.add_argument("--seed", type=int, default=None, help="seed of the round order (default: a fresh one, recorded)")
     p.add_argument("--threads", type=int, default=None,
