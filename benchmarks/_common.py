@@ -87,7 +87,8 @@ class LoadMonitor:
     """How much CPU OTHER processes used while a benchmark ran.
 
     ``start()`` before the run; ``stop(own_cpu_s)`` after it, given the CPU seconds
-    of the benchmark's own processes; returns a record with ``others_cpu_share``,
+    of the benchmark's own processes (the larger of that and the CPU of the children
+    reaped since ``start()`` counts as the benchmark's); returns a record with ``others_cpu_share``,
     the fraction of the machine's CPU capacity (wall time x CPUs) used by anything
     else. Above ~5% the timings are disturbed, whatever the check before said.
     """
@@ -97,6 +98,7 @@ class LoadMonitor:
         self.t0 = time.perf_counter()
         self.busy0 = self._busy(psutil.cpu_times())
         self.self0 = sum(psutil.Process().cpu_times()[:2])
+        self.children0 = _reaped_children_cpu_s()
         return self
 
     @staticmethod
@@ -107,7 +109,11 @@ class LoadMonitor:
         import psutil
         wall = time.perf_counter() - self.t0
         busy = self._busy(psutil.cpu_times()) - self.busy0
-        own = workers_cpu_s + sum(psutil.Process().cpu_times()[:2]) - self.self0
+        # a worker's CPU is read before it is told to quit, so its exit (unloading torch, freeing
+        # memory: about 0.4 s each) would count as another process's load; once the workers have
+        # been waited for, the kernel's total for reaped children includes it
+        children = max(workers_cpu_s, _reaped_children_cpu_s() - self.children0)
+        own = children + sum(psutil.Process().cpu_times()[:2]) - self.self0
         share = max(0.0, busy - own) / (wall * (os.cpu_count() or 1))
         rec = {"wall_s": wall, "system_busy_cpu_s": busy, "benchmark_cpu_s": own, "others_cpu_share": share,
                "disturbed": share > 0.05}
@@ -115,6 +121,14 @@ class LoadMonitor:
             print(f"warning: other processes used {100 * share:.0f}% of the CPUs during the run; "
                   f"the results are marked disturbed", file=sys.stderr)
         return rec
+
+
+def _reaped_children_cpu_s():
+    """CPU seconds of this process's children that have ended and been waited for (and of their own
+    waited-for children)."""
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _process_cpu_ns(pid):
@@ -137,6 +151,16 @@ def _process_cpu_ns(pid):
     return total
 
 
+# glibc's allocator, told to keep freed memory for reuse: PyTorch's CPU step allocates and frees
+# buffers of up to 16 MiB (fc3's gradient) every step. By default glibc serves some of them with
+# fresh mmap()s and hands freed heap tops back to the kernel, so the next step page-faults them in
+# again; measured on a Zen 5 (2 threads, the tutorial's loop, 60 steps each): steps of either about
+# 29 or about 43 ms, median 39-43 ms, and 27.6-28.4 ms with these two settings. The "+malloc" torch
+# configurations run with them. (PyTorch's CPU tuning guides suggest swapping in jemalloc or tcmalloc
+# against this kind of cost; these two glibc settings need no extra library.)
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+
+
 class Worker:
     """A ``benchmarks._worker`` subprocess for one configuration at a fixed thread count.
 
@@ -153,6 +177,8 @@ class Worker:
         e = dict(os.environ)
         for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             e[k] = str(threads)
+        if "malloc" in config.split("+"):
+            e.update(MALLOC_ENV)
         e.update(env or {})
         for k, v in list(e.items()):
             if v is None:

@@ -19,6 +19,8 @@ LABELS = {
     "torch+channels_last+fused_sgd": "torch, channels_last + fused SGD",
     "torch+compile": "torch, torch.compile",
     "torch+channels_last+fused_sgd+compile": "torch, channels_last + fused SGD + compile",
+    "torch+malloc": "torch, glibc malloc keeps freed memory",
+    "torch+channels_last+fused_sgd+malloc": "torch, channels_last + fused SGD + malloc tuned",
     "torch-cuda": "torch on the GPU (CUDA)",
     "scratch-omp-passive": "scratch (fused), OMP_WAIT_POLICY=PASSIVE",
     "scratch-openblas-default": "scratch (fused), OpenBLAS's own kernel choice",

@@ -16,12 +16,15 @@ CONFIG is a base name and options joined by '+':
     +fused_sgd           torch: ``torch.optim.SGD(..., fused=True)``
     +compile             torch: ``torch.compile(model)``; the first step (the compilation) is
                          timed separately and reported as ``compile_s``
+    +malloc              torch: glibc's allocator told to keep freed memory (the parent sets
+                         ``_common.MALLOC_ENV`` before the process starts, when glibc reads it)
 
 Thread counts are pinned by the parent's environment and again here.
 Commands: info, steps, profile, layers, predict, peak, bandwidth, memory,
 quit. Each reply is one JSON line on stdout; everything else goes to stderr.
 """
 import json
+import os
 import resource
 import sys
 import time
@@ -34,7 +37,7 @@ CONFIG, THREADS = sys.argv[1], int(sys.argv[2])
 BASE, *_opts = CONFIG.split("+")
 OPTIONS = set(_opts)
 BASES = ("scratch", "scratch-layers", "scratch-reference", "torch", "torch-cuda", "machine")
-TORCH_OPTIONS = {"nodrop", "channels_last", "fused_sgd", "compile"}
+TORCH_OPTIONS = {"nodrop", "channels_last", "fused_sgd", "compile", "malloc"}
 _real_stdout = sys.stdout
 sys.stdout = sys.stderr               # stray prints must not corrupt the protocol
 
@@ -137,6 +140,9 @@ def make():
     unknown = OPTIONS - TORCH_OPTIONS
     if BASE not in BASES or unknown or (BASE.startswith("scratch") and OPTIONS - {"nodrop"}):
         raise SystemExit(f"unknown configuration {CONFIG!r}")
+    if "malloc" in OPTIONS and "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        raise SystemExit(f"{CONFIG!r} needs glibc's MALLOC_* variables set before the process starts "
+                         f"(benchmarks._common.Worker does it)")
     if BASE.startswith("scratch"):
         mode = {"scratch": "fused", "scratch-layers": "layers", "scratch-reference": "reference"}[BASE]
         return Scratch(mode, dropout="nodrop" not in OPTIONS)

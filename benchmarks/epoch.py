@@ -24,7 +24,6 @@ numba's kernels into the cache and, for a folder, builds its decoded cache.
 """
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -105,7 +104,7 @@ def main():
         for b in BACKENDS:                       # untimed: numba's cache, the folder's decoded cache
             print(f"warming up {b} ...", flush=True)
             run_once(b, Path(tmp) / f"warm-{b}", args, {"train": 320, "test": 100})
-        monitor, cpu0 = C.LoadMonitor().start(), _children_cpu_s()
+        monitor = C.LoadMonitor().start()
         import numpy as np
         rng = np.random.default_rng(seed)
         for k in range(rounds):
@@ -116,7 +115,7 @@ def main():
                 runs[b].append(r)
                 print(f"round {k + 1}/{rounds}  {b:7s}  epoch {r['epoch_s']:6.1f} s (loop {r['loop_s']:.1f} s, "
                       f"eval {r['eval_s']:.1f} s)  process {r['wall_s']:.1f} s", flush=True)
-        during = monitor.stop(_children_cpu_s() - cpu0)
+        during = monitor.stop(0.0)           # the training runs are reaped children: counted as ours
     rows = summarise(runs, seed)
     import torch
     data = {"quiet_check": quiet, "load_during_run": during, "rounds": rounds, "seed": seed, "round_orders": orders,
@@ -141,11 +140,6 @@ def main():
         fig.savefig(path, dpi=110)
 
     C.save("epoch", md, data, draw, out=args.out)
-
-
-def _children_cpu_s():
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
 
 
 if __name__ == "__main__":

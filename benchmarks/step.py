@@ -22,7 +22,9 @@ except in the "+nodrop" rows.
 
 At all cores: scratch, scratch without dropout, the tutorial's PyTorch loop,
 torch without dropout, and torch with channels_last, SGD(fused=True), both,
-torch.compile, and all three; below all cores: the first four. Each row's time
+torch.compile, all three, glibc's allocator tuned ("+malloc", see
+``_common.MALLOC_ENV``), and channels_last + fused SGD + malloc; below all
+cores: the first four and torch+malloc. Each row's time
 is the median of per-round medians, and each ratio to scratch has a paired
 bootstrap 95% interval over rounds (benchmarks._stats). The FMA peak and the
 memory bandwidth are measured at each thread count (benchmarks._peak).
@@ -36,8 +38,9 @@ from benchmarks import _stats as S
 from benchmarks._workload import MFLOP_PER_IMAGE, STREAM_BYTES, stage_flops
 
 ALL_CORES_CONFIGS = ("scratch", "scratch+nodrop", "torch", "torch+nodrop", "torch+channels_last", "torch+fused_sgd",
-                     "torch+channels_last+fused_sgd", "torch+compile", "torch+channels_last+fused_sgd+compile")
-SWEEP_CONFIGS = ("scratch", "scratch+nodrop", "torch", "torch+nodrop")
+                     "torch+channels_last+fused_sgd", "torch+compile", "torch+channels_last+fused_sgd+compile",
+                     "torch+malloc", "torch+channels_last+fused_sgd+malloc")
+SWEEP_CONFIGS = ("scratch", "scratch+nodrop", "torch", "torch+nodrop", "torch+malloc")
 BATCH = 32
 
 
@@ -268,15 +271,24 @@ HISTORY = "step_history.json"
 def history_entry(data):
     """This run's headline for the run-to-run record: the date, the CPU, whether the run was clean,
     scratch's step time, and scratch's ratio (with its interval) to the tutorial's loop and to the best
-    PyTorch configuration at all cores, and to the tutorial's loop at 1 thread. None without a headline."""
+    PyTorch configuration (with dropout), at all cores and at 1 thread. None without a headline."""
     h = data.get("headline")
     if not h or not h.get("vs_tutorial"):
         return None
     one = data["results"].get("torch@1", {}).get("speedup")
+    best_one = None
+    torch_one = [r for k, r in data["results"].items() if k.endswith("@1") and R.is_torch_cpu(k)
+                 and "nodrop" not in k.split("@")[0].split("+")]
+    if torch_one and "scratch@1" in data["results"]:
+        best = min(torch_one, key=lambda r: r["median_ms"])
+        ratio, lo, hi = S.bootstrap_ratio(best["rounds_s"], data["results"]["scratch@1"]["rounds_s"],
+                                          seed=data["seed"])
+        best_one = {"config": best["config"], "ratio": ratio, "low": lo, "high": hi}
     return {"date": data["date"], "cpu": data["machine"]["cpu"], "threads": h["threads"],
             "clean": not (data["quiet_check"].get("forced") or data["load_during_run"].get("disturbed")),
             "scratch_ms": data["results"][f"scratch@{h['threads']}"]["median_ms"], "best_torch": h["best_torch"],
-            "vs_tutorial": h["vs_tutorial"], "vs_best": h["vs_best"], "vs_tutorial_1_thread": one}
+            "vs_tutorial": h["vs_tutorial"], "vs_best": h["vs_best"], "vs_tutorial_1_thread": one,
+            "vs_best_1_thread": best_one}
 
 
 def append_history(out, data):

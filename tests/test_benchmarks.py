@@ -185,8 +185,11 @@ def test_step_history_records_each_runs_headline_and_the_readme_gives_the_range(
         run["date"] = f"2026-11-30 0{k}:00:00"
         run["headline"]["vs_tutorial"].update(ratio=tut, low=low)
         run["headline"]["vs_best"]["ratio"] = best
-        run["results"]["torch@1"] = {**run["results"]["torch@2"], "threads": 1,
+        run["results"]["torch@1"] = {**run["results"]["torch@2"], "threads": 1, "rounds_s": [[0.05] * 2] * 3,
                                      "speedup": {"ratio": 2.0 + k, "low": 1.9 + k, "high": 2.1 + k}}
+        run["results"]["torch+malloc@1"] = {**run["results"]["torch@1"], "config": "torch+malloc",
+                                            "median_ms": 40.0, "rounds_s": [[0.04] * 2] * 3}
+        run["results"]["scratch@1"] = {**run["results"]["scratch@2"], "threads": 1, "rounds_s": [[0.02] * 2] * 3}
         (tmp_path / "step.json").write_text(json.dumps(run))
         assert ST.append_history(tmp_path, run) == k + 1
     hist = json.loads((tmp_path / ST.HISTORY).read_text())
@@ -197,7 +200,9 @@ def test_step_history_records_each_runs_headline_and_the_readme_gives_the_range(
             "`benchmarks/results/step_history.json`), scratch's step ranged 20.0-20.0 ms and was "
             "2.50-3.10x (lowest interval bound 2.30x) faster than the tutorial's PyTorch loop, "
             "2.20-2.60x (lowest interval bound 2.10x) faster than the best PyTorch configuration of each run, "
-            "and at 1 thread 2.00-3.00x (lowest interval bound 1.90x) faster") in text
+            "and at 1 thread 2.00-3.00x (lowest interval bound 1.90x) faster than the tutorial's loop and "
+            "2.00-2.00x (lowest interval bound 2.00x) faster than the best configuration measured at 1 thread") in text
+    assert hist[0]["vs_best_1_thread"]["config"] == "torch+malloc"
     other = [{**hist[0], "cpu": "Intel Xeon"}]                   # runs on another CPU are not mixed in
     assert "records no run on AMD EPYC" in RM.history_line(other, _fake_step())
 
@@ -319,3 +324,13 @@ def test_a_worker_times_steps_and_measures_training_memory():
             w.call(cmd="nonsense")
     finally:
         w.close()
+
+
+def test_the_load_monitor_counts_a_reaped_childs_cpu_as_the_benchmarks_own():
+    import subprocess
+    import sys
+    mon = C.LoadMonitor().start()
+    subprocess.run([sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass"],
+                   check=True)
+    rec = mon.stop(0.0)                      # told nothing about the child: it must find it itself
+    assert rec["benchmark_cpu_s"] >= 1.0     # without it, the child's second counted as another process's
