@@ -40,10 +40,23 @@ def epoch_seed(seed, epoch):
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def channel_stats(data):
-    """Per-channel mean and std of a uint8 dataset, in [0, 1] units."""
-    x = data.x.reshape(len(data), 3, -1).astype(np.float64) / 255.0
-    return x.mean(axis=(0, 2)).tolist(), x.std(axis=(0, 2)).tolist()
+def channel_stats(data, chunk=4096):
+    """Per-channel mean and (population) std of a uint8 dataset, in [0, 1] units.
+
+    Exact integer sums of x and x^2 per channel, ``chunk`` images at a time, so no float copy of
+    the whole dataset is made (CIFAR-10's would take 1.2 GB, and NumPy's std makes two more):
+    mean = S1 / n, var = S2 / n - mean^2, both divided by 255 (and 255^2) at the end.
+    """
+    x = data.x.reshape(len(data), 3, -1)
+    s1, s2 = np.zeros(3, np.int64), np.zeros(3, np.int64)
+    for i in range(0, len(x), chunk):
+        c = x[i:i + chunk].astype(np.int64)
+        s1 += c.sum(axis=(0, 2))
+        s2 += (c * c).sum(axis=(0, 2))
+    n = x.shape[0] * x.shape[2]
+    mean = s1 / n
+    var = np.maximum(s2 / n - mean * mean, 0.0)
+    return (mean / 255.0).tolist(), (np.sqrt(var) / 255.0).tolist()
 
 
 # What a run folder holds; each is written with atomic.atomic_write.

@@ -155,3 +155,17 @@ def test_image_file_loading(tmp_path):
     bad.write_text("not an image")
     with pytest.raises(UserError, match="not an image"):
         data.load_image(str(bad))
+
+
+def test_channel_stats_equal_numpys_without_a_float_copy_of_the_dataset():
+    from scratchcnn.train import channel_stats
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, size=(1000, 3, 32, 32), dtype=np.uint8)
+    x[:, 2] //= 4                                            # channels with different statistics
+    ds = data.Dataset(x, np.zeros(1000, np.int64), data.SYNTHETIC_CLASSES, "synthetic")
+    ref = x.reshape(1000, 3, -1).astype(np.float64) / 255.0
+    for chunk in (7, 4096):                                   # chunk borders inside and beyond the data
+        mean, std = channel_stats(ds, chunk=chunk)
+        np.testing.assert_allclose(mean, ref.mean(axis=(0, 2)), rtol=1e-13)
+        np.testing.assert_allclose(std, ref.std(axis=(0, 2)), rtol=1e-11)
+    assert std[2] < 0.5 * std[0]
