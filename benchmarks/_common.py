@@ -318,7 +318,8 @@ def cpu_mhz():
 
 
 def save(name, markdown, data, plot=None, out=RESULTS):
-    """Write <out>/<name>.md, .json and (plot(path) draws it) .png; print the table."""
+    """Write <out>/<name>.md, .json and (plot(path) draws it) .png; print the table; return the data
+    as written to the JSON (with the date and the machine added)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_info(), **data}
@@ -336,6 +337,7 @@ def save(name, markdown, data, plot=None, out=RESULTS):
         plot(out / f"{name}.png")
     print(markdown)
     print(f"\nwrote {out / name}.md / .json" + (" / .png" if plot else ""))
+    return data
 
 
 def versions_line(info):

@@ -73,13 +73,13 @@ def rows(step):
     return out
 
 
-def best_torch(step):
-    """The fastest PyTorch CPU configuration with dropout at the largest thread count: a rows() entry."""
+def best_torch(step, threads=None):
+    """The fastest PyTorch CPU configuration with dropout at ``threads`` (default: the largest thread
+    count that has one): a rows() entry, or None."""
     cands = [r for r in rows(step) if is_torch_cpu(r["config"]) and "nodrop" not in r["config"].split("+")]
-    if not cands:
-        return None
-    top = max(r["threads"] for r in cands)
-    return min((r for r in cands if r["threads"] == top), key=lambda r: r["median_ms"])
+    if threads is None and cands:
+        threads = max(r["threads"] for r in cands)
+    return min((r for r in cands if r["threads"] == threads), key=lambda r: r["median_ms"], default=None)
 
 
 def headline(step):

@@ -83,12 +83,11 @@ def generate(results):
         else:
             text += (f", and {h['vs_best']['ratio']:.2f}x faster than the best PyTorch configuration measured, "
                      f"{R.label(h['best_torch'])} ({_interval(h['vs_best'])}).**")
-        if "epoch" in results:
-            ep = {r["backend"]: r for r in results["epoch"]["rows"]}
-            if ep.get("torch", {}).get("speedup"):
-                sp = ep["torch"]["speedup"]["epoch_s"]
-                text += (f" **End to end, one epoch of `scratchcnn train` on {results['epoch']['dataset']}, "
-                         f"evaluation included, is {sp['ratio']:.2f}x faster ({_interval(sp)}).**")
+        torch_epoch = _epoch_row(results, "torch")
+        if torch_epoch and torch_epoch.get("speedup"):
+            sp = torch_epoch["speedup"]["epoch_s"]
+            text += (f" **End to end, one epoch of `scratchcnn train` on {results['epoch']['dataset']}, "
+                     f"evaluation included, is {sp['ratio']:.2f}x faster ({_interval(sp)}).**")
         lines += ["", text]
     if results.get("step_history"):
         lines += ["", history_line(results["step_history"], step)]
@@ -147,17 +146,22 @@ def history_line(history, step):
             f"1 thread.")
 
 
+def _epoch_row(results, backend):
+    """``backend``'s row of the epoch benchmark, or None."""
+    return next((r for r in results.get("epoch", {}).get("rows", []) if r["backend"] == backend), None)
+
+
 def _allocator_note(results):
     text = ("**The tutorial's loop in a benchmark process pays for memory it gives back.** PyTorch allocates "
             "and frees buffers of up to 16 MiB every step, and glibc's allocator returns some of them to the "
             "kernel, so the next step page-faults them in again: measured on the Zen 5, the tutorial loop's "
             "steps took either about 29 or about 43 ms. The \"malloc\" rows keep that memory "
             "(`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`; `benchmarks/_common.py`).")
-    ep = {r["backend"]: r for r in results.get("epoch", {}).get("rows", [])}
-    if "torch" in ep:
+    torch_epoch = _epoch_row(results, "torch")
+    if torch_epoch:
         steps = -(-results["epoch"]["train_images"] // 32)      # both recipes train at batch 32
         text += (f" Inside `scratchcnn train`, whose heap also holds the dataset, torch's training loop took "
-                 f"{1e3 * ep['torch']['loop_s'] / steps:.1f} ms per step, data included (the epoch benchmark above).")
+                 f"{1e3 * torch_epoch['loop_s'] / steps:.1f} ms per step, data included (the epoch benchmark above).")
     return text + (" The ratio against the best configuration, and the epoch's, are the fair ones to quote.")
 
 

@@ -259,8 +259,8 @@ def main():
     data["machine"] = C.machine_info()
     md = markdown(data) + "\n\nLibraries: " + "  \n".join(
         f"{k}: {C.versions_line(v)}" for k, v in data["workers"].items())
-    C.save("step", md, data, plot(data), out=args.out)
-    n = append_history(args.out, data)
+    saved = C.save("step", md, data, plot(data), out=args.out)
+    n = append_history(args.out, saved)
     if n:
         print(f"appended this run's headline to {args.out / HISTORY} ({n} runs recorded)")
 
@@ -276,11 +276,8 @@ def history_entry(data):
     if not h or not h.get("vs_tutorial"):
         return None
     one = data["results"].get("torch@1", {}).get("speedup")
-    best_one = None
-    torch_one = [r for k, r in data["results"].items() if k.endswith("@1") and R.is_torch_cpu(k)
-                 and "nodrop" not in k.split("@")[0].split("+")]
-    if torch_one and "scratch@1" in data["results"]:
-        best = min(torch_one, key=lambda r: r["median_ms"])
+    best_one, best = None, R.best_torch(data, threads=1)
+    if best is not None and "scratch@1" in data["results"]:
         ratio, lo, hi = S.bootstrap_ratio(best["rounds_s"], data["results"]["scratch@1"]["rounds_s"],
                                           seed=data["seed"])
         best_one = {"config": best["config"], "ratio": ratio, "low": lo, "high": hi}
@@ -292,11 +289,11 @@ def history_entry(data):
 
 
 def append_history(out, data):
-    """Append ``history_entry(data)`` to ``out/step_history.json`` (written atomically); the number of runs
-    recorded, or 0 when this run has no headline."""
+    """Append ``history_entry(data)`` (``data`` as ``C.save`` returned it, with its date) to
+    ``out/step_history.json``, written atomically; the number of runs recorded, or 0 without a headline."""
     import json
     from scratchcnn.atomic import atomic_write
-    entry = history_entry({**data, "date": json.loads((out / "step.json").read_text())["date"]})
+    entry = history_entry(data)
     if entry is None:
         return 0
     path = out / HISTORY
