@@ -49,7 +49,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from scratchcnn.architecture import INPUT_SHAPE, LAYER_NAMES, LAYERS, NUM_CLASSES
+from scratchcnn.architecture import INPUT_SHAPE, NUM_CLASSES, tutorial
 from scratchcnn.errors import UserError
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -66,6 +66,8 @@ BACKEND_NAMES = ("scratch", "torch")
 CONV_LAYERS = ("conv1", "conv2")
 # What each conv layer reads: conv1 the image, conv2 drop1's output (= act1's in eval mode).
 CONV_INPUT = {"conv1": "input", "conv2": "drop1"}
+LAYERS = tutorial().layers                # the explorer follows the spec in the next change
+LAYER_NAMES = tutorial().layer_names
 VIEW_LAYERS = ("input", *LAYER_NAMES, "softmax")
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
