@@ -1,6 +1,7 @@
 """The set-up commands: what ``make test`` and ``make train`` install (read with ``make -n``, which
-prints the commands without running them), and the browser test's skip without chromium."""
+prints the commands without running them), and what ``.ci/run`` does (run with a stand-in ``make``)."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+CI_RUN = ROOT / ".ci" / "run"
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 
 
@@ -52,6 +54,37 @@ def test_installed_stamps_stop_reinstalling(tmp_path):
     _stamp(venv, ".installed", ".test-installed")  # made by make test: nothing left to install
     assert [("-m pytest" in c) for c in _make_n("test", venv)] == [True]
     assert [("scratchcnn train" in c) for c in _make_n("train", venv)] == [True]
+
+
+def _commands(script):
+    """The script's lines that are not comments or blank, stripped."""
+    return [ln.strip() for ln in script.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+
+
+def test_ci_run_sets_ci_itself_and_runs_the_readmes_test_command():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(make train.*?)```", readme, re.S).group(1)   # the two set-up commands
+    assert [ln.split("#")[0].strip() for ln in block.splitlines()] == ["make train", "make test"]
+    commands = _commands(CI_RUN.read_text())
+    assert "set -euo pipefail" in commands
+    assert commands[-1] == "make test"
+    assert "export CI=true" in commands
+    assert commands.index("export CI=true") < commands.index("make test")
+    assert os.access(CI_RUN, os.X_OK)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_ci_run_passes_ci_true_to_make_test_whoever_calls_it(tmp_path):
+    """Run .ci/run with stand-ins for make and chromium (so it installs nothing) and CI unset."""
+    record = tmp_path / "make-calls"
+    for name, body in (("make", f'echo "$* CI=${{CI-unset}}" >> {record}\n'), ("chromium", "")):
+        stub = tmp_path / name
+        stub.write_text("#!/bin/sh\n" + body)
+        stub.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["PATH"] = f"{tmp_path}{os.pathsep}{env.get('PATH', '')}"
+    subprocess.run(["bash", str(CI_RUN)], env=env, check=True, capture_output=True, timeout=60)
+    assert record.read_text().splitlines() == ["test CI=true"]
 
 
 def _browser_test(ci, tmp_path):
