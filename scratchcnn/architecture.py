@@ -125,7 +125,7 @@ _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}$")
 # (tests/test_architecture.py checks this list against both), and the explorer's views.
 RESERVED = frozenset("""input softmax logits loss layers arch dtype training forward backward parameters
 named_parameters state_dict load_state_dict train eval zero_grad seed_dropout dropout_state
-load_dropout_state forward_intermediates param_slice flat_data flat_grad buffers named_buffers
+load_dropout_state dropouts forward_intermediates param_slice flat_data flat_grad buffers named_buffers
 modules named_modules children named_children apply cuda cpu to type float double half bfloat16
 register_buffer register_parameter register_module add_module get_submodule get_parameter
 get_buffer extra_repr requires_grad_ share_memory compile ipu xpu mtia call_super_init dump_patches
@@ -369,7 +369,10 @@ def _layer_class(kind, where, base_dir, allow_custom):
                             f"that file; this command does not load code named by a checkpoint "
                             f"(pass --allow-custom-layers if you trust it)")
         from scratchcnn.custom import load_layer_class
-        return load_layer_class(kind, base_dir, where)
+        try:
+            return load_layer_class(kind, base_dir, where)
+        except UserError as e:
+            raise SpecError(str(e)) from None
     known = ", ".join(sorted(REGISTRY))
     raise SpecError(f"{where}: unknown kind {kind!r}; scratchcnn has {known} "
                     f"(or \"file.py:ClassName\" for your own layer)")
@@ -430,7 +433,7 @@ def _infer(cls, args, in_shape, where):
         if what == "channels":
             if len(in_shape) != 3:
                 raise SpecError(f"{where}: needs a (channels, height, width) input, but its input is "
-                                f"{in_shape} (flat features); a convolution cannot follow Flatten or Linear")
+                                f"{in_shape} (flat features); it cannot follow Flatten or Linear")
             have = in_shape[0]
         else:
             if len(in_shape) != 1:

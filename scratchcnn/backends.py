@@ -67,7 +67,7 @@ class ScratchBackend:
         self.n_classes = n_classes or self.model.arch.num_classes
         self.optimizer = SGD(self.model.parameters(), lr=lr, momentum=momentum,
                              weight_decay=weight_decay)
-        self.fused, self.path, self.path_note = None, "layers", "--no-fused: the layer-by-layer path"
+        self.fused, self.path, self.path_note = None, "layers", "the layer-by-layer path (--no-fused)"
         if fast:
             from scratchcnn import fused
             reason = fused.unsupported_reason(self.model)
