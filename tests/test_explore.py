@@ -17,7 +17,10 @@ from PIL import Image
 from scratchcnn.architecture import LAYER_NAMES, LAYERS
 from scratchcnn.checkpoint import save_checkpoint, save_state_dict
 from scratchcnn.data import SYNTHETIC_CLASSES, load_dataset, to_float
-from scratchcnn.explore.server import MAX_UPLOAD_BYTES, Explorer, make_server, measure
+from scratchcnn.explore.analysis import Explorer
+from scratchcnn.explore.http import dispatch, make_server
+from scratchcnn.explore.measure import measure
+from scratchcnn.explore.uploads import MAX_UPLOAD_BYTES
 from scratchcnn.model import CIFAR10Model
 from scratchcnn.study.saliency import grad_cam, saliency_map, scratch_class_gradients
 
@@ -64,9 +67,9 @@ def model():
 
 
 def call(explorer, method, path, body=None):
-    """Explorer.handle with a JSON body (dict) or raw bytes -> (status, decoded JSON)."""
+    """http.dispatch with a JSON body (dict) or raw bytes -> (status, decoded JSON)."""
     raw = json.dumps(body).encode() if isinstance(body, dict) else (body or b"")
-    status, ctype, data = explorer.handle(method, path, raw)
+    status, ctype, data = dispatch(explorer, method, path, raw)
     assert ctype == "application/json"
     return status, json.loads(data)
 
@@ -191,7 +194,7 @@ def test_measure_prints_every_request_kind(explorer):
     ("GET", "/api/images?limit=abc", None, 400, "whole number"),
     ("GET", "/api/analyze", None, 405, "not allowed"),
     ("GET", "/../../etc/passwd", None, 404, "nothing at"),
-    ("GET", "/static/../server.py", None, 404, "nothing at"),
+    ("GET", "/static/../http.py", None, 404, "nothing at"),
 ])
 def test_bad_requests_get_a_json_error(explorer, method, path, body, status, message):
     got, r = call(explorer, method, path, body)
@@ -339,7 +342,7 @@ def test_host_other_than_loopback_prints_a_warning(explorer, capsys, monkeypatch
     """--host 0.0.0.0 is served (any Host header answered) after a printed warning."""
     from http.server import ThreadingHTTPServer
 
-    from scratchcnn.explore import server as server_module
+    from scratchcnn.explore import http as http_module
 
     seen = {}
 
@@ -347,9 +350,9 @@ def test_host_other_than_loopback_prints_a_warning(explorer, capsys, monkeypatch
         seen["loopback_only"] = self.loopback_only
         raise KeyboardInterrupt
     monkeypatch.setattr(ThreadingHTTPServer, "serve_forever", stop)
-    assert server_module.serve(explorer, host="0.0.0.0", port=0) == 0
+    assert http_module.serve(explorer, host="0.0.0.0", port=0) == 0
     out = capsys.readouterr().out
     assert out.startswith("WARNING: listening on 0.0.0.0: anyone who can reach this machine")
     assert "scratchcnn explore: http://127.0.0.1:" in out and seen == {"loopback_only": False}
-    assert server_module.serve(explorer, host="127.0.0.1", port=0) == 0
+    assert http_module.serve(explorer, host="127.0.0.1", port=0) == 0
     assert "WARNING" not in capsys.readouterr().out and seen == {"loopback_only": True}

@@ -203,7 +203,9 @@ def cmd_saliency(args):
 
 def cmd_explore(args):
     from scratchcnn.checkpoint import load_checkpoint
-    from scratchcnn.explore.server import Explorer, measure, serve
+    from scratchcnn.explore.analysis import Explorer
+    from scratchcnn.explore.http import serve
+    from scratchcnn.explore.measure import measure
 
     if not 0 <= args.port <= 65535:                 # before the slow part
         raise UserError(f"--port {args.port} is out of range 0..65535 (0: any free port)")

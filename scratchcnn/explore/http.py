@@ -1,0 +1,207 @@
+"""``scratchcnn explore``'s web server: the routes, the HTTP handler, ``serve``.
+
+The server is the standard library's ``http.server.ThreadingHTTPServer``: no
+dependency, nothing to configure, and enough for one learner on localhost. The
+page (``static/``: index.html, app.js, style.css) is plain HTML, CSS and
+JavaScript, with no CDN and no build step; it draws every map on a <canvas>.
+
+The routes (:data:`ROUTES`), each answered by one method of
+``scratchcnn.explore.analysis.Explorer``:
+
+    GET  /api/info                       classes, layers and their shapes, the dataset, the run
+    GET  /api/images?cls=&wrong=&sort=&offset=&limit=&backend=
+                                         a page of the test set: thumbnails, label, prediction
+    POST /api/upload   (the image file as the body)  -> {"image": "upload:N"}
+    POST /api/analyze  {image, backend, class}       logits, probabilities, saliency, Grad-CAM
+    POST /api/layer    {image, backend, class, layer, mode: "forward" | "gradient"}
+                                         every channel of one layer's output or ds/d(output)
+    POST /api/pixel    {image, backend, layer: conv1 | conv2, channel, y, x}
+                                         one output pixel of a convolution, written out
+    GET  /api/filters                    conv1's and conv2's weights
+    GET  /api/run                        metrics.json of the run folder (curves, layer statistics)
+
+    dispatch(explorer, method, path, body)   one request -> (status, content type, bytes),
+                                             without HTTP (the tests and ``--measure`` use it)
+    make_server(explorer, host, port)        the ThreadingHTTPServer around ``dispatch``
+    serve(explorer, host, port)              warm up, print the URL, serve until Ctrl-C
+
+Safety: binds 127.0.0.1 unless ``--host`` says otherwise (with a warning); on
+loopback it answers only requests whose Host header names loopback (no DNS
+rebinding). Request bodies are limited (JSON 64 KiB, uploads 8 MiB; the upload
+itself is checked by ``scratchcnn.explore.uploads``). Bad requests get a 4xx and
+``{"error": "..."}``; an unexpected failure gets a 500 with a one-line message,
+and the server keeps serving.
+"""
+import json
+import os
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+from scratchcnn.errors import UserError
+from scratchcnn.explore.analysis import BACKEND_NAMES
+from scratchcnn.explore.errors import ApiError
+from scratchcnn.explore.uploads import MAX_UPLOAD_BYTES
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
+                "/index.html": ("index.html", "text/html; charset=utf-8"),
+                "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+                "/static/style.css": ("style.css", "text/css; charset=utf-8")}
+# path -> (method, the Explorer method answering it, what it is given: nothing, the
+# query string, the uploaded image's bytes or the JSON body)
+ROUTES = {"/api/info": ("GET", "info", None),
+          "/api/images": ("GET", "images", "query"),
+          "/api/filters": ("GET", "filters", None),
+          "/api/run": ("GET", "run", None),
+          "/api/upload": ("POST", "upload", "image"),
+          "/api/analyze": ("POST", "analyze", "json"),
+          "/api/layer": ("POST", "layer", "json"),
+          "/api/pixel": ("POST", "pixel", "json")}
+MAX_JSON_BYTES = 64 * 1024
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def dispatch(explorer, method, path, body=b""):
+    """One request to ``explorer`` -> (status, content type, body bytes). Never raises."""
+    url = urlsplit(path)
+    try:
+        if url.path in STATIC_FILES:
+            if method != "GET":
+                raise ApiError(405, f"{method} is not allowed on {url.path}")
+            name, ctype = STATIC_FILES[url.path]
+            with open(os.path.join(STATIC_DIR, name), "rb") as f:
+                return 200, ctype, f.read()
+        if url.path not in ROUTES:
+            raise ApiError(404, f"nothing at {url.path}")
+        allowed, name, takes = ROUTES[url.path]
+        if method != allowed:
+            raise ApiError(405, f"{method} is not allowed on {url.path}")
+        answer = getattr(explorer, name)
+        if takes is None:
+            return _json(200, answer())
+        if takes == "query":
+            return _json(200, answer({k: v[-1] for k, v in parse_qs(url.query).items()}))
+        if takes == "image":
+            return _json(200, answer(body))
+        try:
+            req = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ApiError(400, f"the request body is not valid JSON ({e})") from None
+        return _json(200, answer(req))
+    except ApiError as e:
+        return _json(e.status, {"error": str(e)})
+    except Exception as e:                      # a bug: say so in one line, keep serving
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        print(f"explore: internal error on {method} {url.path}: {type(e).__name__}: {first}", flush=True)
+        return _json(500, {"error": f"internal error ({type(e).__name__}: {first})"})
+
+
+def _json(status, obj):
+    return status, "application/json", json.dumps(obj, allow_nan=False, default=_json_default).encode()
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+# ---------------------------------------------------------------- HTTP
+class Handler(BaseHTTPRequestHandler):
+    """Thin HTTP layer over ``dispatch(server.explorer, ...)``: limits, headers, logging."""
+    server_version = "scratchcnn-explore"
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self._serve("GET")
+
+    def do_POST(self):
+        self._serve("POST")
+
+    def _serve(self, method):
+        if self.server.loopback_only and not _loopback_host(self.headers.get("Host", "")):
+            return self._send(*_json(403, {"error": "this server answers requests to 127.0.0.1 or "
+                                                    "localhost only"}), close=True)
+        body = b""
+        if method == "POST":
+            limit = MAX_UPLOAD_BYTES if self.path.startswith("/api/upload") else MAX_JSON_BYTES
+            length = self.headers.get("Content-Length")
+            if self.headers.get("Transfer-Encoding"):
+                return self._send(*_json(411, {"error": "send the body with a Content-Length"}), close=True)
+            try:
+                n = int(length)
+            except (TypeError, ValueError):
+                return self._send(*_json(411, {"error": "a POST needs a Content-Length header"}), close=True)
+            if n < 0 or n > limit:
+                return self._send(*_json(413, {"error": f"the request body is {n:,} bytes; the limit "
+                                                        f"here is {limit:,} bytes"}), close=True)
+            body = self.rfile.read(n)
+        t = time.perf_counter()
+        status, ctype, data = dispatch(self.server.explorer, method, self.path, body)
+        self._send(status, ctype, data, ms=1000 * (time.perf_counter() - t))
+
+    def _send(self, status, ctype, data, close=False, ms=None):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy",
+                         "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                         "script-src 'self'; connect-src 'self'")
+        if ms is not None:
+            self.send_header("Server-Timing", f"compute;dur={ms:.1f}")
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, fmt, *args):
+        if self.server.verbose:
+            super().log_message(fmt, *args)
+
+
+def _loopback_host(host):
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return name in LOOPBACK
+
+
+def make_server(explorer, host="127.0.0.1", port=8000, verbose=False):
+    """A ThreadingHTTPServer answering with ``explorer`` (port 0: any free port)."""
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port "
+                        f"(or 0 for any free one)") from None
+    server.daemon_threads = True
+    server.explorer, server.verbose = explorer, verbose
+    server.loopback_only = host in LOOPBACK
+    return server
+
+
+def serve(explorer, host="127.0.0.1", port=8000):
+    """Warm up, print the URL and serve ``explorer`` until Ctrl-C. Returns the exit code."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port} is out of range 0..65535")
+    server = make_server(explorer, host, port, verbose=True)
+    if host not in LOOPBACK:
+        print(f"WARNING: listening on {host}: anyone who can reach this machine on port "
+              f"{server.server_address[1]} can use the page and upload images to it.", flush=True)
+    print(f"loading: both backends' predictions for the {len(explorer.data)} {explorer.data.name} "
+          f"test images ...", flush=True)
+    for name in BACKEND_NAMES:                                 # so the grid never waits for them
+        explorer.predict_all(name)
+    explorer.compute("test:0", "scratch", None)               # loads the numba kernels
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    print(f"scratchcnn explore: http://{shown}:{server.server_address[1]}/  (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    finally:
+        server.server_close()
+    return 0
