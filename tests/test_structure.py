@@ -95,6 +95,20 @@ def test_the_architecture_module_imports_nothing():
     assert [getattr(n, "module", None) for n in imports] == ["typing"]
 
 
+def test_the_study_tools_know_no_web_page():
+    """scratchcnn.study (and all it imports, transitively) imports nothing from scratchcnn.explore:
+    the explorer builds on the study tools and registers its own command, never the other way."""
+    graph = _graph()
+    assert "scratchcnn.study.saliency" in graph["scratchcnn.explore.analysis"]   # the graph is really read
+    reached, todo = set(), [m for m in graph if m == "scratchcnn.study" or m.startswith("scratchcnn.study.")]
+    while todo:
+        m = todo.pop()
+        if m not in reached:
+            reached.add(m)
+            todo += graph[m]
+    assert sorted(m for m in reached if m.split(".")[:2] == ["scratchcnn", "explore"]) == []
+
+
 def _guarded_imports(path):
     """Modules imported inside a ``try`` whose handler catches ImportError / ModuleNotFoundError."""
     guarded = []
