@@ -274,6 +274,87 @@ def test_server_survives_bad_requests(server, explorer, monkeypatch):
         assert request(port, "GET", f"/static/{name}")[0] == 200
 
 
+SECURITY_HEADERS = ("Content-Security-Policy", "X-Content-Type-Options", "Cache-Control")
+
+
+def assert_json_error(status, headers, body, expected_status, *words):
+    """A one-line JSON error with the status expected and every security header."""
+    assert status == expected_status, (status, body)
+    assert headers["Content-Type"] == "application/json"
+    assert [h for h in SECURITY_HEADERS if h not in headers] == []
+    error = json.loads(body)["error"]
+    assert "\n" not in error and all(w in error for w in words), error
+
+
+def assert_still_serving(port):
+    status, _, body = request(port, "GET", "/api/info")
+    assert status == 200 and json.loads(body)["n_test"] == 30
+
+
+def raw_exchange(port, data, timeout=10):
+    """Send raw bytes, read until the server closes the connection -> the bytes received."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT", "BREW"])
+def test_other_methods_get_a_json_405_with_the_security_headers(server, method):
+    """Not http.server's HTML 501 page without our headers: a JSON 405 naming what is allowed
+    (404 where nothing is), and the connection closed (a body it may carry is not read)."""
+    status, headers, body = request(server, method, "/api/info", body=b"{}")
+    assert_json_error(status, headers, body, 405, method, "/api/info")
+    assert headers["Allow"] == "GET, HEAD" and headers["Connection"] == "close"
+    status, headers, body = request(server, method, "/api/analyze")
+    assert_json_error(status, headers, body, 405, method)
+    assert headers["Allow"] == "POST"
+    assert_json_error(*request(server, method, "/nowhere"), 404, "nothing at /nowhere")
+    assert_still_serving(server)
+
+
+def test_head_answers_like_get_without_a_body(server):
+    """HEAD: GET's status and headers (Content-Length included), no body; on one kept-alive
+    connection, so a body sent after HEAD's headers would break the GET that follows."""
+    _, get_headers, get_body = request(server, "GET", "/api/info")
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
+    try:
+        for path, status in [("/api/info", 200), ("/", 200), ("/api/analyze", 405), ("/nowhere", 404)]:
+            conn.request("HEAD", path)
+            res = conn.getresponse()
+            assert res.status == status and res.read() == b""
+            assert [h for h in SECURITY_HEADERS if res.getheader(h) is None] == []
+            if path == "/api/info":
+                assert int(res.getheader("Content-Length")) == len(get_body)
+            conn.request("GET", "/api/info")
+            res = conn.getresponse()
+            assert res.status == 200 and res.read() == get_body
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("raw,status,words", [
+    (b"GET /api/info HTTP/x.y\r\n\r\n", 400, ["Bad request version"]),
+    (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414, []),
+    (b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-A: 1\r\n" * 200 + b"\r\n", 431, ["headers"]),
+])
+def test_malformed_requests_get_json_with_the_security_headers(server, raw, status, words):
+    """What http.server refuses itself (a bad request line, version or headers) is answered
+    like everything else: JSON, our headers, one line."""
+    answer = raw_exchange(server, raw)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert_json_error(int(lines[0].split()[1]), headers, body, status, *words)
+    assert_still_serving(server)
+
+
 # --------------------------------------------------------------------------- the command
 @pytest.mark.slow
 def test_cli_serves_a_bare_tutorial_state_dict(tmp_path):

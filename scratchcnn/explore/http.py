@@ -65,11 +65,12 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 def dispatch(explorer, method, path, body=b""):
-    """One request to ``explorer`` -> (status, content type, body bytes). Never raises."""
+    """One request to ``explorer`` -> (status, content type, body bytes). Never raises.
+    HEAD is answered as GET (the HTTP handler leaves the body out)."""
     url = urlsplit(path)
     try:
         if url.path in STATIC_FILES:
-            if method != "GET":
+            if method not in ("GET", "HEAD"):
                 raise ApiError(405, f"{method} is not allowed on {url.path}")
             name, ctype = STATIC_FILES[url.path]
             with open(os.path.join(STATIC_DIR, name), "rb") as f:
@@ -77,7 +78,7 @@ def dispatch(explorer, method, path, body=b""):
         if url.path not in ROUTES:
             raise ApiError(404, f"nothing at {url.path}")
         allowed, name, takes = ROUTES[url.path]
-        if method != allowed:
+        if ("GET" if method == "HEAD" else method) != allowed:
             raise ApiError(405, f"{method} is not allowed on {url.path}")
         answer = getattr(explorer, name)
         if takes is None:
@@ -99,6 +100,13 @@ def dispatch(explorer, method, path, body=b""):
         return _json(500, {"error": f"internal error ({type(e).__name__}: {first})"})
 
 
+def allowed_methods(path):
+    """The methods ``path`` answers, for a 405's Allow header ("" where nothing is)."""
+    path = urlsplit(path).path
+    method = "GET" if path in STATIC_FILES else ROUTES.get(path, ("",))[0]
+    return "GET, HEAD" if method == "GET" else method
+
+
 def _json(status, obj):
     return status, "application/json", json.dumps(obj, allow_nan=False, default=_json_default).encode()
 
@@ -116,12 +124,36 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
-        self._serve("GET")
+        self._serve()
+
+    def do_HEAD(self):
+        self._serve()
 
     def do_POST(self):
-        self._serve("POST")
+        self._serve()
 
-    def _serve(self, method):
+    def __getattr__(self, name):
+        """Every other method (PUT, DELETE, OPTIONS, anything a client sends) is served too:
+        http.server would answer its own HTML 501 page, without our headers; ``dispatch``
+        answers a JSON 405 (404 where nothing is)."""
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
+    def send_error(self, code, message=None, explain=None):
+        """What http.server refuses itself (a malformed request line, version or header) in
+        our JSON, with our headers, instead of its HTML page."""
+        short = self.responses.get(code, ("error",))[0]
+        if self.request_version == "HTTP/0.9":          # the line was unreadable: not a real 0.9
+            self.request_version = "HTTP/1.1"           # client, so send the status and headers
+        self._send(*_json(code, {"error": (message or short)[:200]}), close=True)
+
+    def _serve(self):
+        method = self.command
+        # a body that is not read (any method but POST) would be taken for the next request
+        unread = method != "POST" and (self.headers.get("Content-Length", "0").strip() != "0"
+                                       or "Transfer-Encoding" in self.headers)
+        close = unread or method not in ("GET", "HEAD", "POST")
         if self.server.loopback_only and not _loopback_host(self.headers.get("Host", "")):
             return self._send(*_json(403, {"error": "this server answers requests to 127.0.0.1 or "
                                                     "localhost only"}), close=True)
@@ -141,7 +173,7 @@ class Handler(BaseHTTPRequestHandler):
             body = self.rfile.read(n)
         t = time.perf_counter()
         status, ctype, data = dispatch(self.server.explorer, method, self.path, body)
-        self._send(status, ctype, data, ms=1000 * (time.perf_counter() - t))
+        self._send(status, ctype, data, close=close, ms=1000 * (time.perf_counter() - t))
 
     def _send(self, status, ctype, data, close=False, ms=None):
         self.send_response(status)
@@ -154,11 +186,14 @@ class Handler(BaseHTTPRequestHandler):
                          "script-src 'self'; connect-src 'self'")
         if ms is not None:
             self.send_header("Server-Timing", f"compute;dur={ms:.1f}")
+        if status == 405:
+            self.send_header("Allow", allowed_methods(getattr(self, "path", "")))
         if close:
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def log_message(self, fmt, *args):
         if self.server.verbose:
