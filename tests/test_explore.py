@@ -18,7 +18,7 @@ from scratchcnn.architecture import LAYER_NAMES, LAYERS
 from scratchcnn.checkpoint import save_checkpoint, save_state_dict
 from scratchcnn.data import SYNTHETIC_CLASSES, load_dataset, to_float
 from scratchcnn.explore.analysis import Explorer
-from scratchcnn.explore.http import dispatch, make_server
+from scratchcnn.explore.http import MAX_JSON_DEPTH, dispatch, make_server
 from scratchcnn.explore.measure import measure
 from scratchcnn.explore.uploads import MAX_UPLOAD_BYTES
 from scratchcnn.model import CIFAR10Model
@@ -352,6 +352,23 @@ def test_malformed_requests_get_json_with_the_security_headers(server, raw, stat
     lines = head.decode("latin-1").split("\r\n")
     headers = dict(line.split(": ", 1) for line in lines[1:])
     assert_json_error(int(lines[0].split()[1]), headers, body, status, *words)
+    assert_still_serving(server)
+
+
+def test_json_nested_too_deep_is_a_400(server, explorer):
+    """20,000 nested lists fit in the 64 KiB limit and made json.loads raise RecursionError (a 500).
+    Deeper than MAX_JSON_DEPTH is refused before parsing; brackets inside strings do not count."""
+    deep = b"[" * 20000 + b"]" * 20000
+    status, headers, body = request(server, "POST", "/api/analyze", deep, {"Content-Type": "application/json"})
+    assert_json_error(status, headers, body, 400, f"nested deeper than {MAX_JSON_DEPTH}")
+    deep_object = b'{"a":' * 10000 + b"1" + b"}" * 10000
+    assert_json_error(*request(server, "POST", "/api/layer", deep_object, {"Content-Type": "application/json"}),
+                      400, "nested deeper")
+    just_deep_enough = {"image": "test:1", "extra": json.loads("[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1))}
+    assert call(explorer, "POST", "/api/analyze", just_deep_enough)[0] == 200
+    brackets_in_strings = {"image": "upload:[[[" + "[{" * 5000 + '\\"\\'}
+    status, r = call(explorer, "POST", "/api/analyze", brackets_in_strings)
+    assert status == 404 and "no image" in r["error"]
     assert_still_serving(server)
 
 

@@ -34,6 +34,7 @@ and the server keeps serving.
 """
 import json
 import os
+import re
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -61,6 +62,7 @@ ROUTES = {"/api/info": ("GET", "info", None),
           "/api/layer": ("POST", "layer", "json"),
           "/api/pixel": ("POST", "pixel", "json")}
 MAX_JSON_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32                      # our requests are flat objects; json.loads recurses
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -88,7 +90,10 @@ def dispatch(explorer, method, path, body=b""):
         if takes == "image":
             return _json(200, answer(body))
         try:
-            req = json.loads(body.decode("utf-8"))
+            text = body.decode("utf-8")
+            if _too_deep(text, MAX_JSON_DEPTH):
+                raise ApiError(400, f"the request body's JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+            req = json.loads(text)
         except (UnicodeDecodeError, ValueError) as e:
             raise ApiError(400, f"the request body is not valid JSON ({e})") from None
         return _json(200, answer(req))
@@ -98,6 +103,36 @@ def dispatch(explorer, method, path, body=b""):
         first = (str(e).strip().splitlines() or [""])[0][:200]
         print(f"explore: internal error on {method} {url.path}: {type(e).__name__}: {first}", flush=True)
         return _json(500, {"error": f"internal error ({type(e).__name__}: {first})"})
+
+
+_JSON_SPECIAL = re.compile(r'[\\"\[\]{}]')
+
+
+def _too_deep(text, limit):
+    """Do the arrays and objects of JSON ``text`` nest deeper than ``limit``? (Brackets inside
+    strings do not count.) Asked before json.loads, which recurses once per level: 20,000
+    nested lists fit in 64 KiB and would end in a RecursionError. Linear: one look at each
+    special character, and it stops at the first level too deep."""
+    depth = 0
+    in_string, escaped_until = False, -1
+    for m in _JSON_SPECIAL.finditer(text):
+        i, c = m.start(), m.group()
+        if i <= escaped_until:                     # the character after a backslash
+            continue
+        if in_string:
+            if c == "\\":
+                escaped_until = i + 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif c in "]}":
+            depth -= 1
+    return False
 
 
 def allowed_methods(path):
