@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -370,6 +371,80 @@ def test_json_nested_too_deep_is_a_400(server, explorer):
     status, r = call(explorer, "POST", "/api/analyze", brackets_in_strings)
     assert status == 404 and "no image" in r["error"]
     assert_still_serving(server)
+
+
+@pytest.fixture
+def impatient_server(explorer):
+    """A server that gives each request 0.5 s to arrive (READ_TIMEOUT is 15 s)."""
+    srv = make_server(explorer, "127.0.0.1", 0, read_timeout=0.5)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def handler_threads():
+    return [t for t in threading.enumerate() if "process_request_thread" in t.name]
+
+
+def read_until_closed(sock):
+    """What the server sends until it closes the connection (a reset counts as closing)."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def test_clients_too_slow_to_send_are_cut_off(impatient_server):
+    """A body shorter than its Content-Length, headers trickled in one by one (slow loris) and a
+    connection that never sends: each held a server thread forever. Now each request must arrive
+    whole within the read timeout: the stalled body gets a 408, the others are closed."""
+    import socket
+
+    port = impatient_server
+    threads_before = len(handler_threads())
+    head = (b"POST /api/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n")
+    t = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(head + b'{"image": ')                  # 10 of the 100 bytes announced
+        answer = read_until_closed(s)
+    assert time.monotonic() - t < 4
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    headers = dict(line.split(": ", 1) for line in headers.decode().split("\r\n"))
+    assert_json_error(int(status_line.split()[1]), headers, body, 408, "did not arrive")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(head + b'{"image": ')
+        s.shutdown(socket.SHUT_WR)                      # and hangs up: not taken for the whole body
+        assert b"the request body ended after 10 of the 100 bytes announced" in read_until_closed(s)
+
+    t = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        try:
+            for i in range(40):                         # a header every 0.1 s, for 4 s
+                time.sleep(0.1)
+                s.sendall(b"X-Slow-%d: 1\r\n" % i)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert read_until_closed(s) == b""
+    assert time.monotonic() - t < 3
+
+    t = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        assert read_until_closed(s) == b""              # silent: closed, no answer
+    assert time.monotonic() - t < 3
+
+    while len(handler_threads()) > threads_before and time.monotonic() - t < 5:
+        time.sleep(0.05)
+    assert len(handler_threads()) <= threads_before      # the threads were freed
+    assert_still_serving(port)
 
 
 # --------------------------------------------------------------------------- the command

@@ -32,6 +32,7 @@ itself is checked by ``scratchcnn.explore.uploads``). Bad requests get a 4xx and
 ``{"error": "..."}``; an unexpected failure gets a 500 with a one-line message,
 and the server keeps serving.
 """
+import io
 import json
 import os
 import re
@@ -63,6 +64,7 @@ ROUTES = {"/api/info": ("GET", "info", None),
           "/api/pixel": ("POST", "pixel", "json")}
 MAX_JSON_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32                      # our requests are flat objects; json.loads recurses
+READ_TIMEOUT = 15.0                      # s for a request to arrive whole, or a connection to idle
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -153,10 +155,55 @@ def _json_default(o):
 
 
 # ---------------------------------------------------------------- HTTP
+class _RequestReader(io.RawIOBase):
+    """A connection's reads, each given the time left to its request.
+
+    A connection may wait ``timeout`` seconds for its next request to begin; then it is
+    closed quietly (an end of file, as if the client had hung up: a browser's idle
+    keep-alive connection). Once a request's first byte is in, the whole request (request
+    line, headers, body) must arrive within ``timeout`` seconds: a client that announces
+    more body than it sends, or trickles its headers one by one (slow loris), gets a
+    TimeoutError instead of holding a server thread forever. A per-read timeout alone
+    would not stop a header sent every few seconds."""
+
+    def __init__(self, sock, timeout):
+        self.sock, self.timeout, self.deadline = sock, timeout, None
+
+    def readable(self):
+        return True
+
+    def next_request(self):
+        self.deadline = None
+
+    def readinto(self, buffer):
+        if self.deadline is None:                       # waiting for a request to begin
+            self.sock.settimeout(self.timeout)
+            try:
+                n = self.sock.recv_into(buffer)
+            except TimeoutError:
+                return 0
+            self.deadline = time.monotonic() + self.timeout
+            return n
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the request did not arrive within {self.timeout:g} s")
+        self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
+
 class Handler(BaseHTTPRequestHandler):
     """Thin HTTP layer over ``dispatch(server.explorer, ...)``: limits, headers, logging."""
     server_version = "scratchcnn-explore"
     protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        self.rfile.close()                              # read through the deadline instead
+        self.rfile = io.BufferedReader(_RequestReader(self.connection, self.server.read_timeout))
+
+    def handle_one_request(self):
+        self.rfile.raw.next_request()
+        super().handle_one_request()                    # a TimeoutError there closes the connection
 
     def do_GET(self):
         self._serve()
@@ -205,12 +252,20 @@ class Handler(BaseHTTPRequestHandler):
             if n < 0 or n > limit:
                 return self._send(*_json(413, {"error": f"the request body is {n:,} bytes; the limit "
                                                         f"here is {limit:,} bytes"}), close=True)
-            body = self.rfile.read(n)
+            try:
+                body = self.rfile.read(n)
+            except TimeoutError:
+                return self._send(*_json(408, {"error": f"the request body did not arrive within "
+                                                        f"{self.server.read_timeout:g} s"}), close=True)
+            if len(body) < n:
+                return self._send(*_json(400, {"error": f"the request body ended after {len(body):,} of "
+                                                        f"the {n:,} bytes announced"}), close=True)
         t = time.perf_counter()
         status, ctype, data = dispatch(self.server.explorer, method, self.path, body)
         self._send(status, ctype, data, close=close, ms=1000 * (time.perf_counter() - t))
 
     def _send(self, status, ctype, data, close=False, ms=None):
+        self.connection.settimeout(self.server.read_timeout)    # a client that stops reading
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
@@ -240,8 +295,9 @@ def _loopback_host(host):
     return name in LOOPBACK
 
 
-def make_server(explorer, host="127.0.0.1", port=8000, verbose=False):
-    """A ThreadingHTTPServer answering with ``explorer`` (port 0: any free port)."""
+def make_server(explorer, host="127.0.0.1", port=8000, verbose=False, read_timeout=None):
+    """A ThreadingHTTPServer answering with ``explorer`` (port 0: any free port); each request
+    must arrive within ``read_timeout`` seconds (default READ_TIMEOUT)."""
     try:
         server = ThreadingHTTPServer((host, port), Handler)
     except OSError as e:
@@ -249,6 +305,7 @@ def make_server(explorer, host="127.0.0.1", port=8000, verbose=False):
                         f"(or 0 for any free one)") from None
     server.daemon_threads = True
     server.explorer, server.verbose = explorer, verbose
+    server.read_timeout = READ_TIMEOUT if read_timeout is None else read_timeout
     server.loopback_only = host in LOOPBACK
     return server
 
