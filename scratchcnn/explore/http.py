@@ -65,6 +65,7 @@ ROUTES = {"/api/info": ("GET", "info", None),
 MAX_JSON_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32                      # our requests are flat objects; json.loads recurses
 READ_TIMEOUT = 15.0                      # s for a request to arrive whole, or a connection to idle
+REQUEST_QUEUE_SIZE = 128                 # connections waiting to be accepted (the standard library: 5)
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -290,6 +291,14 @@ class Handler(BaseHTTPRequestHandler):
             super().log_message(fmt, *args)
 
 
+class ExploreServer(ThreadingHTTPServer):
+    """The standard library's threading server, one thread per connection, with room for
+    REQUEST_QUEUE_SIZE connections waiting to be accepted: with its 5, the 6th of a burst
+    of connections had its handshake dropped and retried after 1, 3, 7 s..."""
+    request_queue_size = REQUEST_QUEUE_SIZE
+    daemon_threads = True
+
+
 def _loopback_host(host):
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     return name in LOOPBACK
@@ -299,11 +308,10 @@ def make_server(explorer, host="127.0.0.1", port=8000, verbose=False, read_timeo
     """A ThreadingHTTPServer answering with ``explorer`` (port 0: any free port); each request
     must arrive within ``read_timeout`` seconds (default READ_TIMEOUT)."""
     try:
-        server = ThreadingHTTPServer((host, port), Handler)
+        server = ExploreServer((host, port), Handler)
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port "
                         f"(or 0 for any free one)") from None
-    server.daemon_threads = True
     server.explorer, server.verbose = explorer, verbose
     server.read_timeout = READ_TIMEOUT if read_timeout is None else read_timeout
     server.loopback_only = host in LOOPBACK
