@@ -236,10 +236,11 @@ def request(port, method, path, body=None, headers=None):
 
 def test_server_survives_bad_requests(server, explorer, monkeypatch):
     port = server
-    assert request(port, "POST", "/api/analyze", b"{oops")[0] == 400
-    assert request(port, "POST", "/api/analyze", json.dumps({"image": "test:999"}))[0] == 404
-    assert request(port, "POST", "/api/layer", json.dumps({"image": "test:0", "layer": "nope"}))[0] == 400
-    assert request(port, "POST", "/api/upload", b"GIF89a but not really")[0] == 400
+    json_type = {"Content-Type": "application/json"}
+    assert request(port, "POST", "/api/analyze", b"{oops", json_type)[0] == 400
+    assert request(port, "POST", "/api/analyze", json.dumps({"image": "test:999"}), json_type)[0] == 404
+    assert request(port, "POST", "/api/layer", json.dumps({"image": "test:0", "layer": "nope"}), json_type)[0] == 400
+    assert request(port, "POST", "/api/upload", b"GIF89a but not really", {"Content-Type": "image/gif"})[0] == 400
 
     # A huge upload: refused from its Content-Length, before the body is read.
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -476,6 +477,42 @@ def test_fifty_connections_at_once_are_all_queued_and_answered(explorer):
         srv.server_close()
 
 
+def test_pages_of_other_sites_cannot_post(server, test_split):
+    """A page on another origin could POST to /api/upload (200, evicting the user's uploads):
+    neither Origin nor the content type was checked. A POST whose Origin is not the address
+    the page was loaded from, or that the browser marks as from another site, is refused (403);
+    the JSON endpoints take application/json only, and /api/upload an image type or
+    application/octet-stream (what a form or a no-cors fetch can send without asking: 415)."""
+    port = server
+    own = f"http://127.0.0.1:{port}"
+    png = png_bytes(test_split.x[3])
+    analyze = json.dumps({"image": "test:1"}).encode()
+    image_type, json_type = {"Content-Type": "image/png"}, {"Content-Type": "application/json"}
+    for foreign in [{"Origin": "http://evil.example"}, {"Origin": f"http://127.0.0.1:{port + 1}"},
+                    {"Origin": f"https://127.0.0.1:{port}"}, {"Origin": "null"}, {"Origin": "http://127.0.0.1:x"},
+                    {"Origin": f"http://localhost:{port}"},        # Host says 127.0.0.1: another origin
+                    {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                    {"Origin": own, "Sec-Fetch-Site": "cross-site"}]:
+        assert_json_error(*request(port, "POST", "/api/upload", png, {**image_type, **foreign}), 403, "its own page")
+        assert_json_error(*request(port, "POST", "/api/analyze", analyze, {**json_type, **foreign}), 403)
+
+    # The page's own requests, as Chromium sends them (on either loopback name), and tools without Origin.
+    for origin in (own, f"http://localhost:{port}"):
+        same = {"Origin": origin, "Host": origin[len("http://"):], "Sec-Fetch-Site": "same-origin"}
+        status, _, body = request(port, "POST", "/api/upload", png, {**image_type, **same})
+        assert status == 200 and json.loads(body)["image"].startswith("upload:")
+        assert request(port, "POST", "/api/analyze", analyze, {**json_type, **same})[0] == 200
+    assert request(port, "POST", "/api/upload", png, {"Content-Type": "application/octet-stream"})[0] == 200
+    assert request(port, "POST", "/api/analyze", analyze, {"Content-Type": "application/json; charset=utf-8"})[0] == 200
+
+    for simple in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None):
+        headers = {"Content-Type": simple} if simple else {}
+        assert_json_error(*request(port, "POST", "/api/analyze", analyze, headers), 415, "application/json")
+        assert_json_error(*request(port, "POST", "/api/upload", png, headers), 415, "image")
+    assert_json_error(*request(port, "POST", "/api/upload", png, json_type), 415, "image")
+    assert_still_serving(port)
+
+
 # --------------------------------------------------------------------------- the command
 @pytest.mark.slow
 def test_cli_serves_a_bare_tutorial_state_dict(tmp_path):
@@ -500,7 +537,8 @@ def test_cli_serves_a_bare_tutorial_state_dict(tmp_path):
         port = int(url.split(":")[1])
         status, _, body = request(port, "GET", "/api/info")
         assert status == 200 and json.loads(body)["dataset"] == "synthetic" and json.loads(body)["epoch"] == 0
-        status, _, body = request(port, "POST", "/api/analyze", json.dumps({"image": "test:0"}))
+        status, _, body = request(port, "POST", "/api/analyze", json.dumps({"image": "test:0"}),
+                                  {"Content-Type": "application/json"})
         assert status == 200 and len(json.loads(body)["probs"]) == 10
         assert request(port, "GET", "/api/run")[0] == 200
     finally:

@@ -237,33 +237,60 @@ class Handler(BaseHTTPRequestHandler):
         unread = method != "POST" and (self.headers.get("Content-Length", "0").strip() != "0"
                                        or "Transfer-Encoding" in self.headers)
         close = unread or method not in ("GET", "HEAD", "POST")
-        if self.server.loopback_only and not _loopback_host(self.headers.get("Host", "")):
-            return self._send(*_json(403, {"error": "this server answers requests to 127.0.0.1 or "
-                                                    "localhost only"}), close=True)
-        body = b""
-        if method == "POST":
-            limit = MAX_UPLOAD_BYTES if self.path.startswith("/api/upload") else MAX_JSON_BYTES
-            length = self.headers.get("Content-Length")
-            if self.headers.get("Transfer-Encoding"):
-                return self._send(*_json(411, {"error": "send the body with a Content-Length"}), close=True)
-            try:
-                n = int(length)
-            except (TypeError, ValueError):
-                return self._send(*_json(411, {"error": "a POST needs a Content-Length header"}), close=True)
-            if n < 0 or n > limit:
-                return self._send(*_json(413, {"error": f"the request body is {n:,} bytes; the limit "
-                                                        f"here is {limit:,} bytes"}), close=True)
-            try:
-                body = self.rfile.read(n)
-            except TimeoutError:
-                return self._send(*_json(408, {"error": f"the request body did not arrive within "
-                                                        f"{self.server.read_timeout:g} s"}), close=True)
-            if len(body) < n:
-                return self._send(*_json(400, {"error": f"the request body ended after {len(body):,} of "
-                                                        f"the {n:,} bytes announced"}), close=True)
+        try:
+            if self.server.loopback_only and not _loopback_host(self.headers.get("Host", "")):
+                raise ApiError(403, "this server answers requests to 127.0.0.1 or localhost only")
+            body = self._read_body() if method == "POST" else b""
+        except ApiError as e:                           # refused before the body was read (or whole)
+            return self._send(*_json(e.status, {"error": str(e)}), close=True)
         t = time.perf_counter()
         status, ctype, data = dispatch(self.server.explorer, method, self.path, body)
         self._send(status, ctype, data, close=close, ms=1000 * (time.perf_counter() - t))
+
+    def _read_body(self):
+        """A POST's body, read after every check that needs none of it; ApiError if refused."""
+        cross = self._from_another_site()
+        if cross:
+            raise ApiError(403, f"this server accepts POSTs from its own page only (this one: {cross})")
+        takes = ROUTES.get(urlsplit(self.path).path, (None, None, None))[2]
+        limit = MAX_UPLOAD_BYTES if takes == "image" else MAX_JSON_BYTES
+        if self.headers.get("Transfer-Encoding"):
+            raise ApiError(411, "send the body with a Content-Length")
+        try:
+            n = int(self.headers.get("Content-Length"))
+        except (TypeError, ValueError):
+            raise ApiError(411, "a POST needs a Content-Length header") from None
+        if n < 0 or n > limit:
+            raise ApiError(413, f"the request body is {n:,} bytes; the limit here is {limit:,} bytes")
+        # Only what a page of another site cannot send without asking first (a CORS preflight,
+        # which gets a 405): a form or a no-cors fetch sends text/plain, form data or nothing.
+        ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if takes == "json" and ctype != "application/json":
+            raise ApiError(415, f"send the JSON body as Content-Type: application/json, not {ctype or 'none'!r}")
+        if takes == "image" and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
+            raise ApiError(415, f"send the file with an image Content-Type (image/png, image/jpeg, ...) or "
+                                f"application/octet-stream, not {ctype or 'none'!r}")
+        try:
+            body = self.rfile.read(n)
+        except TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {self.server.read_timeout:g} s") from None
+        if len(body) < n:
+            raise ApiError(400, f"the request body ended after {len(body):,} of the {n:,} bytes announced")
+        return body
+
+    def _from_another_site(self):
+        """Why this POST comes from a page of another site (for the 403), or None: from our own
+        page, or from a tool that sends no Origin. Browsers send Sec-Fetch-Site (anything but
+        same-origin, or none for the user's own action, is another site, even another port of
+        localhost) and Origin, which must be the address the request was sent to, as its Host
+        header names it (the Host check above keeps that to loopback unless --host says otherwise)."""
+        site = self.headers.get("Sec-Fetch-Site")
+        if site not in (None, "same-origin", "none"):
+            return f"Sec-Fetch-Site: {site[:40]!r}"
+        origin = self.headers.get("Origin")
+        if origin is not None and not _same_origin(origin, self.headers.get("Host", "")):
+            return f"Origin {origin[:100]!r}"
+        return None
 
     def _send(self, status, ctype, data, close=False, ms=None):
         self.connection.settimeout(self.server.read_timeout)    # a client that stops reading
@@ -297,6 +324,16 @@ class ExploreServer(ThreadingHTTPServer):
     of connections had its handshake dropped and retried after 1, 3, 7 s..."""
     request_queue_size = REQUEST_QUEUE_SIZE
     daemon_threads = True
+
+
+def _same_origin(origin, host):
+    """Does ``origin`` (an Origin header) name the server as ``host`` (the Host header) does?"""
+    try:
+        o, h = urlsplit(origin), urlsplit("//" + host)
+        return (o.scheme == "http" and o.hostname is not None and o.path == ""
+                and (o.hostname, o.port or 80) == (h.hostname, h.port or 80))
+    except ValueError:                                  # a port that is not a number
+        return False
 
 
 def _loopback_host(host):
