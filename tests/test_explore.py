@@ -513,6 +513,80 @@ def test_pages_of_other_sites_cannot_post(server, test_split):
     assert_still_serving(port)
 
 
+def memory_mib(reset_peak=False):
+    """(resident, peak resident since the last reset) memory of this process in MiB (Linux)."""
+    if reset_peak:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")                                # VmHWM := VmRSS
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+@pytest.mark.slow
+def test_six_huge_uploads_at_once_stay_within_one_decode_of_memory(server):
+    """Six 40-Mpx uploads at once (a plain 8000x5000 image is 0.1 MB as PNG, 0.6 MB as JPEG) raised
+    the server's memory by 0.8 GB (JPEG) and 1.7 GB (PNG): each held 160 MB of pixels, twice once
+    converted to RGB, all at the same time. Now JPEGs decode at 1/8 scale (Pillow's draft), an RGB
+    image is not copied, and one upload is decoded at a time."""
+    try:
+        memory_mib(reset_peak=True)
+    except OSError:
+        pytest.skip("measuring the peak needs Linux's /proc/self/clear_refs")
+    big = Image.new("RGB", (8000, 5000), (120, 30, 200))
+    files = {}
+    for fmt in ("JPEG", "PNG"):
+        buf = io.BytesIO()
+        big.save(buf, format=fmt)
+        files[fmt] = buf.getvalue()
+    del big
+    growth = {}
+    for fmt, limit in [("JPEG", 100), ("PNG", 400)]:
+        rss, _ = memory_mib(reset_peak=True)
+        answers = [None] * 6
+
+        def upload(i):
+            answers[i] = request(server, "POST", "/api/upload", files[fmt], {"Content-Type": f"image/{fmt.lower()}"})
+        threads = [threading.Thread(target=upload, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        growth[fmt] = memory_mib()[1] - rss
+        assert [a[0] for a in answers] == [200] * 6, answers
+        assert growth[fmt] < limit, growth
+    assert_still_serving(server)
+
+
+def test_a_big_jpeg_decoded_at_reduced_scale_looks_like_the_full_decode(explorer, monkeypatch):
+    """Pillow's draft decodes a 2000x1500 JPEG at 1/8 scale: on a pattern with detail at the
+    32x32 scale (the hardest case), within 2 levels of 255 on average (measured 1.7, at most 11)
+    of decoding every pixel first. And an upload kept waiting DECODE_WAIT seconds gets a 503."""
+    from scratchcnn.explore import uploads
+
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).resize((2000, 1500), Image.BICUBIC)
+    buf = io.BytesIO()
+    picture.save(buf, format="JPEG", quality=90)
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        full = np.asarray(im.convert("RGB").resize((32, 32), Image.BILINEAR), dtype=np.int16).transpose(2, 0, 1)
+    diff = np.abs(uploads.decode_upload(buf.getvalue()).astype(np.int16) - full)
+    assert diff.mean() < 2 and diff.max() <= 16
+
+    monkeypatch.setattr(uploads, "DECODE_WAIT", 0.2)
+    decoder_free = threading.Event()
+    uploads._decoder.submit(decoder_free.wait, 10)           # the decoding thread, busy
+    try:
+        status, r = call(explorer, "POST", "/api/upload", buf.getvalue())
+    finally:
+        decoder_free.set()
+    assert status == 503 and "busy" in r["error"]
+    assert call(explorer, "POST", "/api/upload", buf.getvalue())[0] == 200
+
+
 # --------------------------------------------------------------------------- the command
 @pytest.mark.slow
 def test_cli_serves_a_bare_tutorial_state_dict(tmp_path):
