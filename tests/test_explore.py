@@ -587,6 +587,31 @@ def test_a_big_jpeg_decoded_at_reduced_scale_looks_like_the_full_decode(explorer
     assert call(explorer, "POST", "/api/upload", buf.getvalue())[0] == 200
 
 
+def test_clients_that_hang_up_leave_no_traceback(server, capfd):
+    """A client that closes its connection right after its request (a reload, a closed tab) made
+    the server print a BrokenPipeError or ConnectionResetError traceback in the terminal."""
+    import socket
+    import struct
+
+    requests = [b"GET /api/images?limit=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                b"POST /api/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 20\r\n\r\n" + b'{"image": "test:2"} ']
+    for i in range(30):
+        with socket.create_connection(("127.0.0.1", server), timeout=10) as s:
+            if i % 2:                                      # a reset (RST), not a polite close (FIN)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.sendall(requests[i % 3])
+            if i % 5 == 4:
+                s.recv(1)                                  # hang up in the middle of the answer
+    t = time.monotonic()
+    while handler_threads() and time.monotonic() - t < 10:
+        time.sleep(0.05)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err
+    assert_still_serving(server)
+
+
 # --------------------------------------------------------------------------- the command
 @pytest.mark.slow
 def test_cli_serves_a_bare_tutorial_state_dict(tmp_path):

@@ -36,6 +36,7 @@ import io
 import json
 import os
 import re
+import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -324,6 +325,13 @@ class ExploreServer(ThreadingHTTPServer):
     of connections had its handshake dropped and retried after 1, 3, 7 s..."""
     request_queue_size = REQUEST_QUEUE_SIZE
     daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that hung up (a reload, a closed tab) while we read its request or wrote
+        the answer is nothing to report; anything else is a bug: the standard traceback."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def _same_origin(origin, host):
