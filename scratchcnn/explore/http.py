@@ -11,7 +11,8 @@ The routes (:data:`ROUTES`), each answered by one method of
     GET  /api/info                       classes, layers and their shapes, the dataset, the run
     GET  /api/images?cls=&wrong=&sort=&offset=&limit=&backend=
                                          a page of the test set: thumbnails, label, prediction
-    POST /api/upload   (the image file as the body)  -> {"image": "upload:N"}
+    POST /api/upload   (the image file as the body, Content-Type image/* or
+                       application/octet-stream)     -> {"image": "upload:N"}
     POST /api/analyze  {image, backend, class}       logits, probabilities, saliency, Grad-CAM
     POST /api/layer    {image, backend, class, layer, mode: "forward" | "gradient"}
                                          every channel of one layer's output or ds/d(output)
@@ -20,17 +21,27 @@ The routes (:data:`ROUTES`), each answered by one method of
     GET  /api/filters                    conv1's and conv2's weights
     GET  /api/run                        metrics.json of the run folder (curves, layer statistics)
 
+The JSON bodies are sent as Content-Type: application/json. HEAD answers like GET
+without the body; any other method gets a 405 (404 where nothing is).
+
     dispatch(explorer, method, path, body)   one request -> (status, content type, bytes),
                                              without HTTP (the tests and ``--measure`` use it)
-    make_server(explorer, host, port)        the ThreadingHTTPServer around ``dispatch``
+    make_server(explorer, host, port)        the server (ExploreServer: a ThreadingHTTPServer)
+                                             and its Handler around ``dispatch``
     serve(explorer, host, port)              warm up, print the URL, serve until Ctrl-C
 
 Safety: binds 127.0.0.1 unless ``--host`` says otherwise (with a warning); on
 loopback it answers only requests whose Host header names loopback (no DNS
-rebinding). Request bodies are limited (JSON 64 KiB, uploads 8 MiB; the upload
-itself is checked by ``scratchcnn.explore.uploads``). Bad requests get a 4xx and
-``{"error": "..."}``; an unexpected failure gets a 500 with a one-line message,
-and the server keeps serving.
+rebinding). A POST from a page of another site is refused (403: its Origin is not
+the address it was sent to, or Sec-Fetch-Site says another site), and so is a body
+of the wrong type (415), which is all a form or a no-cors fetch can send without
+asking. Request bodies are limited (JSON 64 KiB and 32 levels deep, uploads 8 MiB;
+the upload itself is checked by ``scratchcnn.explore.uploads``). A request must
+arrive whole within READ_TIMEOUT seconds (408, or the connection is closed), and
+REQUEST_QUEUE_SIZE connections may wait to be accepted. Every answer, errors
+included, is JSON (or the page) with the same security headers. Bad requests get a
+4xx and ``{"error": "..."}``; an unexpected failure gets a 500 with a one-line
+message; a client that hangs up leaves no traceback; the server keeps serving.
 """
 import io
 import json
