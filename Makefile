@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make train   # creates .venv on first use, trains on the built-in synthetic dataset
-#   make test    # creates .venv on first use, runs the whole test suite
+#   make test    # creates .venv on first use, adds Playwright (the "browser" extra), runs the whole test suite
 # and one more to open the guided notebook:
 #   make notebook  # also installs Jupyter (the "notebook" extra) into .venv, opens notebooks/walkthrough.ipynb
 PYTHON ?= python3
@@ -17,10 +17,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
+# make test also installs the "browser" extra (Playwright for Python), so the browser test runs
+# wherever Chromium is installed (apt-get install chromium) and skips, saying so, where it is not.
+# Its own stamp: make train does not need Playwright, and neither reinstalls once stamped
+# (a newer pyproject.toml redoes both).
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[test,browser]"
+	touch $@
+
 train: $(VENV)/.installed
 	$(PY) -m scratchcnn train --dataset synthetic --epochs $(EPOCHS) $(ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.test-installed
 	$(PY) -m pytest $(ARGS)
 
 gradcheck: $(VENV)/.installed

@@ -9,8 +9,7 @@ import time
 
 import numpy as np
 
-from benchmarks._workload import batch
-from scratchcnn.architecture import LAYER_NAMES
+from benchmarks._workload import LAYER_NAMES, batch
 
 NAMES = LAYER_NAMES + ("loss",)
 

@@ -1,6 +1,7 @@
 """What one benchmarked training step computes: its input batch and its FLOPs.
 
-Every count comes from ``scratchcnn.architecture`` (nothing typed in by hand):
+Every count comes from the tutorial preset's ``scratchcnn.architecture.Architecture``
+(nothing typed in by hand):
 2 FLOPs per multiply-add; a layer's backward costs its weight gradient (as much
 as its forward) plus its input gradient (as much again), except conv1, whose
 input is the image and needs no gradient. Per image that is forward 29.0 +
@@ -20,7 +21,11 @@ activations are left out):
 """
 import numpy as np
 
-from scratchcnn.architecture import LAYER_NAMES, macs_per_image
+from scratchcnn import architecture
+
+TUTORIAL = architecture.tutorial()          # the network these benchmarks time
+LAYER_NAMES = TUTORIAL.layer_names
+macs_per_image = TUTORIAL.macs
 
 
 def batch(n, seed=0):

@@ -19,8 +19,7 @@ import os
 from benchmarks import _common as C
 from benchmarks import _report as R
 from benchmarks import _stats as S
-from benchmarks._workload import flops
-from scratchcnn.architecture import LAYER_NAMES
+from benchmarks._workload import LAYER_NAMES, flops
 
 ROWS = (("scratch", "scratch", "no_grad"), ("torch", "torch", "no_grad"), ("torch-inference_mode", "torch", "inference_mode"))
 

@@ -8,13 +8,25 @@ The notebooks are committed WITH their outputs, so they can be read on the
 repository page without running anything. Those outputs go stale when the code
 changes, so some cells are marked as checked: their code cell metadata holds
 
-    "scratchcnn_check": {"rtol": r, "atol": a}
+    "scratchcnn_check": {"rtol": r, "atol": a, "factor": f, "floor": z}
 
+(each key optional: rtol and atol default to 0, factor to 10, floor to 0).
 For a checked cell, the text it printed (stdout and plain-text results) is split
 into numbers and the words around them. Re-executed, the cell must print the same
-words, and each number must be within ``atol + rtol * |committed|`` of the
-committed one, plus one unit in the last printed digit for a number printed with
-a decimal point or exponent (so 0.12345 printed as 0.1235 or 0.1234 both pass).
+words and as many numbers, and each number must match the committed one:
+
+* a magnitude, a number printed in exponent notation with one or two decimals
+  (``f"{err:.1e}"``, ``.2e``: parity errors, differences, relative errors, whose
+  size is what they say) must stay within a factor ``f`` of the committed one,
+  values under ``z`` counting as ``z``: with f = 10, a committed 2.7e-15 accepts
+  2.7e-16 .. 2.7e-14, never 1e-6, and with z = 0 a committed 0.0e+00 stays 0.
+  ``z`` is the size under which the magnitude is rounding noise (1e-16 for a
+  float64 relative error, about 1e-8 for a float32 difference of values near 1);
+* every other number must be within ``atol + rtol * |committed|`` of the
+  committed one, plus one unit in the last printed digit for a number printed
+  with a decimal point or exponent (so 0.12345 printed as 0.1235 or 0.1234 both
+  pass). Integers (shapes, counts) get no such unit.
+
 Shapes, the hand-computed pixel, losses, parity errors and accuracies are in
 checked cells; timings are in unchecked cells, because they differ on every run.
 
@@ -85,15 +97,37 @@ def split_numbers(text):
 
 def last_digit(token):
     """One unit in the last printed digit of a decimal number ('0.123' -> 0.001, '1.5e-07' -> 1e-08);
-    0 for an integer, which must then match within the tolerance alone."""
+    0 for an integer, which must then match within the tolerance alone, and for a zero printed in
+    exponent notation ('0.0e+00'), which only an exact zero prints."""
     mantissa, _, exponent = token.lower().partition("e")
     if "." not in mantissa and not exponent:
+        return 0.0
+    if exponent and float(mantissa) == 0:
         return 0.0
     decimals = len(mantissa.split(".", 1)[1]) if "." in mantissa else 0
     return 10.0 ** (int(exponent or 0) - decimals)
 
 
-def compare_cell(committed, fresh, rtol, atol):
+MAGNITUDE = re.compile(r"[-+]?\d\.\d{1,2}[eE][-+]?\d+")
+TOLERANCE_KEYS = {"rtol": 0.0, "atol": 0.0, "factor": 10.0, "floor": 0.0}
+
+
+def is_magnitude(token):
+    """Whether a printed number is a magnitude: exponent notation with one or two decimals."""
+    return MAGNITUDE.fullmatch(token) is not None
+
+
+def number_matches(old, new, rtol=0.0, atol=0.0, factor=10.0, floor=0.0):
+    """(ok, allowed) for one committed number ``old`` and its fresh value ``new`` (both as printed);
+    ``allowed`` says what was allowed, for the message. See the module's docstring."""
+    if is_magnitude(old):
+        o, n = max(abs(float(old)), floor), max(abs(float(new)), floor)
+        return n <= factor * o and o <= factor * n, f"within a factor {factor:g} of {o:.3g}"
+    allowed = atol + rtol * abs(float(old)) + last_digit(old)
+    return abs(float(new) - float(old)) <= allowed * (1 + 1e-9), f"difference {allowed:.3g}"
+
+
+def compare_cell(committed, fresh, rtol=0.0, atol=0.0, factor=10.0, floor=0.0):
     """[problem, ...] between the committed and the freshly printed text of one checked cell."""
     words_old, nums_old = split_numbers(committed)
     words_new, nums_new = split_numbers(fresh)
@@ -101,20 +135,39 @@ def compare_cell(committed, fresh, rtol, atol):
         return [f"the printed text changed:\n--- committed\n{committed}\n--- now\n{fresh}"]
     problems = []
     for old, new in zip(nums_old, nums_new):
-        allowed = atol + rtol * abs(float(old)) + last_digit(old)
-        if abs(float(new) - float(old)) > allowed * (1 + 1e-9):
-            problems.append(f"{old} is now {new} (allowed difference {allowed:.3g})")
+        ok, allowed = number_matches(old, new, rtol, atol, factor, floor)
+        if not ok:
+            problems.append(f"{old} is now {new} (allowed: {allowed})")
     return problems
 
 
 def checked_cells(nb):
-    """[(index, cell, rtol, atol)] for the code cells marked as checked."""
+    """[(index, cell, tolerances)] for the code cells marked as checked; tolerances: a dict with
+    every key of TOLERANCE_KEYS (the defaults filled in), for compare_cell."""
     out = []
     for i, cell in enumerate(nb.cells):
         spec = cell.get("metadata", {}).get(CHECK_KEY)
         if cell.cell_type == "code" and spec is not None:
-            out.append((i, cell, float(spec.get("rtol", 0)), float(spec.get("atol", 0))))
+            out.append((i, cell, {k: float(spec.get(k, d)) for k, d in TOLERANCE_KEYS.items()}))
     return out
+
+
+def spec_problems(nb):
+    """[message, ...] for check specs with unknown keys (a typo would silently mean a default),
+    a factor below 1, or a negative tolerance."""
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        spec = cell.get("metadata", {}).get(CHECK_KEY)
+        if cell.cell_type != "code" or spec is None:
+            continue
+        unknown = sorted(set(spec) - set(TOLERANCE_KEYS))
+        if unknown:
+            problems.append(f"cell {i}: unknown {CHECK_KEY} keys {unknown}; known: {sorted(TOLERANCE_KEYS)}")
+        if float(spec.get("factor", TOLERANCE_KEYS["factor"])) < 1:
+            problems.append(f"cell {i}: {CHECK_KEY} factor must be at least 1")
+        if any(float(spec.get(k, 0)) < 0 for k in ("rtol", "atol", "floor")):
+            problems.append(f"cell {i}: {CHECK_KEY} tolerances must not be negative")
+    return problems
 
 
 def stale_outputs(committed_nb, fresh_nb):
@@ -123,8 +176,8 @@ def stale_outputs(committed_nb, fresh_nb):
         return ["the number of cells changed while executing"]
     fresh_cells = fresh_nb.cells
     problems = []
-    for i, cell, rtol, atol in checked_cells(committed_nb):
-        for p in compare_cell(cell_text(cell), cell_text(fresh_cells[i]), rtol, atol):
+    for i, cell, tol in checked_cells(committed_nb):
+        for p in compare_cell(cell_text(cell), cell_text(fresh_cells[i]), **tol):
             first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
             problems.append(f"cell {i} ({first[:60]}): {p}")
     return problems
@@ -149,6 +202,7 @@ def committed_problems(path):
                 problems.append(f"cell {i} shows an error: {out.get('ename')}: {out.get('evalue')}")
     if not checked_cells(nb):
         problems.append(f"{os.path.basename(path)} has no checked cells (metadata {CHECK_KEY!r})")
+    problems += spec_problems(nb)
     return problems
 
 

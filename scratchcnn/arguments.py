@@ -39,3 +39,19 @@ def add_dataset_options(p, *, dataset_default_help, data_dir_default_help):
                         f"({dataset_default_help})")
     p.add_argument("--data-dir", default=None,
                    help=f"where CIFAR-10 or your image folder is ({data_dir_default_help})")
+
+
+ARCH_HELP = ("the network: a preset (tutorial, k1, k5, k7, deep, avgpool, bn, vgg; see 'scratchcnn arch list') "
+             "or a JSON file with a list of layers")
+
+
+def add_checkpoint_arch_options(p):
+    """--arch and --allow-custom-layers for commands that load a checkpoint: a checkpoint written
+    by ``train`` records its network; a bare state_dict (the tutorial's own .pth, or a run's
+    model.pth) does not, and is read as --arch."""
+    p.add_argument("--arch", default=None,
+                   help="for a bare state_dict (model.pth, the tutorial's .pth), which network its weights "
+                        "are: a preset or a JSON spec [tutorial]; a checkpoint.pth records its own")
+    p.add_argument("--allow-custom-layers", action="store_true",
+                   help="load your own layer files named in the checkpoint's network (runs their code; only "
+                        "for checkpoints you trust)")

@@ -3,15 +3,17 @@
     backend.seed(s)                 dropout randomness for the coming epoch
     backend.set_lr(lr)              the learning rate of the coming steps (schedules)
     backend.train_step(x, y)        forward + backward + SGD step -> (mean loss, #correct)
-    backend.predict(x)              eval-mode logits, (N, 10) float32 numpy
+    backend.predict(x)              eval-mode logits, (N, K) float32 numpy
     backend.state_dict()            {"conv1.weight": ndarray, ...}  (torch's keys)
     backend.load_state_dict(sd)
     backend.optimizer_state()       {"conv1.weight": momentum buffer, ...}
     backend.load_optimizer_state(d)
 
 Arrays cross this boundary as NumPy (x: float32 (N, 3, 32, 32), y: int64 (N,)).
-Both backends start from the same initial weights for the same seed: they are
-drawn by the scratch model's initialiser, from PyTorch's default distributions.
+Both backends build the same network (``arch``: a preset name, a JSON file or an
+``architecture.Architecture``) and start from the same initial weights for the same
+seed: they are drawn by the scratch model's initialiser, from PyTorch's default
+distributions.
 """
 import numpy as np
 
@@ -20,53 +22,68 @@ from scratchcnn.errors import UserError
 BACKENDS = ("scratch", "torch")
 
 
-def initial_state_dict(seed):
-    """The starting weights for ``seed`` (PyTorch's default init, drawn with NumPy)."""
-    from scratchcnn.model import CIFAR10Model
-    return CIFAR10Model(rng=seed).state_dict()
+def initial_state_dict(seed, arch="tutorial"):
+    """The starting weights (and buffers) for ``seed`` (PyTorch's default init, drawn with NumPy)."""
+    from scratchcnn.model import Network
+    return Network(arch, rng=seed).state_dict()
 
 
-def make_backend(name, *, device="cpu", lr=0.001, momentum=0.9, weight_decay=0.0, seed=0,
-                 fused=True, n_classes=10):
-    """``n_classes``: how many of the network's 10 outputs are classes of the data (a
-    folder dataset may have fewer); ``train_step`` counts a prediction among those only."""
+def make_backend(name, *, arch="tutorial", device="cpu", lr=0.001, momentum=0.9, weight_decay=0.0, seed=0,
+                 fused=True, n_classes=None):
+    """``n_classes``: how many of the network's outputs are classes of the data (default: all;
+    an old checkpoint may have 10 outputs for a folder of fewer classes); ``train_step`` counts
+    a prediction among those only. ``fused``: the scratch backend's fast path where it
+    supports the network (``ScratchBackend.path`` says which runs)."""
     if name == "torch":
-        return TorchBackend(device=device, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        return TorchBackend(arch=arch, device=device, lr=lr, momentum=momentum, weight_decay=weight_decay,
                             seed=seed, n_classes=n_classes)
     if name == "scratch":
         if device != "cpu":
             raise UserError(f"the scratch backend runs on the CPU only; drop --device {device} "
                             f"or use --backend torch --device {device}")
-        return ScratchBackend(lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed,
+        return ScratchBackend(arch=arch, lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed,
                               fast=fused, n_classes=n_classes)
     raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
 class ScratchBackend:
-    """NumPy + numba: ``scratchcnn.model.CIFAR10Model`` with hand-written backward passes.
+    """NumPy + numba: ``scratchcnn.model.Network`` with hand-written backward passes.
 
-    ``fast=True`` runs the fused training step (``scratchcnn.fused``), which is
-    tested equal to the layer-by-layer path; ``fast=False`` runs the layers one by one.
+    ``fast=True`` runs the fused training step (``scratchcnn.fused``, tested equal to the
+    layer-by-layer path) when it supports the network, and the layers one by one
+    otherwise; ``path`` says which ("fused" or "layers") and ``path_note`` why.
+    ``fast=False`` always runs the layers.
     """
     name = "scratch"
     device = "cpu"
 
-    def __init__(self, *, lr, momentum, seed, weight_decay=0.0, fast=True, n_classes=10):
+    def __init__(self, *, arch="tutorial", lr, momentum, seed, weight_decay=0.0, fast=True, n_classes=None):
         from scratchcnn.layers import SoftmaxCrossEntropy
-        from scratchcnn.model import CIFAR10Model
+        from scratchcnn.model import Network
         from scratchcnn.optim import SGD
 
-        self.model = CIFAR10Model(rng=seed)
+        self.model = Network(arch, rng=seed)
         self.criterion = SoftmaxCrossEntropy()
-        self.n_classes = n_classes
+        self.n_classes = n_classes or self.model.arch.num_classes
         self.optimizer = SGD(self.model.parameters(), lr=lr, momentum=momentum,
                              weight_decay=weight_decay)
-        self.fused = None
-        if fast:                      # the fast path, or an error now: never a silent fallback
+        self.fused, self.path, self.path_note = None, "layers", "--no-fused: the layer-by-layer path"
+        if fast:
             from scratchcnn import fused
-            fused.check_supported(self.model)
-            fused.check_optimizer(self.model, self.optimizer)
-            self.fused = fused
+            reason = fused.unsupported_reason(self.model)
+            if reason is None:
+                fused.check_optimizer(self.model, self.optimizer)
+                self.fused, self.path, self.path_note = fused, "fused", "the fused fast path"
+            else:
+                self.path_note = f"the layer-by-layer path ({reason})"
+
+    def warmup(self, verbose=True):
+        """Load (or, the first time, compile) the kernels this backend's path runs, outside
+        every timing; "compiling kernels, first run only" is printed when that takes long."""
+        if self.fused is not None:
+            self.fused.warmup(verbose=verbose)
+        else:
+            warm_layer_path(self.model.arch, verbose=verbose)
 
     def seed(self, s):
         self.model.seed_dropout(s)
@@ -106,12 +123,14 @@ class ScratchBackend:
 
 
 class TorchBackend:
-    """The tutorial's PyTorch model, ``CrossEntropyLoss`` and ``SGD``, on CPU or CUDA."""
+    """The same network in PyTorch (``torch_reference.TorchNetwork``), ``CrossEntropyLoss`` and
+    ``SGD``, on CPU or CUDA."""
     name = "torch"
+    path, path_note = "torch", "PyTorch"
 
-    def __init__(self, *, device="cpu", lr, momentum, seed, weight_decay=0.0, n_classes=10):
+    def __init__(self, *, arch="tutorial", device="cpu", lr, momentum, seed, weight_decay=0.0, n_classes=None):
         import torch
-        from torch_reference import CIFAR10Model
+        from torch_reference import TorchNetwork
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError("--device cuda was requested but PyTorch sees no CUDA GPU; "
@@ -120,12 +139,15 @@ class TorchBackend:
             raise UserError(f"unknown device {device!r}; use cpu or cuda")
         self.torch, self.device = torch, torch.device(device)
         torch.manual_seed(seed)
-        self.model = CIFAR10Model().to(self.device)
-        self.load_state_dict(initial_state_dict(seed))
+        self.model = TorchNetwork(arch).to(self.device)
+        self.load_state_dict(initial_state_dict(seed, self.model.arch))
         self.criterion = torch.nn.CrossEntropyLoss()
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum,
                                          weight_decay=weight_decay)
-        self.n_classes = n_classes
+        self.n_classes = n_classes or self.model.arch.num_classes
+
+    def warmup(self, verbose=True):
+        """Nothing to compile."""
 
     def seed(self, s):
         self.torch.manual_seed(s)      # seeds the CPU and every CUDA generator
@@ -157,7 +179,7 @@ class TorchBackend:
         return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
 
     def load_state_dict(self, sd):
-        self.model.load_state_dict({k: self.torch.as_tensor(np.asarray(v)) for k, v in sd.items()})
+        self.model.load_state_dict({k: self.torch.as_tensor(np.array(v)) for k, v in sd.items()})
 
     def optimizer_state(self):
         out = {}
@@ -173,11 +195,43 @@ class TorchBackend:
                 self.optimizer.state[p]["momentum_buffer"] = self._tensor(state[name]).clone()
 
 
-def predicted_class(logits, n_classes=10):
-    """The class each row of ``logits`` (N, 10) predicts, among the first ``n_classes`` outputs.
+_warm_archs = set()
 
-    A dataset with K < 10 classes trains only the first K outputs; the others are
-    never a label, and are left out here so that they are never a prediction either.
+
+def warm_layer_path(arch, verbose=True):
+    """Compile (first run) or load the numba kernels the layer path runs for ``arch``: one
+    forward, backward and SGD step of a throwaway 2-image float32 model, once per process."""
+    import time
+
+    from scratchcnn import ops
+    from scratchcnn.layers import SoftmaxCrossEntropy
+    from scratchcnn.model import Network
+    from scratchcnn.optim import SGD
+    if arch in _warm_archs or ops.using_reference():
+        return
+    t0 = time.perf_counter()
+    model = Network(arch, rng=0)
+    x = np.zeros((2, *model.arch.input_shape), np.float32)
+    loss = SoftmaxCrossEntropy()
+    loss.forward(model.train().forward(x), np.zeros(2, np.int64))
+    model.backward(loss.backward(), input_grad=True)
+    opt = SGD(model.parameters(), lr=0.001, momentum=0.9)
+    opt.step()
+    opt.step()
+    model.eval().forward(x)
+    _warm_archs.add(arch)
+    if verbose and time.perf_counter() - t0 > 5:
+        print(f"compiled the layer kernels in {time.perf_counter() - t0:.0f} s (first run only; "
+              f"later runs load them from numba's cache)", flush=True)
+
+
+def predicted_class(logits, n_classes=None):
+    """The class each row of ``logits`` (N, K) predicts, among the first ``n_classes`` outputs
+    (None: all of them).
+
+    A network with more outputs than the data has classes (the tutorial's 10-output
+    checkpoint on a 3-class folder) trains only the first ones; the others are never a
+    label, and are left out here so that they are never a prediction either.
     """
     return logits[:, :n_classes].argmax(1)
 
@@ -195,7 +249,7 @@ def evaluate_logits(backend, data, batch_size=500, normalize=None):
     """Eval-mode logits for a whole Dataset, in its order."""
     from scratchcnn.data import iterate_batches
     chunks = [backend.predict(x) for x, _ in iterate_batches(data, batch_size, normalize=normalize)]
-    return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
+    return np.concatenate(chunks) if chunks else np.zeros((0, backend.n_classes), np.float32)
 
 
 def loss_and_accuracy(backend, data, batch_size=500, normalize=None):

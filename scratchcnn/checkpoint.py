@@ -8,7 +8,14 @@ plain dict, the same for both backends::
      "optimizer": {"conv1.weight": Tensor, ...},     # SGD momentum buffers (absent before step 1)
      "epoch": 3,                                      # completed epochs
      "metrics": [{"epoch": 1, "train_loss": ...}, ...],
-     "config": {"backend": "scratch", "lr": 0.001, ...}}
+     "config": {"backend": "scratch", "lr": 0.001, "arch": "tutorial",
+                "arch_spec": [{"name": "conv1", "kind": "Conv2d", ...}, ...], ...}}
+
+``config["arch_spec"]`` is the network, every layer written out
+(``architecture.Architecture.to_json``), so every command that takes a checkpoint
+rebuilds exactly the network it holds. A bare state_dict has no spec: it is read as
+the tutorial's network (or ``arch``, a preset or JSON file the caller names), and
+when its keys or shapes do not fit, the error says which preset they do fit.
 
 Beside it, ``model.pth`` is the bare ``state_dict``, exactly what the
 tutorial's ``torch.save(model.state_dict(), ...)`` writes, so the tutorial's
@@ -23,7 +30,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from scratchcnn.architecture import PARAM_SHAPES
+from scratchcnn import architecture
 from scratchcnn.atomic import atomic_write
 from scratchcnn.config import TrainConfig
 from scratchcnn.errors import UserError
@@ -33,7 +40,7 @@ VERSION = 1
 
 def _to_tensors(arrays):
     import torch
-    return OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v))) for k, v in arrays.items())
+    return OrderedDict((k, torch.from_numpy(np.array(v, order="C"))) for k, v in arrays.items())
 
 
 def save_state_dict(path, state_dict):
@@ -51,11 +58,15 @@ def save_checkpoint(path, *, model, optimizer, epoch, metrics, config):
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, arch=None, allow_custom=False):
     """Load a training checkpoint or a bare tutorial state_dict.
 
-    Returns a dict with numpy arrays: ``{"model", "optimizer", "epoch", "metrics", "config"}``
-    (the last four empty/zero for a bare state_dict). Every failure is a :class:`UserError`.
+    Returns ``{"model", "optimizer", "epoch", "metrics", "config", "arch"}``: numpy arrays
+    for the first two (empty/zero/None for a bare state_dict) and the network's
+    ``architecture.Architecture``: the checkpoint's own spec, or for a bare state_dict
+    ``arch`` (a preset name or JSON file; default the tutorial's). ``allow_custom``: load
+    a learner's own layer files named in the spec (that runs their code). Every failure is
+    a :class:`UserError`.
     """
     import pickle
     import torch
@@ -92,28 +103,64 @@ def load_checkpoint(path):
                 "optimizer": _checked_tensors(obj.get("optimizer", {}), path),
                 "epoch": obj.get("epoch", 0), "metrics": obj.get("metrics", []),
                 "config": obj.get("config", {})}
+        recorded = _recorded_arch(ckpt["config"], path, allow_custom)
+        ckpt["arch"] = recorded or _bare_arch(ckpt["model"], arch, path)
+        check_architecture(ckpt["model"], ckpt["arch"], path, bare=recorded is None)
         _check_training_state(ckpt, path)
     elif isinstance(obj, dict) and all(isinstance(k, str) for k in obj) and obj:
         ckpt = {"model": _checked_tensors(obj, path), "optimizer": {}, "epoch": 0,
                 "metrics": [], "config": {}}
+        ckpt["arch"] = _bare_arch(ckpt["model"], arch, path)
+        check_architecture(ckpt["model"], ckpt["arch"], path, bare=True)
     else:
         raise UserError(f"{path!r} holds a {type(obj).__name__}, not a state_dict or a scratchcnn "
                         f"checkpoint")
-    check_architecture(ckpt["model"], path)
     return ckpt
 
 
+def _recorded_arch(config, path, allow_custom):
+    """The Architecture a scratchcnn checkpoint records (checkpoints written before
+    networks were a choice record none: the tutorial's, sized by their own last layer)."""
+    spec = config.get("arch_spec") if isinstance(config, dict) else None
+    if spec is None:
+        return None
+    try:
+        return architecture.resolve(spec, None, name=str(config.get("arch", "custom")), allow_custom=allow_custom)
+    except architecture.SpecError as e:
+        if "pass --allow-custom-layers" in str(e):
+            raise UserError(f"{path!r}: {e}") from None
+        raise UserError(f"{path!r} is a damaged scratchcnn checkpoint: its network spec does not "
+                        f"resolve ({e})") from None
+
+
+def _bare_arch(state_dict, arch, path):
+    """``arch`` (default the tutorial's), its last Linear sized by the state_dict's own weight
+    of that name (the tutorial's .pth for 10 classes, a run's model.pth for a 3-class folder)."""
+    try:
+        probe = architecture.load(arch or "tutorial", 1)          # only to find the last Linear's name
+        last = probe.of_kind("Linear")[-1].name if probe.of_kind("Linear") else None
+        weight = state_dict.get(f"{last}.weight") if last else None
+        rows = int(weight.shape[0]) if weight is not None and weight.ndim == 2 else architecture.NUM_CLASSES
+        return architecture.load(arch or "tutorial", rows)
+    except architecture.SpecError as e:
+        raise UserError(f"{path!r} holds bare weights and --arch {arch!r} cannot describe them ({e})") from None
+
+
 def _checked_tensors(d, path):
-    """{name: float32 numpy array} from a mapping of names to floating-point tensors."""
+    """{name: numpy array} from a mapping of names to tensors: float32 for floating-point
+    tensors, int64 for the integer counters torch keeps as buffers (``num_batches_tracked``)."""
     import torch
     if not isinstance(d, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                           for k, v in d.items()):
         raise UserError(f"{path!r} is not a state_dict: expected a mapping of names to tensors")
-    not_float = [f"{k} ({v.dtype})" for k, v in d.items() if not v.is_floating_point()]
-    if not_float:
-        raise UserError(f"{path!r} is not a state_dict of weights: {', '.join(not_float[:4])} "
+    wrong = [f"{k} ({v.dtype})" for k, v in d.items()
+             if not (v.is_floating_point() or (k.endswith(".num_batches_tracked") and not v.is_complex()
+                                               and v.dtype != torch.bool))]
+    if wrong:
+        raise UserError(f"{path!r} is not a state_dict of weights: {', '.join(wrong[:4])} "
                         f"should be floating point")
-    return OrderedDict((k, v.detach().cpu().float().numpy()) for k, v in d.items())
+    return OrderedDict((k, v.detach().cpu().float().numpy() if v.is_floating_point()
+                        else v.detach().cpu().to(torch.int64).numpy()) for k, v in d.items())
 
 
 def _check_training_state(ckpt, path):
@@ -136,28 +183,41 @@ def _check_training_state(ckpt, path):
         if not ok:
             raise UserError(f"{path!r} is a damaged scratchcnn checkpoint: normalize_stats should be "
                             f"[3 means, 3 positive stds], got {stats!r:.80}")
+    shapes = ckpt["arch"].param_shapes()
     wrong = [k for k, v in ckpt["optimizer"].items()
-             if k not in PARAM_SHAPES or tuple(v.shape) != PARAM_SHAPES[k]]
+             if k not in shapes or tuple(v.shape) != shapes[k] or v.dtype != np.float32]
     if wrong:
         raise UserError(f"{path!r} is a damaged scratchcnn checkpoint: its optimizer state for "
                         f"{', '.join(wrong[:4])} does not match the model's parameters")
 
 
-def check_architecture(state_dict, path="state_dict"):
-    """Raise a UserError naming every missing, unexpected or mis-shaped key."""
+def check_architecture(state_dict, arch, path="state_dict", bare=False):
+    """Raise a UserError naming every missing, unexpected or mis-shaped key of ``state_dict``
+    against the network ``arch`` (``bare``: a state_dict without a spec; then the message
+    also names the presets whose keys and shapes it does fit)."""
+    want = arch.state_shapes()
     problems = []
-    missing = [k for k in PARAM_SHAPES if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in PARAM_SHAPES]
+    missing = [k for k in want if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in want]
     if missing:
-        problems.append("missing " + ", ".join(missing))
+        problems.append("missing " + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
     if unexpected:
         problems.append("unexpected " + ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else ""))
-    for k, shape in PARAM_SHAPES.items():
+    for k, (shape, dtype) in want.items():
         if k in state_dict and tuple(state_dict[k].shape) != shape:
             problems.append(f"{k} has shape {tuple(state_dict[k].shape)}, expected {shape}")
+        elif k in state_dict and (dtype == "int64") != (state_dict[k].dtype.kind in "iu"):
+            problems.append(f"{k} is {state_dict[k].dtype}, expected {'an integer' if dtype == 'int64' else 'float'}")
     if problems:
-        raise UserError(f"{path!r} is not the tutorial's CIFAR10Model: " + "; ".join(problems))
-    not_finite = [k for k, v in state_dict.items() if not np.isfinite(v).all()]
+        what = f"the {arch.name} network" if arch.name in architecture.PRESETS else f"the network {arch.name!r}"
+        hint = ""
+        if bare:
+            fits = architecture.matching_presets({k: tuple(v.shape) for k, v in state_dict.items()})
+            hint = (f"; its weights fit the preset {fits[0]}: pass --arch {fits[0]}" if fits else
+                    "; it holds " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in list(state_dict.items())[:4])
+                    + " ...: pass --arch with a spec of those layers (scratchcnn arch show NAME shows one)")
+        raise UserError(f"{path!r} does not fit {what}: " + "; ".join(problems[:6]) + hint)
+    not_finite = [k for k, v in state_dict.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
     if not_finite:
         raise UserError(f"{path!r} holds NaN or infinite weights ({', '.join(not_finite)}); "
                         f"it cannot be used (a diverged or damaged run?)")

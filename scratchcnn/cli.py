@@ -8,7 +8,8 @@ import os
 import sys
 
 from scratchcnn import compare, study
-from scratchcnn.arguments import HelpFormatter, add_dataset_options, nonnegative_int, positive_int
+from scratchcnn.arguments import (ARCH_HELP, HelpFormatter, add_checkpoint_arch_options, add_dataset_options,
+                                  nonnegative_int, positive_int)
 from scratchcnn.config import RECIPES
 from scratchcnn.errors import UserError
 from scratchcnn.explore import commands as explore_commands
@@ -23,10 +24,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_train(sub):
-    p = sub.add_parser("train", help="train the CIFAR-10 network with either backend",
+    p = sub.add_parser("train", help="train a network (the tutorial's, a preset or your own) with either backend",
                        formatter_class=HelpFormatter,
-                       description="Train the tutorial's network. Defaults are the tutorial's "
-                                   "settings; the default dataset is the built-in synthetic one.")
+                       description="Train the tutorial's network, or another one with --arch. Defaults are the "
+                                   "tutorial's settings; the default dataset is the built-in synthetic one.")
+    p.add_argument("--arch", default=None, help=ARCH_HELP + " (default: tutorial)")
     p.add_argument("--backend", choices=["scratch", "torch"], default=None,
                    help="scratch: NumPy + numba (default); torch: the PyTorch reference")
     p.add_argument("--device", default=None, help="cpu or cuda (torch backend only) (default: cpu)")
@@ -77,7 +79,8 @@ def _add_train(sub):
                         "units and update/weight ratios on a probe batch (metrics.json, layer_stats.png)")
     p.add_argument("--no-fused", dest="fused", action="store_false", default=None,
                    help="scratch backend: train through the readable layer-by-layer path instead "
-                        "of the fused fast path (same results to float rounding, several times slower)")
+                        "of the fused fast path (same results to float rounding, several times slower; "
+                        "networks the fast path was not written for always use the layer path)")
     p.add_argument("--out", default=None, help="run folder (default: runs/BACKEND-DATASET, numbered if taken)")
     p.add_argument("--resume", metavar="RUN", default=None,
                    help="continue the run in this folder from its last completed epoch")
@@ -96,7 +99,7 @@ def _fresh_run_dir(backend, dataset):
 
 
 # Settings that change the result, so --resume refuses to change them.
-FIXED_ON_RESUME = ("backend", "dataset", "batch_size", "lr", "momentum", "seed", "train_size",
+FIXED_ON_RESUME = ("arch", "backend", "dataset", "batch_size", "lr", "momentum", "seed", "train_size",
                    "test_size", "normalize", "recipe", "augment", "weight_decay", "lr_schedule",
                    "schedule_per", "warmup_epochs", "warmup_factor", "lr_step", "lr_gamma", "lr_min")
 
@@ -133,20 +136,12 @@ def _cmd_train(args):
         cfg = TrainConfig.from_dict({**RECIPES[given.get("recipe", "tutorial")], **given})
         out = args.out or _fresh_run_dir(cfg.backend, cfg.dataset)
     cfg.validate()                   # bad numbers and devices fail before the kernels load
-    if cfg.backend == "scratch":
-        if cfg.device != "cpu":
-            from scratchcnn.backends import make_backend
-            make_backend("scratch", device=cfg.device)      # raises: the scratch backend is CPU only
-        _warm_kernels()
+    if cfg.backend == "scratch" and cfg.device != "cpu":
+        raise UserError(f"the scratch backend runs on the CPU only; drop --device {cfg.device} "
+                        f"or use --backend torch --device {cfg.device}")
     train(cfg, out, resume_from=resume_from, overwrite=args.overwrite,
           progress=not args.no_progress)
     return 0
-
-
-def _warm_kernels():
-    """Load (or, the first time, compile and announce) the numba kernels before timing starts."""
-    from scratchcnn.fused import warmup
-    warmup(verbose=True)
 
 
 def _add_evaluate(sub):
@@ -157,6 +152,7 @@ def _add_evaluate(sub):
                    help="runs/NAME/checkpoint.pth, model.pth, or a state_dict saved by the tutorial")
     p.add_argument("--backend", choices=["scratch", "torch"], default="scratch")
     p.add_argument("--device", default="cpu")
+    add_checkpoint_arch_options(p)
     add_dataset_options(p, dataset_default_help="default: the checkpoint's dataset; cifar10 for a "
                                                 "bare state_dict",
                         data_dir_default_help="default: the checkpoint's, for its dataset; else data")
@@ -173,10 +169,9 @@ def _cmd_evaluate(args):
     from scratchcnn.evaluate import evaluate, format_report
     from scratchcnn.plots import plot_confusion
 
-    if args.backend == "scratch":
-        _warm_kernels()
     r = evaluate(args.checkpoint, backend=args.backend, device=args.device, dataset=args.dataset,
-                 data_dir=args.data_dir, split=args.split, test_size=args.test_size)
+                 data_dir=args.data_dir, split=args.split, test_size=args.test_size, arch=args.arch,
+                 allow_custom=args.allow_custom_layers)
     print(format_report(r))
     if args.plot:
         plot_confusion(r["confusion"], r["classes"], args.plot)
@@ -194,6 +189,40 @@ def _cmd_gradcheck(args):
     return gradcheck_main([])
 
 
+def _add_arch(sub):
+    p = sub.add_parser("arch", help="list the network presets, or show one (or your JSON spec) layer by layer",
+                       formatter_class=HelpFormatter,
+                       description="'arch list': the presets and what each teaches. 'arch show NAME|FILE.json': "
+                                   "every layer with its arguments, output shape, parameters, multiply-adds and "
+                                   "receptive field; --json prints the spec with every name and argument filled in.")
+    what = p.add_subparsers(dest="arch_command", metavar="list|show")
+    what.required = True
+    what.add_parser("list", help="the presets")
+    show = what.add_parser("show", help="one network, layer by layer", formatter_class=HelpFormatter)
+    show.add_argument("arch", metavar="NAME|FILE", help=ARCH_HELP)
+    show.add_argument("--classes", type=positive_int, default=10,
+                      help="the number of classes, for a last Linear without out_features")
+    show.add_argument("--json", action="store_true", help="print the resolved spec as JSON instead")
+    p.set_defaults(func=_cmd_arch)
+
+
+def _cmd_arch(args):
+    import json
+
+    from scratchcnn import architecture
+    if args.arch_command == "list":
+        width = max(map(len, architecture.PRESETS))
+        print(f"{'preset':<{width}}  {'parameters':>10}  {'mult-adds':>11}  what it teaches")
+        for name, (about, _) in architecture.PRESETS.items():
+            a = architecture.load(name, architecture.NUM_CLASSES)
+            print(f"{name:<{width}}  {a.n_params:>10,}  {a.total_macs:>11,}  {about}")
+        print("\n'scratchcnn arch show NAME' shows one layer by layer; 'scratchcnn train --arch NAME' trains it.")
+        return 0
+    arch = architecture.load(args.arch, args.classes)
+    print(json.dumps(arch.to_json(), indent=1) if args.json else architecture.describe(arch))
+    return 0
+
+
 def build_parser():
     parser = _Parser(
         prog="scratchcnn",
@@ -204,6 +233,7 @@ def build_parser():
     _add_train(sub)
     _add_evaluate(sub)
     _add_gradcheck(sub)
+    _add_arch(sub)
     compare.add_parser(sub)
     study.register(sub)
     explore_commands.register(sub)
@@ -230,6 +260,9 @@ def main(argv=None):
             raise
         print("error: out of memory; try a smaller --batch-size or --train-size", file=sys.stderr)
         return 2
+    except BrokenPipeError:          # e.g. 'scratchcnn arch show vgg | head': the reader left, say nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """``scratchcnn compare RUN [RUN ...]``: several training runs side by side, as a table and one figure.
 
 Each RUN is a run folder written by ``scratchcnn train`` (its ``metrics.json``).
-The table gives, per run: backend, recipe, dataset, epochs, the final and the
-best test accuracy, the final test loss, the training time (the epochs'
-training loops plus, where recorded, their evaluations) and the median images/s
-of the training loops. The figure plots every run's test accuracy and its train
+The table gives, per run: the network, backend, recipe, epochs, the final and the
+best test accuracy, the final test loss, the network's parameters, multiply-adds per
+image and the receptive field of its last convolution (from the spec the run
+recorded), the median epoch time (training loop and evaluation), the training time
+(the epochs' training loops plus, where recorded, their evaluations) and the median
+images/s of the training loops. The figure plots every run's test accuracy and its train
 and test loss per epoch on shared axes, so two recipes or two backends can be
 compared at a glance.
 """
@@ -32,12 +34,31 @@ def load_run(folder):
             "machine": data.get("machine")}
 
 
+def run_architecture(cfg):
+    """The run's network (``architecture.Architecture``), from the spec its metrics.json records
+    (a run made before networks were a choice: the tutorial's); None when it cannot be rebuilt
+    here (a learner's own layer file is never loaded for a table)."""
+    from scratchcnn import architecture
+    try:
+        if cfg.get("arch_spec"):
+            return architecture.resolve(cfg["arch_spec"], None, name=str(cfg.get("arch", "custom")),
+                                        allow_custom=False)
+        return architecture.tutorial(len(cfg.get("classes") or ()) or architecture.NUM_CLASSES)
+    except UserError:
+        return None
+
+
 def summarise(run, label=None):
     """One table row (a dict) for a run from :func:`load_run`."""
     cfg, ep = run["config"], run["epochs"]
     best = max(ep, key=lambda m: m["test_acc"])
     timed_eval = all("eval_seconds" in m for m in ep)
-    return {"label": label or default_label(run), "backend": cfg.get("backend", "?"),
+    arch = run_architecture(cfg)
+    convs = arch.of_kind("Conv2d") if arch is not None else []
+    rf = arch.receptive_field(convs[-1].name).size if convs else None
+    return {"label": label or default_label(run), "network": _network_name(cfg), "backend": cfg.get("backend", "?"),
+            "params": arch.n_params if arch else None, "macs": arch.total_macs if arch else None,
+            "rf": rf, "epoch_seconds": statistics.median(m["seconds"] + m.get("eval_seconds", 0.0) for m in ep),
             "recipe": cfg.get("recipe", "tutorial"), "dataset": cfg.get("dataset", "?"), "epochs": ep[-1]["epoch"],
             "final_test_acc": ep[-1]["test_acc"], "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
             "final_test_loss": ep[-1].get("test_loss"),
@@ -46,20 +67,31 @@ def summarise(run, label=None):
             "images_per_s": statistics.median(m["images_per_s"] for m in ep)}
 
 
+def _network_name(cfg):
+    return os.path.basename(str(cfg.get("arch") or "tutorial"))
+
+
 def default_label(run):
     cfg = run["config"]
-    return f"{cfg.get('backend', '?')}, {cfg.get('recipe', 'tutorial')}"
+    network = _network_name(cfg)
+    return ", ".join([cfg.get("backend", "?")] + ([network] if network != "tutorial" else [])
+                     + [cfg.get("recipe", "tutorial")])
 
 
 def format_table(rows):
     """The rows as a Markdown table."""
-    lines = ["| run | backend | recipe | epochs | test accuracy (final) | best (epoch) | test loss (final) | "
-             "training time min | images/s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | network | backend | recipe | epochs | test accuracy (final) | best (epoch) | test loss (final) | "
+             "parameters | mult-adds per image | receptive field of the last conv | epoch s (median) | "
+             "training time min | images/s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         loss = f"{r['final_test_loss']:.3f}" if r["final_test_loss"] is not None else "-"
-        lines.append(f"| {r['label']} | {r['backend']} | {r['recipe']} | {r['epochs']} | "
+        params = f"{r['params']:,}" if r["params"] is not None else "-"
+        macs = f"{r['macs'] / 1e6:.1f} M" if r["macs"] is not None else "-"
+        rf = "x".join(map(str, r["rf"])) if r["rf"] else "-"
+        lines.append(f"| {r['label']} | {r['network']} | {r['backend']} | {r['recipe']} | {r['epochs']} | "
                      f"{100 * r['final_test_acc']:.2f}% | {100 * r['best_test_acc']:.2f}% ({r['best_epoch']}) | "
-                     f"{loss} | {r['minutes']:.1f}{'' if r['includes_eval'] else '*'} | {r['images_per_s']:.0f} |")
+                     f"{loss} | {params} | {macs} | {rf} | {r['epoch_seconds']:.1f} | "
+                     f"{r['minutes']:.1f}{'' if r['includes_eval'] else '*'} | {r['images_per_s']:.0f} |")
     if not all(r["includes_eval"] for r in rows):
         lines.append("\n\\* training loops only: this run's metrics.json predates the timing of evaluations.")
     return "\n".join(lines)

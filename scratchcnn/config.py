@@ -23,6 +23,7 @@ RECIPES = {
 
 @dataclass
 class TrainConfig:
+    arch: str = "tutorial"       # the network: a preset name or a JSON spec file (scratchcnn.architecture)
     backend: str = "scratch"
     device: str = "cpu"
     dataset: str = "synthetic"

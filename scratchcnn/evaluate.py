@@ -15,11 +15,14 @@ def confusion_matrix(y_true, y_pred, n_classes=10):
     return cm
 
 
-def load_backend(checkpoint, backend="scratch", device="cpu"):
-    """A backend holding the weights of ``checkpoint`` (ours or the tutorial's), and its config."""
-    ckpt = load_checkpoint(checkpoint)
-    b = make_backend(backend, device=device)
+def load_backend(checkpoint, backend="scratch", device="cpu", arch=None, allow_custom=False):
+    """A backend holding the network and weights of ``checkpoint`` (ours or the tutorial's),
+    its kernels loaded, and the loaded checkpoint (``ckpt["arch"]`` is the network; ``arch``
+    names it for a bare state_dict, see ``checkpoint.load_checkpoint``)."""
+    ckpt = load_checkpoint(checkpoint, arch=arch, allow_custom=allow_custom)
+    b = make_backend(backend, arch=ckpt["arch"], device=device)
     b.load_state_dict(ckpt["model"])
+    b.warmup()
     return b, ckpt
 
 
@@ -57,7 +60,7 @@ def dataset_split(cfg, dataset, data_dir, split, size=None):
 
 
 def evaluate(checkpoint, *, backend="scratch", device="cpu", dataset=None, data_dir=None,
-             split="test", test_size=0):
+             split="test", test_size=0, arch=None, allow_custom=False):
     """Evaluate (eval mode: dropout off) on the ``split`` of the checkpoint's dataset (or ``dataset``).
 
     ``split="train"`` measures the training set, as the tutorial's "accuracy" did.
@@ -65,7 +68,7 @@ def evaluate(checkpoint, *, backend="scratch", device="cpu", dataset=None, data_
     """
     if test_size < 0:
         raise UserError(f"--test-size must be a number of images, or 0 for all (got {test_size})")
-    b, ckpt = load_backend(checkpoint, backend, device)
+    b, ckpt = load_backend(checkpoint, backend, device, arch, allow_custom)
     cfg = ckpt["config"]
     data = dataset_split(cfg, dataset, data_dir, split, test_size if split == "test" else None)
     logits = evaluate_logits(b, data, normalize=cfg.get("normalize_stats"))

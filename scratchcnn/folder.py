@@ -44,7 +44,7 @@ from scratchcnn.errors import UserError
 
 LOADER_VERSION = 1
 SIZE = 32
-MAX_CLASSES = 10          # the network's outputs (fc4 of the tutorial's network)
+MAX_CLASSES = 1000        # a sane upper limit (ImageNet's); the network's last layer gets one output each
 SPLITS = ("train", "test")
 CACHE_DIR = ".scratchcnn-cache"
 CACHE_NAME = f"images-{SIZE}x{SIZE}.npz"
@@ -99,8 +99,8 @@ def scan(root):
                         f"only in train: {', '.join(only_train) or '-'}; "
                         f"only in test: {', '.join(only_test) or '-'}")
     if len(train) > MAX_CLASSES:
-        raise UserError(f"{root}/train has {len(train)} class folders, but the network has "
-                        f"{MAX_CLASSES} outputs (fc4), so at most {MAX_CLASSES} classes")
+        raise UserError(f"{root}/train has {len(train)} class folders; scratchcnn takes at most "
+                        f"{MAX_CLASSES} classes")
     files = {}
     for split in SPLITS:
         files[split] = []

@@ -38,10 +38,12 @@ How it is organised:
   taps are padded to 32 with zero weights, and 0 * inf = NaN, so an infinite
   input pixel can give NaN where the layer path gives inf (both not finite).
 
-Only the tutorial's network at float32 is supported (any batch size), with
-``scratchcnn.optim.SGD`` over the model's own parameters for the update. Anything
-else raises ``NotImplementedError`` saying why; nothing falls back in silence, so
-the caller chooses the layer path knowingly.
+Only the tutorial's network at float32 is supported (any batch size, any number
+of classes), with ``scratchcnn.optim.SGD`` over the model's own parameters for the
+update: ``SUPPORTED`` states it as data and ``unsupported_reason(model)`` checks the
+model's real layers against it. Anything else raises ``NotImplementedError`` saying
+why; nothing falls back in silence, so the caller (``backends.ScratchBackend``)
+chooses the layer path knowingly and says so.
 
 Data flow of one step (N images; shapes NHWC unless noted):
 
@@ -57,11 +59,11 @@ Data flow of one step (N images; shapes NHWC unless noted):
 """
 import time
 import weakref
+from typing import NamedTuple
 
 import numba
 import numpy as np
 
-from scratchcnn.architecture import INPUT_SHAPE, output_shape
 from scratchcnn.kernels import fused_conv as fc
 from scratchcnn.kernels import fused_elementwise as fe
 from scratchcnn.kernels import fused_linear as fl
@@ -69,37 +71,85 @@ from scratchcnn.kernels import sgd as ksgd
 from scratchcnn.optim import SGD
 
 __all__ = ["fused_forward_backward", "fused_train_step", "fused_predict", "check_supported",
-           "check_optimizer", "warmup"]
+           "unsupported_reason", "check_optimizer", "warmup", "SUPPORTED"]
 
-# The network's sizes, from its one declaration (scratchcnn.architecture). The kernels are
-# written for these: 32 channels = two 16-lane vectors, 3x3 convolutions, a 2x2 pool.
-_CIN, _H, _W = INPUT_SHAPE                 # 3, 32, 32
-_C = output_shape("conv1")[0]              # 32 channels out of conv1 and conv2
-_FLAT = output_shape("flat")[0]            # 8192 = 32 * 16 * 16
-_HIDDEN = output_shape("fc3")[0]           # 512
+# What this path was written for, as data: the tutorial's network, layer by layer, at
+# float32. ``unsupported_reason`` checks the model's REAL layers against it (their exact
+# class, every argument, the shapes of their weights) before any kernel runs: numba does
+# not bounds-check, so an unchecked assumption would be a crash, not an exception.
+# "any": any value; "[0,1)": a probability below 1.
+_CIN, _H, _W = 3, 32, 32                    # the input image
+_C = 32                                     # channels out of both convolutions: two 16-lane vectors
+_FLAT = _C * (_H // 2) * (_W // 2)          # 8192 after the 2x2 max-pool
+_HIDDEN = 512                               # fc3's outputs
+_CONV = {"kernel_size": (3, 3), "stride": (1, 1), "padding": (1, 1), "bias": True}
+SUPPORTED = (
+    ("Conv2d", {"in_channels": _CIN, "out_channels": _C, **_CONV}),
+    ("ReLU", {}),
+    ("Dropout", {"p": "[0,1)"}),
+    ("Conv2d", {"in_channels": _C, "out_channels": _C, **_CONV}),
+    ("ReLU", {}),
+    ("MaxPool2d", {"kernel_size": (2, 2), "stride": (2, 2)}),
+    ("Flatten", {}),
+    ("Linear", {"in_features": _FLAT, "out_features": _HIDDEN, "bias": True}),
+    ("ReLU", {}),
+    ("Dropout", {"p": "[0,1)"}),
+    ("Linear", {"in_features": _HIDDEN, "out_features": "any", "bias": True}),
+)
+
+
+class _Net(NamedTuple):
+    """The model's layers by their role in SUPPORTED (whatever the spec named them)."""
+    conv1: object
+    drop1: object
+    conv2: object
+    fc3: object
+    drop3: object
+    fc4: object
+
+
+def _layer_value(layer, arg):
+    if arg == "bias":
+        return layer.bias is not None
+    v = getattr(layer, arg)
+    return tuple(v) if isinstance(v, (list, tuple)) else v
+
+
+def unsupported_reason(model):
+    """None when the fast path can run ``model``; else one line saying what differs from
+    the network it was written for (the tutorial's, at float32)."""
+    from scratchcnn.layer_base import REGISTRY
+
+    layers = getattr(model, "layers", None)
+    if not isinstance(layers, list):
+        return f"not a scratchcnn Network ({type(model).__name__})"
+    if getattr(model, "dtype", None) != np.float32:
+        return f"it runs float32 only, the model is {getattr(model, 'dtype', '?')}"
+    if len(layers) != len(SUPPORTED):
+        return f"it runs the tutorial's 11-layer network, this one has {len(layers)} layers"
+    for i, ((name, layer), (kind, want)) in enumerate(zip(layers, SUPPORTED)):
+        if type(layer) is not REGISTRY[kind]:
+            return f"layer {i + 1} ({name}) is {type(layer).__name__}; the tutorial's network has {kind} there"
+        for arg, value in want.items():
+            have = _layer_value(layer, arg)
+            ok = (value == "any" or (value == "[0,1)" and 0 <= have < 1) or have == value)
+            if not ok:
+                return f"layer {i + 1} ({name}, {kind}) has {arg}={have}; the fast path needs {value}"
+    return None
 
 
 def check_supported(model):
-    """Raise NotImplementedError unless ``model`` is the tutorial's network at float32."""
-    def need(cond, what):
-        if not cond:
-            raise NotImplementedError(f"scratchcnn.fused supports only the tutorial's CIFAR-10 network "
-                                      f"at float32 ({what}); use the layer-by-layer path instead")
-    need(getattr(model, "dtype", None) == np.float32, "dtype must be float32")
-    try:
-        c1, c2, f3, f4 = model.conv1, model.conv2, model.fc3, model.fc4
-        d1, d3 = model.drop1, model.drop3
-    except AttributeError as e:
-        raise NotImplementedError(f"scratchcnn.fused: not a CIFAR10Model ({e})") from None
-    for conv, cin in ((c1, _CIN), (c2, _C)):
-        need(conv.weight.data.shape == (_C, cin, 3, 3) and conv.bias is not None
-             and tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (1, 1),
-             f"{conv.name} must be Conv2d({cin}, 32, 3, padding=1)")
-    need(tuple(model.pool2.kernel_size) == (2, 2) and tuple(model.pool2.stride) == (2, 2), "pool2 must be 2x2/2")
-    need(f3.weight.data.shape == (_HIDDEN, _FLAT) and f4.weight.data.shape[1] == _HIDDEN
-         and f3.bias is not None and f4.bias is not None,
-         f"fc3 must be Linear({_FLAT}, {_HIDDEN}), fc4 Linear({_HIDDEN}, K)")
-    need(0 <= d1.p < 1 and 0 <= d3.p < 1, "dropout p must be in [0, 1)")
+    """Raise NotImplementedError unless ``unsupported_reason(model)`` is None."""
+    reason = unsupported_reason(model)
+    if reason is not None:
+        raise NotImplementedError(f"scratchcnn.fused supports only the tutorial's network at float32 "
+                                  f"({reason}); use the layer-by-layer path instead")
+    return _net(model)
+
+
+def _net(model):
+    layers = [layer for _, layer in model.layers]
+    return _Net(layers[0], layers[2], layers[3], layers[7], layers[9], layers[10])
 
 
 class _Workspace:
@@ -162,7 +212,7 @@ def _workspace(model, n, n_classes):
 
 
 def _check_input(x):
-    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4 or x.shape[1:] != INPUT_SHAPE:
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4 or x.shape[1:] != (_CIN, _H, _W):
         raise ValueError(f"scratchcnn.fused: expected float32 input of shape (N, {_CIN}, {_H}, {_W}), "
                          f"got {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
 
@@ -175,18 +225,18 @@ def _dropout_args(layer):
     return layer.seed, layer.counter, layer.p, fe.dropout_scale(layer.p)
 
 
-def _features(model, x, ws, drop, t=None):
+def _features(net, x, ws, drop, t=None):
     """conv1 -> relu -> drop1 -> conv2 -> relu -> pool into ws.flat / ws.arg; returns drop1's scale."""
     t = t or _Timer(None)
     ws.xp1[:, 1:-1, 1:-1, :] = x.transpose(0, 2, 3, 1)
     t.lap("input NCHW->NHWC")
-    w1 = fc.pack_weights(model.conv1.weight.data, len(_KOFF3))
-    seed, counter, p, scale = _dropout_args(model.drop1) if drop else (0, 0, 0.0, np.float32(0))
-    fc.conv3x3_forward_relu_dropout_pad(ws.xp1, w1, _KOFF3, model.conv1.bias.data, ws.a, ws.d1p,
+    w1 = fc.pack_weights(net.conv1.weight.data, len(_KOFF3))
+    seed, counter, p, scale = _dropout_args(net.drop1) if drop else (0, 0, 0.0, np.float32(0))
+    fc.conv3x3_forward_relu_dropout_pad(ws.xp1, w1, _KOFF3, net.conv1.bias.data, ws.a, ws.d1p,
                                         seed, counter, p, scale)
     t.lap("conv1+act1+drop1 forward")
-    w2 = fc.pack_weights(model.conv2.weight.data, len(_KOFF32))
-    fc.conv3x3_forward_relu_maxpool2(ws.d1p, w2, _KOFF32, model.conv2.bias.data, ws.a, ws.flat, ws.arg)
+    w2 = fc.pack_weights(net.conv2.weight.data, len(_KOFF32))
+    fc.conv3x3_forward_relu_maxpool2(ws.d1p, w2, _KOFF32, net.conv2.bias.data, ws.a, ws.flat, ws.arg)
     t.lap("conv2+act2+pool2 forward")
     return scale
 
@@ -205,11 +255,11 @@ class _Timer:
             self.t = now
 
 
-def _fc3_forward(model, ws):
+def _fc3_forward(net, ws):
     """ws.h3 = ws.flat @ fc3.weight.T + fc3.bias. For 9..32 images, on transposed activations
     (``linear_forward_t``: every weight row read once, ~1.5x faster at batch 32); otherwise
     ``linear_forward`` (no padding of the batch to 32, and no 8 MB transposes at large N)."""
-    f3 = model.fc3
+    f3 = net.fc3
     n = ws.flat.shape[0]
     if 8 < n <= 32:
         ws.xt[:, :n] = ws.flat.T
@@ -222,7 +272,7 @@ def _fc3_forward(model, ws):
 def fused_forward_backward(model, x, y, profile=None):
     """One training step's forward and backward (no parameter update).
 
-    model: ``scratchcnn.model.CIFAR10Model`` at float32; x: float32 (N, 3, 32, 32)
+    model: ``scratchcnn.model.Network`` of the tutorial's network at float32; x: float32 (N, 3, 32, 32)
     NCHW; y: integer labels (N,). Returns ``(loss: float, logits: (N, K) float32)``.
 
     Side effects, exactly like the layer path: every parameter's ``.grad`` is
@@ -271,25 +321,25 @@ def check_optimizer(model, optimizer):
 
 
 def _forward_backward(model, x, y, profile, optimizer):
-    check_supported(model)
+    net = check_supported(model)
     _check_input(x)
     x = np.ascontiguousarray(x)
     n = x.shape[0]
-    n_classes = model.fc4.weight.data.shape[0]
+    n_classes = net.fc4.weight.data.shape[0]
     y = np.asarray(y)
     if y.shape != (n,) or y.dtype.kind not in "iu" or np.any((y < 0) | (y >= n_classes)):
         raise ValueError(f"scratchcnn.fused: expected integer labels of shape ({n},) in [0, {n_classes}), "
                          f"got {y.dtype} {y.shape}")
     ws = _workspace(model, n, n_classes)
     ws.allocate_backward()
-    c1, c2, f3, f4 = model.conv1, model.conv2, model.fc3, model.fc4
+    c1, c2, f3, f4 = net.conv1, net.conv2, net.fc3, net.fc4
     t = _Timer(profile)
     t.lap("checks")
 
     # ---- forward
-    scale1 = _features(model, x, ws, drop=True, t=t)
-    _fc3_forward(model, ws)
-    seed3, counter3, p3, scale3 = _dropout_args(model.drop3)
+    scale1 = _features(net, x, ws, drop=True, t=t)
+    _fc3_forward(net, ws)
+    seed3, counter3, p3, scale3 = _dropout_args(net.drop3)
     t.lap("fc3 forward")
     fe.relu_dropout_rows(ws.h3, ws.d3, seed3, counter3, p3, scale3)
     logits = ws.d3 @ f4.weight.data.T
@@ -310,7 +360,7 @@ def _forward_backward(model, x, y, profile, optimizer):
         param, grad, buf = optimizer.flat_state()
         buf = grad if buf is None else buf                       # momentum 0: no buffer (never written)
         hyper = optimizer.hyperparameters(param.dtype)           # (lr, momentum, weight_decay), read now
-        fc3_w = model.param_slice("fc3.weight")
+        fc3_w = model.param_slice(f"{f3.name}.weight")
     np.matmul(dlogits.T, ws.d3, out=f4.weight.grad)
     f4.bias.grad[...] = dlogits.sum(axis=0)
     dh3 = dlogits @ f4.weight.data
@@ -348,7 +398,7 @@ def _forward_backward(model, x, y, profile, optimizer):
     t.lap("conv1 backward (weights)")
 
     # ---- the masks used: advance the counters as the Dropout layers would
-    for layer in (model.drop1, model.drop3):
+    for layer in (net.drop1, net.drop3):
         if layer.training:
             layer.counter += 1
     t.lap("checks")
@@ -362,18 +412,18 @@ def _forward_backward(model, x, y, profile, optimizer):
 def fused_predict(model, x, batch_size=256):
     """Eval-mode logits (N, K) float32 for x (N, 3, 32, 32): no dropout, no gradients,
     no change to the model. Runs in chunks of ``batch_size`` images."""
-    check_supported(model)
+    net = check_supported(model)
     _check_input(x)
-    n_classes = model.fc4.weight.data.shape[0]
+    n_classes = net.fc4.weight.data.shape[0]
     out = np.empty((x.shape[0], n_classes), np.float32)
     for s in range(0, x.shape[0], batch_size):
         xb = np.ascontiguousarray(x[s:s + batch_size])
         ws = _workspace(model, xb.shape[0], n_classes)
-        _features(model, xb, ws, drop=False)
+        _features(net, xb, ws, drop=False)
         h = ws.h3
-        _fc3_forward(model, ws)
+        _fc3_forward(net, ws)
         np.maximum(h, 0, out=h)
-        out[s:s + xb.shape[0]] = h @ model.fc4.weight.data.T + model.fc4.bias.data
+        out[s:s + xb.shape[0]] = h @ net.fc4.weight.data.T + net.fc4.bias.data
     return out
 
 
@@ -412,22 +462,28 @@ def _check_masks_match():
             disp.recompile()
 
 
+_warmed = False
+
+
 def warmup(verbose=True):
     """Compile (first run) or load from numba's cache (later runs) every fused kernel.
 
     Runs one tiny fused step on a throwaway model, so the exact signatures used
-    in training are ready. Prints "compiling kernels, first run only ..." first
-    when the on-disk cache is cold (that takes some 10-30 s once). Returns the
-    seconds it took.
+    in training are ready; once per process. Prints "compiling kernels, first run
+    only ..." first when the on-disk cache is cold (that takes some 10-30 s once).
+    Returns the seconds it took.
     """
-    from scratchcnn.model import CIFAR10Model
+    global _warmed
+    from scratchcnn.model import Network
+    if _warmed:
+        return 0.0
     t0 = time.perf_counter()
     cold = not kernels_cached()
     if cold and verbose:
         print("compiling kernels, first run only (30-60 s) ...", flush=True)
     _check_masks_match()
-    model = CIFAR10Model(rng=0)
-    x1, x9 = np.zeros((1, *INPUT_SHAPE), np.float32), np.zeros((9, *INPUT_SHAPE), np.float32)
+    model = Network("tutorial", rng=0)
+    x1, x9 = np.zeros((1, _CIN, _H, _W), np.float32), np.zeros((9, _CIN, _H, _W), np.float32)
     fused_forward_backward(model, x1, np.zeros(1, np.int64))        # batch 1 and 9: both fc3 forward kernels
     opt = SGD(model.parameters(), lr=0.001, momentum=0.9)
     opt.step()                                # first and later steps of the parallel SGD kernel
@@ -436,6 +492,7 @@ def warmup(verbose=True):
     model.eval()
     fused_predict(model, x1)
     dt = time.perf_counter() - t0
+    _warmed = True
     if cold and verbose:
         print(f"compiled in {dt:.0f} s; later runs load them from the cache", flush=True)
     return dt

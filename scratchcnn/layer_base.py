@@ -1,9 +1,38 @@
-"""The plumbing every layer shares: ``Parameter``, the ``Layer`` base class,
-PyTorch's default initialisation and argument helpers.
+"""The plumbing every layer shares: ``Parameter``, the ``Layer`` base class (with the
+registry a network spec is checked against), PyTorch's default initialisation and
+argument helpers.
 
 The layers themselves, with their math, are in ``scratchcnn.layers``.
+
+A layer class is one unit of change. Besides ``forward`` and ``backward`` it declares,
+as class-level data and small class methods, everything the rest of scratchcnn needs
+to build, check and test it without knowing its name:
+
+    ARGS            {argument: type}: what a network spec may pass (torch's names)
+    INFER           {argument: "channels" | "features"}: taken from the input shape when omitted
+    output_shape    (in_shape, args) -> out_shape, for ONE image; ValueError when it cannot work
+    param_shapes    args -> [(name, shape)], in torch's state_dict order
+    buffer_shapes   args -> [(name, shape, dtype)], state that is saved but not trained
+    torch_twin      args -> the torch.nn module that computes the same thing
+    examples        rng -> [Example]: small cases the generated gradient and parity tests run
+
+``scratchcnn.layers`` registers its classes with ``@register``: ``REGISTRY`` maps a
+kind (the class name, as in ``torch.nn``) to its class. A learner's own layer, named
+in a spec as ``"my_layers.py:MyLeakyReLU"``, is loaded and checked by
+``scratchcnn.custom`` instead.
 """
+import inspect
+from typing import NamedTuple
+
 import numpy as np
+
+REGISTRY = {}          # kind (class name) -> Layer subclass; filled by @register in scratchcnn.layers
+
+
+def register(cls):
+    """Class decorator: make ``cls`` a kind a network spec may name (by its class name)."""
+    REGISTRY[cls.__name__] = cls
+    return cls
 
 
 class Parameter:
@@ -11,7 +40,7 @@ class Parameter:
 
     ``data`` and ``grad`` have the same shape and dtype. Layers write ``grad``
     and optimizers update ``data`` IN PLACE, so both may be views into one flat
-    model-wide buffer (see ``CIFAR10Model``): assign with ``p.data[...] = ...``.
+    model-wide buffer (see ``scratchcnn.model.Network``): assign with ``p.data[...] = ...``.
     """
 
     def __init__(self, data, name=None):
@@ -37,16 +66,132 @@ def uniform_init(rng, shape, fan_in, dtype):
     return rng.uniform(-bound, bound, size=shape).astype(dtype)
 
 
+class Example(NamedTuple):
+    """One generated test case of a layer: constructor ``args``, the input ``x`` (float64),
+    keyword arguments for ``forward`` (e.g. a fixed dropout mask), the mode ("train" or
+    "eval"), the central-difference step ``h`` of the gradient check, and ``state``:
+    values for parameters and buffers (by name) to load before the test, so that no
+    term of the math is trivial (e.g. BatchNorm's weight 1 and running mean 0)."""
+    args: dict
+    x: np.ndarray
+    forward_kwargs: dict
+    mode: str = "train"
+    h: float = 1e-2
+    state: dict = {}
+
+
+# ---------------------------------------------------------------- argument types
+# Each checker returns an error message, or None when the value is fine. JSON gives
+# ints, floats, bools and lists, so a pair may arrive as a list.
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _sizes(v, lo):
+    values = v if isinstance(v, (list, tuple)) and len(v) == 2 else [v]
+    if isinstance(v, (list, tuple)) and len(v) != 2 or not all(_is_int(u) for u in values):
+        return f"must be a whole number or a [height, width] pair of them, got {v!r}"
+    if min(values) < lo:
+        return f"must be {'positive' if lo else '0 or more'}, got {v!r}"
+    return None
+
+
+ARG_TYPES = {
+    "int>0": lambda v: None if _is_int(v) and v > 0 else f"must be a positive whole number, got {v!r}",
+    "size>0": lambda v: _sizes(v, 1),
+    "size>=0": lambda v: _sizes(v, 0),
+    "bool": lambda v: None if isinstance(v, bool) else f"must be true or false, got {v!r}",
+    "prob": lambda v: None if _is_number(v) and 0 <= v <= 1 else f"must be a number in [0, 1], got {v!r}",
+    "prob<1": lambda v: None if _is_number(v) and 0 <= v < 1 else f"must be a number in [0, 1), got {v!r}",
+    "fraction": lambda v: None if _is_number(v) and 0 < v <= 1 else f"must be a number in (0, 1], got {v!r}",
+    "float>0": lambda v: None if _is_number(v) and v > 0 else f"must be a positive number, got {v!r}",
+    "float": lambda v: None if _is_number(v) else f"must be a finite number, got {v!r}",
+}
+
+
 class Layer:
-    """Shared plumbing: name, train/eval flag, parameters, input checks."""
+    """Shared plumbing: name, train/eval flag, parameters and buffers, input checks, and the
+    class-level declarations a spec is checked with (see the module docstring)."""
+
+    ARGS = {}                   # argument -> ARG_TYPES key
+    INFER = {}                  # argument -> "channels" (in_shape[0] of a (C, H, W) input) or "features"
+    torch_kind = None           # the torch.nn class name of the twin; None: the class's own name
+    GRADCHECK_INPUT = "normal"  # "normal", "away_from_zero" (kinks at 0) or "distinct" (ties)
 
     def __init__(self):
         self.name = type(self).__name__
         self.training = True
 
+    # ---------------------------------------------------------------- the registry's view
+    @classmethod
+    def defaults(cls):
+        """{argument: default} from the constructor, for the arguments in ARGS."""
+        sig = inspect.signature(cls.__init__)
+        return {name: p.default for name, p in sig.parameters.items()
+                if name in cls.ARGS and p.default is not inspect.Parameter.empty}
+
+    @classmethod
+    def output_shape(cls, in_shape, args):
+        """The output shape for ONE image's input of ``in_shape``; default: the same shape
+        (elementwise layers). Raise ValueError with a one-line reason when it cannot work."""
+        return tuple(in_shape)
+
+    @classmethod
+    def param_shapes(cls, args):
+        """[(name, shape)] of the trainable parameters, weight before bias as in torch.
+        Default: read off an instance (so a learner's own layer need not declare them)."""
+        return [(n, p.data.shape) for n, p in cls.build(args, np.float32, 0).parameters()]
+
+    @classmethod
+    def buffer_shapes(cls, args):
+        """[(name, shape, dtype)] of saved, untrained state ("float": the model's dtype, or
+        "int64"). Default: read off an instance."""
+        return [(n, np.shape(b), "int64" if np.asarray(b).dtype.kind in "iu" else "float")
+                for n, b in cls.build(args, np.float32, 0).buffers()]
+
+    @classmethod
+    def macs(cls, in_shape, out_shape, args):
+        """Multiply-adds of one forward pass for one image (0: not counted)."""
+        return 0
+
+    @classmethod
+    def window(cls, args):
+        """((KH, KW), (SH, SW), (PH, PW)) for layers that look at a spatial window of their
+        input (the receptive-field arithmetic); None: elementwise, or no spatial output."""
+        return None
+
+    @classmethod
+    def torch_twin(cls, args):
+        """The torch.nn module computing the same thing, built from the same arguments."""
+        import torch.nn as nn
+        return getattr(nn, cls.torch_kind or cls.__name__)(**args)
+
+    @classmethod
+    def build(cls, args, dtype=np.float32, rng=None):
+        """An instance from a spec's (complete) arguments; dtype and rng go to the layers
+        whose constructor takes them (those with parameters)."""
+        sig = inspect.signature(cls.__init__).parameters
+        extra = {k: v for k, v in (("dtype", dtype), ("rng", rng)) if k in sig}
+        return cls(**args, **extra)
+
+    @classmethod
+    def examples(cls, rng):
+        """Small cases for the generated gradient checks and torch parity tests."""
+        return [Example({}, rng.standard_normal((2, 3, 4, 5)), {})]
+
+    # ---------------------------------------------------------------- instances
     def parameters(self):
         """List of (name, Parameter), weight before bias as in torch's state_dict."""
         return [(n, getattr(self, n)) for n in ("weight", "bias") if getattr(self, n, None) is not None]
+
+    def buffers(self):
+        """List of (name, array): state saved with the weights but never trained."""
+        return []
 
     def zero_grad(self):
         for _, p in self.parameters():
@@ -82,3 +227,25 @@ class Layer:
             ok_shape = x.ndim == len(shape) and all(isinstance(s, str) or s == d for s, d in zip(shape, x.shape))
         if not (ok_dtype and ok_shape):
             self._fail(f"expected {kind} input{expected}, got {x.dtype} {tuple(x.shape)}")
+
+
+def spatial_output(size, kernel, stride, padding):
+    """Output length along one axis: (size + 2*padding - kernel) // stride + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def check_window(in_shape, kernel, stride, padding, what="kernel"):
+    """The (OH, OW) of a KHxKW window moved by (SH, SW) over a (C, H, W) input padded by
+    (PH, PW); ValueError when the input is not (C, H, W) or smaller than the window."""
+    if len(in_shape) != 3:
+        raise ValueError(f"needs a (channels, height, width) input, got {_shape_text(in_shape)}")
+    (kh, kw), (sh, sw), (ph, pw) = pair(kernel), pair(stride), pair(padding)
+    _, h, w = in_shape
+    if h + 2 * ph < kh or w + 2 * pw < kw:
+        pad = f" with padding {ph}x{pw}" if ph or pw else ""
+        raise ValueError(f"its {kh}x{kw} {what} is larger than its {h}x{w} input{pad}")
+    return spatial_output(h, kh, sh, ph), spatial_output(w, kw, sw, pw)
+
+
+def _shape_text(shape):
+    return "(" + ", ".join(str(s) for s in shape) + ")" + (" (flat features)" if len(shape) == 1 else "")

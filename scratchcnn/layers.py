@@ -1,4 +1,4 @@
-"""The network's layers with hand-written backward passes (NumPy + numba, NCHW).
+"""The layers a network can be built from, each with a hand-written backward pass (NumPy + numba, NCHW).
 
 Every layer works the same way (cs231n style):
 
@@ -7,30 +7,38 @@ Every layer works the same way (cs231n style):
 * ``backward(dout)`` takes dL/dout, returns dL/dx, and OVERWRITES the ``.grad``
   of the layer's parameters (``grad[...] = ...``; it never accumulates, so a
   ``zero_grad`` before each step is not needed, though it exists).
-* ``train()`` / ``eval()`` set ``self.training`` (only Dropout cares).
+* ``train()`` / ``eval()`` set ``self.training`` (Dropout and BatchNorm2d care).
 * ``name`` is set by the model (``"conv1"``...); it defaults to the class name
   and appears in error messages.
 
-Names and default initialisation follow PyTorch (``Conv2d``, ``weight``, ...),
-so ``torch_reference/model.py`` reads the same. Parameters are float32 by
-default; float64 works everywhere (the gradient checks use it).
+Names, arguments and default initialisation follow PyTorch (``Conv2d``,
+``kernel_size``, ``weight``, ``running_mean`` ...), so ``torch_reference/model.py``
+reads the same. Parameters are float32 by default; float64 works everywhere (the
+gradient checks use it).
+
+Each class also declares what a network spec needs to know about it (its
+arguments, output-shape rule, parameter and buffer shapes, torch twin and test
+examples; see ``scratchcnn.layer_base``), and ``@register`` makes it a kind a spec
+may name. The generated tests (``tests/test_layer_zoo.py``) check every registered
+layer against central differences and against its torch twin.
 
 The hot loops (convolution, pooling, dropout masks) are numba kernels called
-through ``scratchcnn.ops``; each has a plain NumPy twin in
-``scratchcnn.reference`` with the same signature, and
-``scratchcnn.ops.use_reference()`` (or ``SCRATCHCNN_REFERENCE=1``) makes every
-layer run on those, so a debugger steps through NumPy you can read. The shared
-plumbing (``Parameter``, the ``Layer`` base class, initialisation) is in
-``scratchcnn.layer_base``.
+through ``scratchcnn.ops``; each has a plain NumPy twin in ``scratchcnn.reference``
+with the same signature, and ``scratchcnn.ops.use_reference()`` (or
+``SCRATCHCNN_REFERENCE=1``) makes every layer run on those, so a debugger steps
+through NumPy you can read. Elementwise layers and BatchNorm2d are NumPy only.
 """
 import numpy as np
 
 from scratchcnn import ops
-from scratchcnn.layer_base import Layer, Parameter, pair, uniform_init
+from scratchcnn.layer_base import (Example, Layer, Parameter, check_window, pair, register,
+                                   uniform_init)
 
-__all__ = ["Conv2d", "MaxPool2d", "ReLU", "Dropout", "Flatten", "Linear", "SoftmaxCrossEntropy", "Parameter"]
+__all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Dropout",
+           "BatchNorm2d", "Flatten", "Linear", "SoftmaxCrossEntropy", "Parameter"]
 
 
+@register
 class Conv2d(Layer):
     """2-D convolution over NCHW images (a cross-correlation, like ``torch.nn.Conv2d``).
 
@@ -53,6 +61,9 @@ class Conv2d(Layer):
     kernel_size, stride, padding: an int or an (h, w) pair. rng: None, an int seed
     or a numpy Generator, for the PyTorch-default initial weight and bias.
     """
+    ARGS = {"in_channels": "int>0", "out_channels": "int>0", "kernel_size": "size>0",
+            "stride": "size>0", "padding": "size>=0", "bias": "bool"}
+    INFER = {"in_channels": "channels"}
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  bias=True, dtype=np.float32, rng=None):
@@ -88,8 +99,86 @@ class Conv2d(Layer):
             self.bias.grad[...] = dbias
         return dx
 
+    # ---- what a spec needs to know
+    @classmethod
+    def output_shape(cls, in_shape, a):
+        oh, ow = check_window(in_shape, a["kernel_size"], a.get("stride", 1), a.get("padding", 0))
+        return (a["out_channels"], oh, ow)
 
-class MaxPool2d(Layer):
+    @classmethod
+    def param_shapes(cls, a):
+        shapes = [("weight", (a["out_channels"], a["in_channels"], *pair(a["kernel_size"])))]
+        return shapes + ([("bias", (a["out_channels"],))] if a.get("bias", True) else [])
+
+    @classmethod
+    def macs(cls, in_shape, out_shape, a):
+        kh, kw = pair(a["kernel_size"])
+        return int(np.prod(out_shape)) * a["in_channels"] * kh * kw
+
+    @classmethod
+    def window(cls, a):
+        return pair(a["kernel_size"]), pair(a.get("stride", 1)), pair(a.get("padding", 0))
+
+    @classmethod
+    def torch_twin(cls, a):
+        import torch.nn as nn
+        return nn.Conv2d(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()})
+
+    @classmethod
+    def examples(cls, rng):
+        cases = [(3, 4, 3, 1, 1, True, (2, 3, 6, 6)), (3, 4, 3, 2, 0, True, (2, 3, 7, 5)),
+                 (2, 3, 5, 2, 2, True, (2, 2, 9, 7)), (4, 3, 1, 1, 0, True, (2, 4, 5, 6)),
+                 (3, 2, [3, 2], [2, 1], [1, 0], True, (1, 3, 6, 5)), (3, 2, 3, 1, 1, False, (2, 3, 5, 5)),
+                 (2, 3, 7, 1, 3, True, (1, 2, 8, 8))]
+        return [Example({"in_channels": c, "out_channels": f, "kernel_size": k, "stride": s,
+                         "padding": p, "bias": b}, rng.standard_normal(shape), {})
+                for c, f, k, s, p, b, shape in cases]
+
+
+class _Pool2d(Layer):
+    """What MaxPool2d and AvgPool2d share: arguments, shape rule, receptive-field window."""
+    ARGS = {"kernel_size": "size>0", "stride": "size>0"}
+    GRADCHECK_INPUT = "distinct"
+
+    def __init__(self, kernel_size, stride=None):
+        super().__init__()
+        self.kernel_size = pair(kernel_size)
+        self.stride = pair(stride) if stride is not None else self.kernel_size
+
+    def _check_window(self, x):
+        self._check_input(x, ("N", "C", "H", "W"))
+        (kh, kw) = self.kernel_size
+        if x.shape[2] < kh or x.shape[3] < kw:
+            self._fail(f"input {x.shape[2]}x{x.shape[3]} is smaller than the {kh}x{kw} window")
+        self.x = x
+        return np.ascontiguousarray(x)
+
+    @classmethod
+    def output_shape(cls, in_shape, a):
+        stride = a.get("stride") if a.get("stride") is not None else a["kernel_size"]
+        oh, ow = check_window(in_shape, a["kernel_size"], stride, 0, what="window")
+        return (in_shape[0], oh, ow)
+
+    @classmethod
+    def window(cls, a):
+        stride = a.get("stride") if a.get("stride") is not None else a["kernel_size"]
+        return pair(a["kernel_size"]), pair(stride), (0, 0)
+
+    @classmethod
+    def torch_twin(cls, a):
+        import torch.nn as nn
+        return getattr(nn, cls.__name__)(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()})
+
+    @classmethod
+    def examples(cls, rng):
+        def distinct(shape):          # values 0.05 apart: no window has a tie within +-h
+            return 0.05 * rng.permutation(int(np.prod(shape))).reshape(shape).astype(np.float64)
+        return [Example({"kernel_size": k, "stride": s}, distinct(shape), {})
+                for k, s, shape in [(2, None, (2, 3, 6, 6)), (3, 2, (2, 2, 7, 9)), ([2, 3], [1, 2], (1, 2, 5, 7))]]
+
+
+@register
+class MaxPool2d(_Pool2d):
     """Max over KHxKW windows moved by (SH, SW) (default stride = kernel), no padding, NCHW.
 
     Shapes: x (N, C, H, W) -> out (N, C, OH, OW), OH = (H - KH) // SH + 1, OW likewise.
@@ -105,26 +194,44 @@ class MaxPool2d(Layer):
     / ``max_pool2d_backward``.
     """
 
-    def __init__(self, kernel_size, stride=None):
-        super().__init__()
-        self.kernel_size = pair(kernel_size)
-        self.stride = pair(stride) if stride is not None else self.kernel_size
-
     def forward(self, x):
-        self._check_input(x, ("N", "C", "H", "W"))
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        if x.shape[2] < kh or x.shape[3] < kw:
-            self._fail(f"input {x.shape[2]}x{x.shape[3]} is smaller than the {kh}x{kw} window")
-        self.x = x
-        self.out, self.indices = ops.max_pool2d_forward(np.ascontiguousarray(x), kh, kw, sh, sw)
+        x = self._check_window(x)
+        self.out, self.indices = ops.max_pool2d_forward(x, *self.kernel_size, *self.stride)
         return self.out
 
     def backward(self, dout):
         return ops.max_pool2d_backward(np.ascontiguousarray(dout), self.indices, *self.x.shape[2:])
 
 
+@register
+class AvgPool2d(_Pool2d):
+    """Mean over KHxKW windows moved by (SH, SW) (default stride = kernel), no padding, NCHW.
+
+    Shapes: x (N, C, H, W) -> out (N, C, OH, OW), OH = (H - KH) // SH + 1, OW likewise.
+
+        out[n,c,y,x]   = 1/(KH*KW) * sum_{i,j} x[n,c,y*SH+i,x*SW+j]
+        dL/dx[n,c,h,w] = 1/(KH*KW) * sum of dout[n,c,y,x] over the windows (y, x) that contain (h, w)
+
+    Every element of a window gets an equal share of its gradient (compare MaxPool2d,
+    where the winner takes all). Kernel: ``scratchcnn.kernels.pool``; reference:
+    ``scratchcnn.reference.avg_pool2d_forward`` / ``avg_pool2d_backward``.
+    """
+    GRADCHECK_INPUT = "normal"
+
+    def forward(self, x):
+        x = self._check_window(x)
+        self.out = ops.avg_pool2d_forward(x, *self.kernel_size, *self.stride)
+        return self.out
+
+    def backward(self, dout):
+        return ops.avg_pool2d_backward(np.ascontiguousarray(dout), *self.x.shape[2:],
+                                       *self.kernel_size, *self.stride)
+
+
+@register
 class ReLU(Layer):
     """out = max(x, 0);  dL/dx = dout where out > 0, else 0 (so 0 at x = 0, as in torch). Any shape."""
+    GRADCHECK_INPUT = "away_from_zero"
 
     def forward(self, x):
         self._check_input(x)
@@ -136,6 +243,72 @@ class ReLU(Layer):
         return np.where(self.out > 0, dout, 0)
 
 
+@register
+class LeakyReLU(Layer):
+    """out = x where x > 0, else negative_slope * x;  dL/dx = dout where x > 0, else
+    negative_slope * dout (at x = 0 the slope, as in torch). Any shape."""
+    ARGS = {"negative_slope": "float"}
+    GRADCHECK_INPUT = "away_from_zero"
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        self._check_input(x)
+        self.x = x
+        self.out = np.where(x > 0, x, x * x.dtype.type(self.negative_slope))
+        return self.out
+
+    def backward(self, dout):
+        return np.where(self.x > 0, dout, dout * dout.dtype.type(self.negative_slope))
+
+    @classmethod
+    def examples(cls, rng):
+        x = rng.standard_normal((2, 3, 4, 5))
+        return [Example({"negative_slope": s}, x + 0.1 * np.sign(x), {}) for s in (0.01, 0.2)]
+
+
+@register
+class Tanh(Layer):
+    """out = tanh(x);  dL/dx = dout * (1 - out^2). Any shape."""
+
+    def forward(self, x):
+        self._check_input(x)
+        self.x = x
+        self.out = np.tanh(x)
+        return self.out
+
+    def backward(self, dout):
+        return dout * (1 - self.out * self.out)
+
+    @classmethod
+    def examples(cls, rng):
+        return [Example({}, rng.standard_normal((2, 3, 4, 5)), {}, h=1e-5)]
+
+
+@register
+class Sigmoid(Layer):
+    """out = 1 / (1 + exp(-x));  dL/dx = dout * out * (1 - out). Any shape.
+
+    Computed as exp(-log(1 + exp(-x))) (``np.logaddexp``), which never overflows.
+    """
+
+    def forward(self, x):
+        self._check_input(x)
+        self.x = x
+        self.out = np.exp(-np.logaddexp(0, -x)).astype(x.dtype)
+        return self.out
+
+    def backward(self, dout):
+        return dout * self.out * (1 - self.out)
+
+    @classmethod
+    def examples(cls, rng):
+        return [Example({}, 3 * rng.standard_normal((2, 3, 4, 5)), {}, h=1e-5)]
+
+
+@register
 class Dropout(Layer):
     """Inverted dropout: in training, out = x * mask / (1 - p); in eval, out = x. Any shape.
 
@@ -150,6 +323,7 @@ class Dropout(Layer):
     instead (tests, parity runs). The last mask is kept in ``self.mask`` (uint8, x's shape). p = 1 drops
     everything (out = 0), as torch does.
     """
+    ARGS = {"p": "prob"}
 
     def __init__(self, p=0.5, seed=0):
         super().__init__()
@@ -182,9 +356,121 @@ class Dropout(Layer):
             return np.zeros(self.mask.shape, dtype)
         return self.mask.astype(dtype) / (1 - self.p)
 
+    @classmethod
+    def examples(cls, rng):
+        shape = (2, 3, 4, 5)
+        return [Example({"p": p}, rng.standard_normal(shape), {"mask": rng.random(shape) >= p}) for p in (0.3, 0.5)]
 
+
+@register
+class BatchNorm2d(Layer):
+    """Batch normalisation of each channel of NCHW images, like ``torch.nn.BatchNorm2d``.
+
+    Shapes: x (N, C, H, W) -> out (N, C, H, W); weight, bias, running_mean, running_var (C,).
+    Sums run over the M = N*H*W values of a channel. In training (batch statistics):
+
+        mean[c] = 1/M sum x[:,c]         var[c] = 1/M sum (x[:,c] - mean[c])^2   (biased)
+        rstd    = 1 / sqrt(var + eps)    xhat   = (x - mean) * rstd
+        out     = weight[c] * xhat + bias[c]
+        running_mean = (1 - momentum) * running_mean + momentum * mean
+        running_var  = (1 - momentum) * running_var + momentum * var * M / (M - 1)   (unbiased)
+        num_batches_tracked += 1
+
+        dL/dbias[c]   = sum dout[:,c]              dL/dweight[c] = sum dout[:,c] * xhat[:,c]
+        dL/dx         = weight * rstd / M * (M * dout - sum dout - xhat * sum(dout * xhat))
+
+    In eval mode the running statistics stand in for the batch's: xhat = (x - running_mean)
+    * rstd with rstd = 1 / sqrt(running_var + eps), and dL/dx = dout * weight * rstd.
+    affine=False: no weight and bias (weight 1, bias 0). The running statistics are buffers:
+    saved in ``state_dict`` under torch's keys, never touched by the optimizer. NumPy only.
+    """
+    ARGS = {"num_features": "int>0", "eps": "float>0", "momentum": "fraction", "affine": "bool"}
+    INFER = {"num_features": "channels"}
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
+        super().__init__()
+        self.num_features, self.eps, self.momentum, self.dtype = num_features, eps, momentum, np.dtype(dtype)
+        self.weight = Parameter(np.ones(num_features, dtype), "weight") if affine else None
+        self.bias = Parameter(np.zeros(num_features, dtype), "bias") if affine else None
+        self.running_mean = np.zeros(num_features, dtype)
+        self.running_var = np.ones(num_features, dtype)
+        self.num_batches_tracked = np.zeros((), np.int64)
+
+    def forward(self, x):
+        self._check_input(x, ("N", self.num_features, "H", "W"), self.dtype)
+        t = x.dtype.type
+        m = x.shape[0] * x.shape[2] * x.shape[3]
+        if self.training:
+            if m < 2:
+                self._fail(f"needs more than 1 value per channel in training, got input {tuple(x.shape)}")
+            mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+            mom = t(self.momentum)
+            self.running_mean[...] = (1 - mom) * self.running_mean + mom * mean
+            self.running_var[...] = (1 - mom) * self.running_var + mom * var * t(m / (m - 1))
+            self.num_batches_tracked += 1
+        else:
+            mean, var = self.running_mean, self.running_var
+        self.rstd = 1 / np.sqrt(var + t(self.eps))
+        self.xhat = (x - mean[:, None, None]) * self.rstd[:, None, None]
+        self.x = x
+        self.out = self.xhat * self._gamma()[:, None, None]
+        if self.bias is not None:
+            self.out += self.bias.data[:, None, None]
+        return self.out
+
+    def backward(self, dout):
+        sum_dout, sum_dout_xhat = dout.sum(axis=(0, 2, 3)), (dout * self.xhat).sum(axis=(0, 2, 3))
+        if self.weight is not None:
+            self.weight.grad[...] = sum_dout_xhat
+            self.bias.grad[...] = sum_dout
+        scale = (self._gamma() * self.rstd)[:, None, None]
+        if not self.training:
+            return dout * scale
+        m = dout.dtype.type(dout.shape[0] * dout.shape[2] * dout.shape[3])
+        return scale / m * (m * dout - sum_dout[:, None, None] - self.xhat * sum_dout_xhat[:, None, None])
+
+    def _gamma(self):
+        return self.weight.data if self.weight is not None else np.ones(self.num_features, self.dtype)
+
+    def buffers(self):
+        return [("running_mean", self.running_mean), ("running_var", self.running_var),
+                ("num_batches_tracked", self.num_batches_tracked)]
+
+    @classmethod
+    def output_shape(cls, in_shape, a):
+        if len(in_shape) != 3:
+            raise ValueError(f"needs a (channels, height, width) input, got {tuple(in_shape)}")
+        return tuple(in_shape)
+
+    @classmethod
+    def param_shapes(cls, a):
+        c = a["num_features"]
+        return [("weight", (c,)), ("bias", (c,))] if a.get("affine", True) else []
+
+    @classmethod
+    def buffer_shapes(cls, a):
+        c = a["num_features"]
+        return [("running_mean", (c,), "float"), ("running_var", (c,), "float"),
+                ("num_batches_tracked", (), "int64")]
+
+    @classmethod
+    def examples(cls, rng):
+        def affine(shape, shift):     # random gamma/beta and running statistics, so no term is trivial
+            c = shape[1]
+            return {"weight": rng.uniform(0.5, 1.5, c), "bias": rng.standard_normal(c),
+                    "running_mean": rng.standard_normal(c) * shift, "running_var": rng.uniform(0.5, 2, c)}
+        return [Example({"num_features": 3}, 2 + 3 * rng.standard_normal((4, 3, 3, 5)), {}, h=1e-4,
+                        state=affine((4, 3), 1)),
+                Example({"num_features": 2, "affine": False, "momentum": 0.3}, rng.standard_normal((3, 2, 4, 4)),
+                        {}, h=1e-4),
+                Example({"num_features": 3, "eps": 1e-3}, rng.standard_normal((2, 3, 4, 5)), {}, mode="eval",
+                        state=affine((2, 3), 1))]
+
+
+@register
 class Flatten(Layer):
-    """(N, d1, d2, ...) -> (N, d1*d2*...), like torch.nn.Flatten(); dL/dx = dout reshaped back."""
+    """(N, d1, d2, ...) -> (N, d1*d2*...), like torch.nn.Flatten(); dL/dx = dout reshaped back.
+    Order: torch's, the last axis fastest (for (C, H, W): index c*H*W + y*W + x)."""
 
     def forward(self, x):
         self._check_input(x, min_ndim=2)
@@ -195,7 +481,12 @@ class Flatten(Layer):
     def backward(self, dout):
         return dout.reshape(self.x.shape)
 
+    @classmethod
+    def output_shape(cls, in_shape, a):
+        return (int(np.prod(in_shape)),)
 
+
+@register
 class Linear(Layer):
     """Fully connected layer, like torch.nn.Linear.
 
@@ -209,6 +500,8 @@ class Linear(Layer):
 
     rng: None, an int seed or a numpy Generator, for the PyTorch-default initial weight and bias.
     """
+    ARGS = {"in_features": "int>0", "out_features": "int>0", "bias": "bool"}
+    INFER = {"in_features": "features"}
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32, rng=None):
         super().__init__()
@@ -232,6 +525,26 @@ class Linear(Layer):
             self.bias.grad[...] = dout.sum(axis=0)
         return dout @ self.weight.data
 
+    @classmethod
+    def output_shape(cls, in_shape, a):
+        if len(in_shape) != 1:
+            raise ValueError(f"needs flat features, but its input is {tuple(in_shape)}: put a Flatten before it")
+        return (a["out_features"],)
+
+    @classmethod
+    def param_shapes(cls, a):
+        shapes = [("weight", (a["out_features"], a["in_features"]))]
+        return shapes + ([("bias", (a["out_features"],))] if a.get("bias", True) else [])
+
+    @classmethod
+    def macs(cls, in_shape, out_shape, a):
+        return a["in_features"] * a["out_features"]
+
+    @classmethod
+    def examples(cls, rng):
+        return [Example({"in_features": 7, "out_features": 5}, rng.standard_normal((3, 7)), {}),
+                Example({"in_features": 4, "out_features": 3, "bias": False}, rng.standard_normal((2, 4)), {})]
+
 
 class SoftmaxCrossEntropy(Layer):
     """Mean softmax cross-entropy over a batch, like torch.nn.CrossEntropyLoss().
@@ -242,6 +555,8 @@ class SoftmaxCrossEntropy(Layer):
                       (subtracting the row max changes nothing but keeps exp() from overflowing)
         loss        = -(1/N) sum_n log p[n, targets[n]]
         dL/dlogits  = (p - onehot(targets)) / N          (times dloss, default 1)
+
+    The loss, not a layer of the network: a spec cannot name it.
     """
 
     def forward(self, logits, targets):

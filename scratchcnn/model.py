@@ -1,40 +1,46 @@
-"""The tutorial's CIFAR-10 network built from scratchcnn's layers.
+"""A network built from scratchcnn's layers, from a spec (``scratchcnn.architecture``).
 
-    conv1 Conv2d(3, 32, 3x3, padding 1) -> act1 ReLU -> drop1 Dropout(0.3)
-    conv2 Conv2d(32, 32, 3x3, padding 1) -> act2 ReLU -> pool2 MaxPool2d(2)
-    flat Flatten (8192) -> fc3 Linear(8192, 512) -> act3 ReLU -> drop3 Dropout(0.5)
-    fc4 Linear(512, 10) -> logits                (loss: layers.SoftmaxCrossEntropy)
+    Network("tutorial")          the tutorial's network (the default):
+        conv1 Conv2d(3, 32, 3x3, padding 1) -> act1 ReLU -> drop1 Dropout(0.3)
+        conv2 Conv2d(32, 32, 3x3, padding 1) -> act2 ReLU -> pool2 MaxPool2d(2)
+        flat Flatten (8192) -> fc3 Linear(8192, 512) -> act3 ReLU -> drop3 Dropout(0.5)
+        fc4 Linear(512, 10) -> logits                (loss: layers.SoftmaxCrossEntropy)
+    Network("k5"), Network("my_net.json"), Network(architecture)   any other spec
 
-The layers are built from ``scratchcnn.architecture.LAYERS``, the one declaration of
-the network that ``torch_reference.model.CIFAR10Model`` is built from too: same layer
-names, same ``state_dict`` keys.
+``torch_reference.model.TorchNetwork`` is built from the same spec: same layer
+names, same ``state_dict`` keys. ``CIFAR10Model`` is ``Network`` (its first name,
+when the tutorial's network was the only one).
 
 Memory layout: all parameters live in ONE contiguous 1-D array ``flat_data``
 (in state_dict order: conv1.weight, conv1.bias, ..., fc4.bias) and all gradients
 in another, ``flat_grad``; each Parameter's ``.data`` / ``.grad`` is a reshaped
 view into them. So ``zero_grad`` is one fill and ``optim.SGD`` updates the whole
 model in one pass. Layers and loaders therefore write in place (``p.data[...] = ...``).
+Buffers (BatchNorm2d's running statistics) are not parameters: they are in
+``state_dict`` under torch's keys but not in the flat buffers, and no optimizer sees them.
 """
 import numpy as np
 
-from scratchcnn import layers as _layers
-from scratchcnn.architecture import INPUT_SHAPE, LAYERS
+from scratchcnn import architecture
+from scratchcnn.layer_base import REGISTRY
 from scratchcnn.layers import Dropout
 
 
-class CIFAR10Model:
-    """``CIFAR10Model(dtype=np.float32, rng=None)``; rng: None, an int seed or a
-    ``numpy.random.Generator``. It draws the PyTorch-default initial weights and
-    the dropout seeds, so the same seed gives the same model."""
+class Network:
+    """``Network(arch="tutorial", dtype=np.float32, rng=None, num_classes=None)``.
 
-    def __init__(self, dtype=np.float32, rng=None):
+    arch: a preset name, a JSON file, a spec list or an ``Architecture``; num_classes: for a
+    spec whose last Linear omits out_features (default 10). rng: None, an int seed or a
+    ``numpy.random.Generator``; it draws the PyTorch-default initial weights, layer by layer
+    in forward order, and the dropout seeds, so the same seed gives the same model."""
+
+    def __init__(self, arch="tutorial", dtype=np.float32, rng=None, num_classes=None):
+        self.arch = architecture.load(arch, num_classes or architecture.NUM_CLASSES)
         rng = np.random.default_rng(rng)
         self.dtype = np.dtype(dtype)
         self.layers = []                      # [(name, layer)] in forward order
-        for spec in LAYERS:                   # conv1, act1, ... as declared in scratchcnn.architecture
-            cls = getattr(_layers, spec.kind)
-            extra = {"dtype": dtype, "rng": rng} if spec.kind in ("Conv2d", "Linear") else {}
-            layer = cls(**spec.args, **extra)
+        for spec in self.arch.layers:
+            layer = _layer_class(spec.kind).build(spec.args, dtype=dtype, rng=rng)
             layer.name = spec.name
             setattr(self, spec.name, layer)
             self.layers.append((spec.name, layer))
@@ -63,26 +69,31 @@ class CIFAR10Model:
         ``.data`` raveled, ``flat_grad[s]`` its ``.grad`` (and an optimizer's flat momentum
         buffer ``buf[s]`` its buffer). E.g. ``param_slice("conv1.bias") == slice(864, 896)``."""
         if name not in self._slices:
-            raise KeyError(f"CIFAR10Model has no parameter {name!r}; it has {', '.join(self._slices)}")
+            raise KeyError(f"the network has no parameter {name!r}; it has {', '.join(self._slices)}")
         return self._slices[name]
 
     def forward(self, x):
-        """x (N, 3, 32, 32) NCHW of the model's dtype -> logits (N, 10)."""
-        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1:] != INPUT_SHAPE:
-            raise ValueError(f"CIFAR10Model: expected input of shape (N, {', '.join(map(str, INPUT_SHAPE))}), "
+        """x (N, 3, 32, 32) NCHW of the model's dtype -> logits (N, num_classes)."""
+        shape = self.arch.input_shape
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1:] != shape:
+            raise ValueError(f"Network: expected input of shape (N, {', '.join(map(str, shape))}), "
                              f"got {getattr(x, 'shape', type(x).__name__)}")
         for _, layer in self.layers:
             x = layer.forward(x)
         return x
 
     def backward(self, dlogits, input_grad=False):
-        """dlogits (N, 10): overwrites every parameter's .grad. Returns None, or with
+        """dlogits (N, K): overwrites every parameter's .grad. Returns None, or with
         ``input_grad=True`` dL/dx (N, 3, 32, 32), the gradient reaching the pixels
-        (saliency maps need it; training does not, so conv1 skips it by default)."""
+        (saliency maps need it; training does not, so a first Conv2d skips it by default)."""
         g = dlogits
         for _, layer in reversed(self.layers[1:]):
             g = layer.backward(g)
-        return self.layers[0][1].backward(g, input_grad=input_grad)
+        first = self.layers[0][1]
+        if isinstance(first, REGISTRY["Conv2d"]):
+            return first.backward(g, input_grad=input_grad)
+        g = first.backward(g)
+        return g if input_grad else None
 
     def forward_intermediates(self, x):
         """Run forward and return {layer name: its output}, e.g. ["conv1"] is (N, 32, 32, 32)."""
@@ -95,28 +106,38 @@ class CIFAR10Model:
 
     named_parameters = parameters
 
+    def buffers(self):
+        """[(name, array)]: BatchNorm2d's running statistics and the like, never trained."""
+        return [(f"{lname}.{bname}", b) for lname, layer in self.layers for bname, b in layer.buffers()]
+
     def state_dict(self):
-        """{name: copy of the parameter array}, keys as torch's state_dict."""
-        return {name: p.data.copy() for name, p in self.parameters()}
+        """{name: copy of the array}, keys and order as torch's state_dict (per layer: its
+        parameters, then its buffers)."""
+        out = {}
+        for lname, layer in self.layers:
+            out.update({f"{lname}.{k}": p.data.copy() for k, p in layer.parameters()})
+            out.update({f"{lname}.{k}": np.array(b, copy=True) for k, b in layer.buffers()})
+        return out
 
     def load_state_dict(self, state_dict):
         """Copy arrays (anything np.asarray takes, e.g. a torch state_dict) into the
-        parameters, cast to the model's dtype. Keys and shapes must match exactly."""
-        params = dict(self.parameters())
+        parameters and buffers, cast to their dtype. Keys and shapes must match exactly."""
+        targets = {name: p.data for name, p in self.parameters()}
+        targets.update(self.buffers())
         arrays = {k: np.asarray(v) for k, v in state_dict.items()}
         problems = []
-        missing = [k for k in params if k not in arrays]
-        unexpected = [k for k in arrays if k not in params]
+        missing = [k for k in targets if k not in arrays]
+        unexpected = [k for k in arrays if k not in targets]
         if missing:
             problems.append(f"missing keys {missing}")
         if unexpected:
             problems.append(f"unexpected keys {unexpected}")
-        problems += [f"{k}: expected shape {params[k].data.shape}, got {arrays[k].shape}"
-                     for k in params if k in arrays and arrays[k].shape != params[k].data.shape]
+        problems += [f"{k}: expected shape {targets[k].shape}, got {arrays[k].shape}"
+                     for k in targets if k in arrays and arrays[k].shape != targets[k].shape]
         if problems:
-            raise ValueError("CIFAR10Model.load_state_dict: " + "; ".join(problems))
-        for name, p in params.items():
-            p.data[...] = arrays[name]
+            raise ValueError("Network.load_state_dict: " + "; ".join(problems))
+        for name, target in targets.items():
+            target[...] = arrays[name]
 
     def train(self):
         for _, layer in self.layers:
@@ -128,21 +149,38 @@ class CIFAR10Model:
             layer.eval()
         return self
 
+    @property
+    def training(self):
+        return self.layers[0][1].training
+
     def zero_grad(self):
         self.flat_grad.fill(0)
 
+    def dropouts(self):
+        """[(name, Dropout layer)] in forward order."""
+        return [(name, layer) for name, layer in self.layers if isinstance(layer, Dropout)]
+
     def seed_dropout(self, seed):
-        """Give drop1 and drop3 distinct seeds derived from ``seed`` and restart their counters."""
-        seed1, seed3 = np.random.SeedSequence(seed).generate_state(2)
-        self.load_dropout_state({"drop1": {"seed": int(seed1), "counter": 0},
-                                 "drop3": {"seed": int(seed3), "counter": 0}})
+        """Give every Dropout layer its own seed derived from ``seed`` (in forward order) and
+        restart its counter."""
+        drops = self.dropouts()
+        seeds = np.random.SeedSequence(seed).generate_state(max(len(drops), 2))
+        self.load_dropout_state({name: {"seed": int(s), "counter": 0} for (name, _), s in zip(drops, seeds)})
 
     def dropout_state(self):
-        """{"drop1": {"seed": int, "counter": int}, "drop3": {...}}: enough to replay the masks."""
-        return {name: {"seed": int(layer.seed), "counter": int(layer.counter)}
-                for name, layer in self.layers if isinstance(layer, Dropout)}
+        """{"drop1": {"seed": int, "counter": int}, ...}: enough to replay the masks."""
+        return {name: {"seed": int(layer.seed), "counter": int(layer.counter)} for name, layer in self.dropouts()}
 
     def load_dropout_state(self, state):
-        for name, layer in self.layers:
-            if isinstance(layer, Dropout):
-                layer.seed, layer.counter = int(state[name]["seed"]), int(state[name]["counter"])
+        for name, layer in self.dropouts():
+            layer.seed, layer.counter = int(state[name]["seed"]), int(state[name]["counter"])
+
+
+CIFAR10Model = Network
+
+
+def _layer_class(kind):
+    if kind in REGISTRY:
+        return REGISTRY[kind]
+    from scratchcnn.custom import load_layer_class
+    return load_layer_class(kind, None, kind)

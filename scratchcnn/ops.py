@@ -28,6 +28,8 @@ IMPLEMENTATIONS = {
     "conv2d_backward": (conv.conv2d_backward, reference.conv2d_backward),
     "max_pool2d_forward": (pool.max_pool2d_forward, reference.max_pool2d_forward),
     "max_pool2d_backward": (pool.max_pool2d_backward, reference.max_pool2d_backward),
+    "avg_pool2d_forward": (pool.avg_pool2d_forward, reference.avg_pool2d_forward),
+    "avg_pool2d_backward": (pool.avg_pool2d_backward, reference.avg_pool2d_backward),
     "keep_mask": (rng.keep_mask, rng.keep_mask_reference),
     # scratchcnn.optim.SGD's update: one thread per parameter, or threaded over the flat buffer
     "sgd_momentum_step": (sgd.sgd_momentum_step, reference.sgd_momentum_step),
@@ -35,6 +37,7 @@ IMPLEMENTATIONS = {
 }
 
 conv2d_forward = conv2d_backward = max_pool2d_forward = max_pool2d_backward = keep_mask = None
+avg_pool2d_forward = avg_pool2d_backward = None
 sgd_momentum_step = sgd_momentum_step_parallel = None
 _using_reference = False
 

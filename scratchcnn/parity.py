@@ -34,7 +34,6 @@ import sys
 
 import numpy as np
 
-from scratchcnn.architecture import output_shape
 from scratchcnn.kernels.rng import keep_mask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,26 +139,36 @@ def fixed_mask_dropout(p):
     return FixedMaskDropout()
 
 
-def model_pair(dtype, seed=0):
-    """(scratch CIFAR10Model, torch CIFAR10Model) with torch's initial weights in both and
-    torch's dropouts replaced by ``fixed_mask_dropout`` (``share_masks`` fills them)."""
+def fix_dropout_masks(theirs):
+    """Replace every ``nn.Dropout`` of a ``TorchNetwork`` by a ``fixed_mask_dropout`` of the same p."""
+    import torch.nn as nn
+    for name in theirs.arch.layer_names:
+        module = getattr(theirs, name)
+        if isinstance(module, nn.Dropout):
+            setattr(theirs, name, fixed_mask_dropout(module.p))
+    return theirs
+
+
+def model_pair(dtype, seed=0, arch="tutorial"):
+    """(scratch Network, torch TorchNetwork) of ``arch`` with torch's initial weights in both
+    and torch's dropouts replaced by ``fixed_mask_dropout`` (``share_masks`` fills them)."""
     import torch
 
-    from scratchcnn.model import CIFAR10Model
-    from torch_reference.model import CIFAR10Model as TorchModel
+    from scratchcnn.model import Network
+    from torch_reference.model import TorchNetwork
     torch.manual_seed(seed)
-    theirs = TorchModel().to(torch.float64 if dtype == np.float64 else torch.float32)
-    theirs.drop1, theirs.drop3 = fixed_mask_dropout(0.3), fixed_mask_dropout(0.5)
-    ours = CIFAR10Model(dtype=dtype, rng=seed)
+    theirs = fix_dropout_masks(TorchNetwork(arch).to(torch.float64 if dtype == np.float64 else torch.float32))
+    ours = Network(theirs.arch, dtype=dtype, rng=seed)
     ours.load_state_dict(theirs.state_dict())
     return ours, theirs
 
 
-def share_masks(ours, theirs):
-    """Give the torch model the masks the scratch model drew in its last training forward."""
+def share_masks(ours, theirs, masks=None):
+    """Give the torch model the masks the scratch model drew in its last training forward
+    (or ``masks``: {dropout layer name: 0/1 array})."""
     import torch
-    theirs.drop1.mask = torch.from_numpy(ours.drop1.mask)
-    theirs.drop3.mask = torch.from_numpy(ours.drop3.mask)
+    for name, layer in ours.dropouts():
+        getattr(theirs, name).mask = torch.from_numpy(np.asarray(masks[name] if masks else layer.mask))
 
 
 def parity_batch(step, dtype, n=8):
@@ -232,7 +241,7 @@ def model_steps(dtype, steps=50, lr=0.001, momentum=0.9):
 #
 # * ours: ``scratchcnn.fused.fused_train_step`` with ``scratchcnn.optim.SGD`` (what
 #   ``ScratchBackend`` runs unless ``--no-fused``);
-# * theirs: ``torch_reference.CIFAR10Model``, ``nn.functional.cross_entropy`` and
+# * theirs: ``torch_reference.TorchNetwork``, ``nn.functional.cross_entropy`` and
 #   ``torch.optim.SGD``, with the same hyperparameters.
 #
 # Same starting weights (our initialiser's, loaded into torch), the same batches
@@ -252,11 +261,12 @@ def model_steps(dtype, steps=50, lr=0.001, momentum=0.9):
 #     momentum    the same for the SGD momentum buffers after the last step
 
 def _next_masks(model, n):
-    """The 0/1 masks drop1 and drop3 will draw for a batch of n in the coming training step (NCHW)."""
-    masks = []
-    for name in ("drop1", "drop3"):
-        layer, shape = getattr(model, name), (n, *output_shape(name))
-        masks.append(keep_mask(layer.seed, layer.counter, int(np.prod(shape)), layer.p).reshape(shape))
+    """{name: the 0/1 mask} every Dropout layer will draw for a batch of n in the coming training
+    step (NCHW)."""
+    masks = {}
+    for name, layer in model.dropouts():
+        shape = (n, *model.arch.output_shape(name))
+        masks[name] = keep_mask(layer.seed, layer.counter, int(np.prod(shape)), layer.p).reshape(shape)
     return masks
 
 
@@ -298,21 +308,21 @@ def fused_vs_torch(steps=50, seed=0, batch_size=32, lr=0.001, momentum=0.9, weig
 
     from scratchcnn import fused
     from scratchcnn.data import iterate_batches, load_dataset
-    from scratchcnn.model import CIFAR10Model
+    from scratchcnn.model import Network
     from scratchcnn.optim import SGD
     from scratchcnn.train import epoch_seed
-    from torch_reference import CIFAR10Model as TorchModel
+    from torch_reference import TorchNetwork
 
     train_set, _ = load_dataset("synthetic", seed=seed, n_train=steps * batch_size, n_test=1)
-    ours = CIFAR10Model(rng=seed)
+    ours = Network("tutorial", rng=seed)
     ours.seed_dropout(epoch_seed(seed, 0))                 # as train() does before epoch 1
     opt = SGD(ours.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     start = ours.state_dict()
     torch_runs = {}                                        # dtype -> (model, optimizer, losses)
     for dtype in (torch.float32, torch.float64):
-        model = TorchModel().to(dtype)
+        model = TorchNetwork(ours.arch).to(dtype)
         model.load_state_dict({k: torch.from_numpy(v) for k, v in start.items()})
-        model.drop1, model.drop3 = fixed_mask_dropout(ours.drop1.p), fixed_mask_dropout(ours.drop3.p)
+        fix_dropout_masks(model)
         torch_runs[dtype] = (model, torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                                                     weight_decay=weight_decay), [])
     losses = []
@@ -322,10 +332,10 @@ def fused_vs_torch(steps=50, seed=0, batch_size=32, lr=0.001, momentum=0.9, weig
         with threadpool_limits(1):
             batches = iterate_batches(train_set, batch_size, shuffle=True, seed=seed, epoch=0)
             for step, (x, y) in zip(range(steps), batches):
-                masks = [torch.from_numpy(m) for m in _next_masks(ours, len(y))]
+                masks = _next_masks(ours, len(y))
                 losses.append(float(fused.fused_train_step(ours, opt, x, y)[0]))
                 for dtype, (model, opt_t, run_losses) in torch_runs.items():
-                    model.drop1.mask, model.drop3.mask = masks
+                    share_masks(ours, model, masks)
                     opt_t.zero_grad()
                     logits = model(torch.from_numpy(x).to(dtype))
                     loss_t = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y))

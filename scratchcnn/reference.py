@@ -12,6 +12,7 @@ breakpoint here and step through the real forward and backward.
     im2col / col2im                        scratchcnn.kernels.conv
     conv2d_forward / conv2d_backward       scratchcnn.kernels.conv (by direct summation here)
     max_pool2d_forward / _backward         scratchcnn.kernels.pool
+    avg_pool2d_forward / _backward         scratchcnn.kernels.pool
     keep_mask                              scratchcnn.kernels.rng (its NumPy twin lives there)
     sgd_momentum_step                      scratchcnn.kernels.sgd (and fc3's fused pass)
 """
@@ -116,6 +117,26 @@ def max_pool2d_backward(dout, indices, h, w):
                                                dout.reshape(n * c, -1)):
         np.add.at(plane_dx, plane_idx, plane_dout)
     return dx.reshape(n, c, h, w)
+
+
+def avg_pool2d_forward(x, kh, kw, sh, sw):
+    """out (N, C, OH, OW): the sum of each KHxKW window (added one kernel offset at a time,
+    row-major, as the kernel adds them) divided by KH*KW."""
+    oh, ow = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+    out = np.zeros((*x.shape[:2], oh, ow), dtype=x.dtype)
+    for _, _, rows, columns in _windows(kh, kw, sh, sw, oh, ow):
+        out += x[:, :, rows, columns]
+    return out / x.dtype.type(kh * kw)
+
+
+def avg_pool2d_backward(dout, h, w, kh, kw, sh, sw):
+    """dx (N, C, H, W): dout / (KH*KW) added to every pixel of its window."""
+    oh, ow = dout.shape[2:]
+    dx = np.zeros((*dout.shape[:2], h, w), dtype=dout.dtype)
+    share = dout / dout.dtype.type(kh * kw)
+    for _, _, rows, columns in _windows(kh, kw, sh, sw, oh, ow):
+        dx[:, :, rows, columns] += share
+    return dx
 
 
 def sgd_momentum_step(param, grad, buf, lr, momentum, weight_decay, first_step):

@@ -1,6 +1,8 @@
 """The one training loop, for both backends.
 
-Each epoch: seed the dropout randomness from ``(seed, epoch)``, run the shuffled
+The network is ``cfg.arch`` (a preset or a JSON spec, ``scratchcnn.architecture``), its
+last layer sized to the dataset's classes; a resumed run rebuilds the one its
+checkpoint recorded. Each epoch: seed the dropout randomness from ``(seed, epoch)``, run the shuffled
 batches (order from ``(seed, epoch)``, augmentation from ``(seed, epoch, batch)``)
 through ``backend.train_step``, each with the lr its schedule gives for that
 (epoch, step), measure test-set loss and accuracy, then write ``checkpoint.pth``
@@ -24,6 +26,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from scratchcnn import architecture
 from scratchcnn import checkpoint as ckpt_io
 from scratchcnn.atomic import atomic_write, remove_stale_temp_files
 from scratchcnn.backends import loss_and_accuracy, make_backend
@@ -75,14 +78,18 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
         raise UserError(f"{out} already holds a training run; continue it with --resume {out}, "
                         f"start over with --overwrite, or choose another --out")
     cfg.validate()
+    if state is None:                 # a spec that cannot work fails before any data is loaded
+        architecture.load(cfg.arch, architecture.NUM_CLASSES)
     train_set, test_set = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed,
                                        cfg.train_size or None, cfg.test_size or None)
     cfg.validate(n_train=len(train_set))
+    arch = state["arch"] if state is not None else architecture.load(cfg.arch, len(train_set.classes))
     normalize = channel_stats(train_set) if cfg.normalize else None
 
-    backend = make_backend(cfg.backend, device=cfg.device, lr=cfg.lr, momentum=cfg.momentum,
+    backend = make_backend(cfg.backend, arch=arch, device=cfg.device, lr=cfg.lr, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay, seed=cfg.seed, fused=cfg.fused,
                            n_classes=len(train_set.classes))
+    backend.warmup()                  # kernels compiled or loaded outside every timing
     metrics, start = [], 0
     if state is not None:
         backend.load_state_dict(state["model"])
@@ -98,6 +105,8 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
         raise UserError(f"cannot create the run folder {out!r} ({e.strerror}); choose another --out") from e
     for path in remove_stale_temp_files(out, RUN_FILES):
         log(f"removed {path}, left by a save that was interrupted")
+    log(f"network {arch.name}: {len(arch.layers)} layers, {arch.n_params:,} parameters, "
+        f"{arch.num_classes} outputs; {cfg.backend} runs {backend.path_note}")
     log(f"training {cfg.backend} on {cfg.device}: {cfg.dataset} ({len(train_set)} train / "
         f"{len(test_set)} test images), recipe {cfg.recipe}, {cfg.epochs} epochs, batch "
         f"{cfg.batch_size}, lr {cfg.lr} ({_describe_schedule(cfg)}), momentum {cfg.momentum}, "
@@ -109,7 +118,8 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
             "changes labels. It is meant for photos (cifar10, folder).")
     steps = num_batches(len(train_set), cfg.batch_size)
     schedule = cfg.schedule(steps)
-    config = {**asdict(cfg), "normalize_stats": normalize, "classes": list(train_set.classes)}
+    config = {**asdict(cfg), "arch_spec": arch.to_json(), "normalize_stats": normalize,
+              "classes": list(train_set.classes)}
     if cfg.layer_stats:             # one fixed probe batch: the first, unshuffled
         from scratchcnn.study.layer_stats import format_layer_stats, probe_layer_stats
         probe_x, probe_y = next(iterate_batches(train_set, cfg.batch_size, normalize=normalize))
@@ -196,7 +206,8 @@ def save_run(out, backend, epoch, metrics, config):
         text = json.dumps({"config": config, "machine": machine_record(), "epochs": metrics}, indent=2).encode()
         atomic_write(os.path.join(out, "metrics.json"), lambda f: f.write(text))
         plot_curves(metrics, os.path.join(out, "curves.png"),
-                    title=f"{config['backend']} on {config['dataset']}")
+                    title=f"{config['backend']}, {os.path.basename(str(config.get('arch', 'tutorial')))}, "
+                          f"on {config['dataset']}")
         with_stats = [m for m in metrics if "layer_stats" in m]
         if with_stats:
             from scratchcnn.study.layer_stats import plot_layer_stats

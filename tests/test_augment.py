@@ -8,8 +8,8 @@ import torchvision.transforms.functional as TF
 import scratchcnn.train as train_mod
 from scratchcnn.augment import PAD, augment_batch, augment_params, crop_flip
 from scratchcnn.config import TrainConfig
-from scratchcnn.data import iterate_batches, make_synthetic, to_float
-from scratchcnn.train import train
+from scratchcnn.data import iterate_batches, load_dataset, make_synthetic, to_float
+from scratchcnn.train import channel_stats, train
 
 REAL_MAKE_BACKEND = train_mod.make_backend
 
@@ -82,6 +82,9 @@ class _RecordBatches:
 
 @pytest.mark.usefixtures("one_thread_per_pool")
 def test_both_backends_receive_identical_augmented_batches(tmp_path, monkeypatch):
+    """train() hands each backend the batches iterate_batches(..., augment=True) makes, not the
+    unaugmented ones: shuffling alone changes the batches between epochs, so comparing the two
+    backends or two epochs with each other would not notice augmentation being switched off."""
     seen = {}
     for backend in ("scratch", "torch"):
         seen[backend] = []
@@ -96,6 +99,22 @@ def test_both_backends_receive_identical_augmented_batches(tmp_path, monkeypatch
         np.testing.assert_array_equal(ys, yt)
     # epoch 2 is augmented differently from epoch 1 (same images in another order and crop)
     assert not np.array_equal(np.sort(seen["torch"][0][0].ravel()), np.sort(seen["torch"][2][0].ravel()))
+
+    # what train() must have used: the same data, statistics and positions in training
+    train_set, _ = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed,
+                                cfg.train_size, cfg.test_size)
+    normalize = channel_stats(train_set)
+
+    def batches(augment):
+        return [b for epoch in range(cfg.epochs)
+                for b in iterate_batches(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                         epoch=epoch, normalize=normalize, augment=augment)]
+    augmented, plain = batches(True), batches(False)
+    assert len(augmented) == len(plain) == 4
+    for i, ((x, y), (xa, ya), (xp, yp)) in enumerate(zip(seen["torch"], augmented, plain)):
+        np.testing.assert_array_equal(y, ya)
+        np.testing.assert_array_equal(x, xa, err_msg=f"batch {i} is not the augmented one")
+        assert not np.array_equal(x, xp), f"batch {i} reached the backend unaugmented"
 
 
 def test_a_flip_turns_synthetic_diagonal_stripes_into_antidiagonal_ones(tmp_path):

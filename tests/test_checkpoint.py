@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from scratchcnn.architecture import PARAM_SHAPES
+from scratchcnn.architecture import tutorial
+
+PARAM_SHAPES = tutorial().param_shapes()
 from scratchcnn import checkpoint as ck
 from scratchcnn.atomic import atomic_write
 from scratchcnn.errors import UserError

@@ -36,8 +36,10 @@ def test_table_and_figure(tmp_path):
     out = tmp_path / "cmp.png"
     table = compare([a, b], str(out))
     lines = table.splitlines()
-    assert lines[2] == "| scratch, tutorial | scratch | tutorial | 2 | 60.00% | 60.00% (2) | 1.400 | 0.4 | 5000 |"
-    assert lines[3] == "| torch, tutorial | torch | tutorial | 2 | 55.00% | 55.00% (2) | 1.400 | 0.3* | 5000 |"
+    assert lines[2] == ("| scratch, tutorial | tutorial | scratch | tutorial | 2 | 60.00% | 60.00% (2) | 1.400 | "
+                        "4,210,090 | 14.5 M | 5x5 | 12.0 | 0.4 | 5000 |")
+    assert lines[3] == ("| torch, tutorial | tutorial | torch | tutorial | 2 | 55.00% | 55.00% (2) | 1.400 | "
+                        "4,210,090 | 14.5 M | 5x5 | 10.0 | 0.3* | 5000 |")
     assert "training loops only" in lines[-1]
     img = mpimg.imread(out)
     assert img.shape[0] > 300 and img.std() > 0.05

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchcnn.architecture import LAYER_NAMES, LAYERS
+from scratchcnn.architecture import tutorial
 from scratchcnn.checkpoint import save_checkpoint, save_state_dict
 from scratchcnn.data import SYNTHETIC_CLASSES, load_dataset, to_float
 from scratchcnn.explore.analysis import Explorer
@@ -89,8 +89,8 @@ def png_bytes(image_chw):
 def test_info_lists_the_layers_of_the_architecture(explorer):
     status, info = call(explorer, "GET", "/api/info")
     assert status == 200
-    assert [L["name"] for L in info["layers"]] == ["input", *LAYER_NAMES, "softmax"]
-    assert [tuple(L["shape"]) for L in info["layers"][1:-1]] == [s.out_shape for s in LAYERS]
+    assert [L["name"] for L in info["layers"]] == ["input", *tutorial().layer_names, "softmax"]
+    assert [tuple(L["shape"]) for L in info["layers"][1:-1]] == [s.out_shape for s in tutorial().layers]
     assert info["classes"] == list(SYNTHETIC_CLASSES) and info["n_test"] == 30 and info["has_run"]
 
 

@@ -4,9 +4,9 @@ It loads the page, picks a misclassified image, opens pool2 and conv1, clicks on
 the numbers written out there against the scratch model, switches to gradients and
 to the torch backend, checks the browser console stayed clean, and saves a
 screenshot. Needs Debian's ``chromium`` (``apt-get install chromium``) and
-``pip install playwright`` (Playwright's own browser download is not used). It
-skips without them, except in CI (CI=true), where ``.ci/run`` installs both and a
-missing one is a failure.
+Playwright for Python (the "browser" extra, which ``make test`` installs; Playwright's
+own browser download is not used). It skips without them, except in CI (CI=true,
+set by ``.ci/run``, which also installs chromium), where a missing one is a failure.
 
 The README's screenshot comes from this test on a trained run::
 

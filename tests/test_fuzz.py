@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from conftest import fake_cifar_arrays, write_cifar_binary, write_cifar_python
-from scratchcnn.architecture import PARAM_SHAPES
+from scratchcnn.architecture import tutorial
+
+PARAM_SHAPES = tutorial().param_shapes()
 from scratchcnn import checkpoint as ck
 from scratchcnn import data
 from scratchcnn.errors import UserError

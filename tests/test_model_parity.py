@@ -163,7 +163,7 @@ def test_state_dict_round_trip_and_strict_loading():
     bad["fc3.weight"] = np.zeros((512, 100))
     with pytest.raises(ValueError) as e:
         other.load_state_dict(bad)
-    assert str(e.value) == ("CIFAR10Model.load_state_dict: missing keys ['fc4.bias']; unexpected keys ['extra']; "
+    assert str(e.value) == ("Network.load_state_dict: missing keys ['fc4.bias']; unexpected keys ['extra']; "
                             "fc3.weight: expected shape (512, 8192), got (512, 100)")
 
 

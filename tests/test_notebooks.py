@@ -49,6 +49,13 @@ def test_last_printed_digit():
     assert nbexec.last_digit("3e-5") == pytest.approx(1e-5)
     assert nbexec.last_digit("12.") == pytest.approx(1.0)
     assert nbexec.last_digit("32") == 0.0            # integers (shapes, counts) get no slack
+    assert nbexec.last_digit("0.0e+00") == 0.0       # only an exact zero prints so
+    assert nbexec.last_digit("0.0000") == pytest.approx(1e-4)
+
+
+def test_magnitudes_are_exponent_notation_with_one_or_two_decimals():
+    assert all(map(nbexec.is_magnitude, ["4.6e-07", "2.50e-11", "0.0e+00", "-1.2E+03"]))
+    assert not any(map(nbexec.is_magnitude, ["-1.756590e-02", "5.635e-01", "1e-07", "0.1235", "32"]))
 
 
 def test_split_numbers():
@@ -65,13 +72,68 @@ def test_split_numbers():
     ("acc 98.6%", "acc 95.1%", 0, 4, True),
     ("acc 98.6%", "acc 93.0%", 0, 4, False),
     ("shape (1, 32, 16, 16)", "shape (1, 32, 16, 17)", 1e-4, 1e-6, False),   # integers must match
-    ("error 4.6e-07", "error 9.9e-06", 0, 2e-5, True),
-    ("error 4.6e-07", "error 3.0e-05", 0, 2e-5, False),
+    ("grad -1.756590e-02", "grad -1.756591e-02", 0, 0, True),    # a value in exponent notation
+    ("grad -1.756590e-02", "grad -1.756690e-02", 1e-5, 0, False),
+    # magnitudes (.1e, .2e): within a factor 10 of the committed value, whatever atol says
+    ("error 4.6e-07", "error 9.9e-07", 0, 0, True),
+    ("error 4.6e-07", "error 9.9e-06", 0, 2e-5, False),
+    ("error 4.6e-07", "error 3.0e-08", 0, 2e-5, False),          # shrinking 15x is news too
+    ("error 2.7e-15", "error 1.0e-06", 0, 2e-5, False),          # float64 parity lost
+    ("error 2.7e-15", "error 2.0e-14", 1, 1, True),
+    ("error 2.50e-11", "error 2.51e-10", 0, 0, False),
+    ("error 0.0e+00", "error 1.1e-16", 1, 1, False),             # a committed zero stays zero
     ("result ok", "result FAIL", 1, 1, False),               # the words must match
     ("1 2 3", "1 2", 1, 1, False),                           # so must the count of numbers
 ])
 def test_compare_cell(old, new, rtol, atol, ok):
     assert (nbexec.compare_cell(old, new, rtol, atol) == []) is ok
+
+
+@pytest.mark.parametrize("old, new, factor, floor, ok", [
+    ("2.7e-15", "2.7e-16", 10, 0, True),
+    ("2.7e-15", "2.6e-16", 10, 0, False),
+    ("2.7e-15", "1.0e-06", 1e3, 0, False),
+    ("4.6e-07", "9.0e-07", 2, 0, True),
+    ("4.6e-07", "9.5e-07", 2, 0, False),
+    ("0.0e+00", "1.1e-16", 10, 1e-16, True),       # under the floor: rounding noise
+    ("0.0e+00", "1.1e-15", 10, 1e-16, False),
+    ("3.7e-09", "0.0e+00", 10, 1e-8, True),
+    ("3.7e-09", "2.0e-07", 10, 1e-8, False),
+])
+def test_magnitudes_compare_by_factor_above_the_floor(old, new, factor, floor, ok):
+    assert (nbexec.compare_cell(f"err {old}", f"err {new}", 0, 1, factor, floor) == []) is ok
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_the_check_catches_a_float64_parity_error_growing_to_1e_6(path):
+    """The walkthrough publishes float64 parity errors near 1e-15; a run printing 1e-6 instead
+    (parity lost) must be stale: the committed notebook against a copy whose table says so."""
+    committed = nbformat.read(path, as_version=4)
+    fresh = nbformat.read(path, as_version=4)
+    [i] = [c[0] for c in nbexec.checked_cells(committed) if "float64 error" in nbexec.cell_text(c[1])]
+    text = nbexec.cell_text(committed.cells[i])
+    line = next(ln for ln in text.splitlines() if ln.startswith("conv1.weight.grad"))
+    e64 = nbexec.split_numbers(line)[1][-1]
+    assert 1e-16 < float(e64) < 1e-13, line                       # what the table publishes
+    assert nbexec.stale_outputs(committed, fresh) == []
+    [out] = [o for o in fresh.cells[i].outputs if line in o.get("text", "")]
+    out.text = out.text.replace(line, line[:line.rindex(e64)] + "1.0e-06")
+    problems = nbexec.stale_outputs(committed, fresh)
+    assert len(problems) == 1 and f"{e64} is now 1.0e-06" in problems[0], problems
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_committed_check_specs_are_valid(path):
+    assert nbexec.spec_problems(nbformat.read(path, as_version=4)) == []
+
+
+def test_spec_problems_names_unknown_keys_and_bad_values():
+    cells = [nbformat.v4.new_code_cell("1", metadata={nbexec.CHECK_KEY: spec})
+             for spec in ({"rtol": 1e-4, "flor": 1e-16}, {"factor": 0.5}, {"atol": -1}, {"factor": 4})]
+    problems = nbexec.spec_problems(nbformat.v4.new_notebook(cells=cells))
+    assert len(problems) == 3
+    assert "cell 0: unknown" in problems[0] and "'flor'" in problems[0]
+    assert problems[1].startswith("cell 1") and problems[2].startswith("cell 2")
 
 
 def test_stale_outputs_names_the_cell_that_changed():

@@ -26,7 +26,9 @@ import torch
 
 from conftest import fake_cifar_arrays, one_error_line, write_cifar_binary, write_cifar_python
 import scratchcnn
-from scratchcnn.architecture import PARAM_SHAPES
+from scratchcnn.architecture import tutorial
+
+PARAM_SHAPES = tutorial().param_shapes()
 from scratchcnn.atomic import atomic_write, remove_stale_temp_files
 from scratchcnn import checkpoint as ck
 from scratchcnn import data
@@ -144,8 +146,8 @@ CASES = [
     ("ckpt empty", EVAL + ["{empty_pth}"], "is empty"),
     ("ckpt text", EVAL + ["{text_pth}"], "it may be truncated or not a .pth file"),
     ("ckpt other arch", EVAL + ["{other_pth}"],
-     "is not the tutorial's CIFAR10Model: missing conv2.bias; unexpected fc5.weight; "
-     "fc3.weight has shape (256, 8192), expected (512, 8192)"),
+     "does not fit the tutorial network: missing conv2.bias; unexpected fc5.weight; "
+     "fc3.weight has shape (256, 8192), expected (512, 8192); it holds conv1.weight (32, 3, 3, 3)"),
     ("ckpt int weights", EVAL + ["{ints_pth}"], "conv1.weight (torch.int64)"),
     ("ckpt nan weights", EVAL + ["{nan_pth}"], "holds NaN or infinite weights"),
     ("ckpt damaged epoch", EVAL + ["{damaged_pth}"], "is a damaged scratchcnn checkpoint"),
@@ -256,7 +258,7 @@ def test_cuda_without_cuda(command, bad, capsys):
     (scratchcnn.CIFAR10Model(rng=0), np.zeros((1, 3, 32, 32), np.float64),
      "conv1 (Conv2d): expected float32 input of shape (N, 3, H, W), got float64 (1, 3, 32, 32)"),
     (scratchcnn.CIFAR10Model(rng=0), np.zeros((1, 3, 28, 28), np.float32),
-     "CIFAR10Model: expected input of shape (N, 3, 32, 32), got (1, 3, 28, 28)"),
+     "Network: expected input of shape (N, 3, 32, 32), got (1, 3, 28, 28)"),
 ], ids=["conv-channels", "conv-dtype", "conv-list", "linear", "pool-ndim", "model-dtype", "model-size"])
 def test_layers_name_themselves_and_the_expected_shape(layer, x, match):
     with pytest.raises(ValueError) as e:

@@ -40,7 +40,9 @@ def test_model_backward_input_grad_matches_torch_and_is_skipped_by_default(dtype
 # ---------------------------------------------------------------------------
 # Saliency, Grad-CAM and per-layer gradients: scratch backward == torch autograd
 # ---------------------------------------------------------------------------
-from scratchcnn.architecture import LAYER_NAMES  # noqa: E402
+from scratchcnn.architecture import tutorial  # noqa: E402
+
+LAYER_NAMES = tutorial().layer_names
 from scratchcnn.data import make_synthetic, to_float  # noqa: E402
 from scratchcnn.study.saliency import (ClassScore, grad_cam, saliency_map,  # noqa: E402
                                        scratch_class_gradients, torch_class_gradients,

@@ -19,7 +19,9 @@ from scratchcnn.study.layer_stats import (dead_fraction, format_layer_stats, lay
                                           plot_layer_stats, probe_layer_stats, update_ratio)
 from scratchcnn.study.summary import summary_rows
 from scratchcnn.study.trace import trace_step
-from torch_reference.model import LAYER_NAMES
+from scratchcnn.architecture import tutorial
+
+LAYER_NAMES = tutorial().layer_names
 
 @pytest.fixture(scope="module")
 def images():
@@ -75,10 +77,15 @@ def test_pooled_maps_are_the_2x2_max_of_the_relu_maps(checkpoint, images):
     relu = acts["act2"]
     n, c, h, w = relu.shape
     np.testing.assert_array_equal(acts["pool2"], relu.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5)))
-    stems = [stem for stem, _, maps in feature_maps(acts, ("conv", "relu", "pool"))]
-    assert stems == ["featuremaps_conv1", "featuremaps_conv1_relu", "featuremaps_conv2",
-                     "featuremaps_conv2_relu", "featuremaps_conv2_pool"]
-    assert [maps.shape for _, _, maps in feature_maps(acts, ("pool",))] == [(32, 16, 16)]
+    arch = tutorial()
+    figures = feature_maps(arch, acts, ("conv", "relu", "pool"))
+    assert [stem for stem, _, _ in figures] == ["featuremaps_conv1", "featuremaps_act1", "featuremaps_conv2",
+                                                "featuremaps_act2", "featuremaps_pool2"]
+    assert [what for _, what, _ in figures] == [
+        "conv1 output (Conv2d 3x3 of the image, before its activation)", "act1 = ReLU(conv1)",
+        "conv2 output (Conv2d 3x3 of drop1, before its activation)", "act2 = ReLU(conv2)",
+        "pool2 = 2x2 max-pool of act2 (16x16)"]
+    assert [maps.shape for _, _, maps in feature_maps(arch, acts, ("pool",))] == [(32, 16, 16)]
 
 
 def test_top3_is_the_softmax_of_the_logits(checkpoint, images):
@@ -100,8 +107,8 @@ def test_featuremaps_command_writes_labelled_pngs(checkpoint, tmp_path, capsys):
     assert rc == 0
     assert "train[7] of synthetic" in text and "top-3:" in text
     names = sorted(os.listdir(out))
-    assert names == ["featuremaps_conv1.png", "featuremaps_conv2.png", "featuremaps_conv2_pool.png",
-                     "featuremaps_input.png"]
+    assert names == ["featuremaps_conv1.png", "featuremaps_conv2.png", "featuremaps_input.png",
+                     "featuremaps_pool2.png"]
     for name in names:
         assert os.path.join(out, name) in text
         assert_png_not_blank(os.path.join(out, name))
@@ -118,8 +125,7 @@ def test_featuremaps_of_your_own_image_through_torch(checkpoint, tmp_path, capsy
                           "--image", str(photo), "--scale", "per-panel", "--stage", "relu")
     assert rc == 0 and "photo.png (resized to 32x32)" in text
     out = os.path.join(os.path.dirname(checkpoint), "featuremaps", "photo")
-    assert sorted(os.listdir(out)) == ["featuremaps_conv1_relu.png", "featuremaps_conv2_relu.png",
-                                       "featuremaps_input.png"]
+    assert sorted(os.listdir(out)) == ["featuremaps_act1.png", "featuremaps_act2.png", "featuremaps_input.png"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -226,7 +232,7 @@ def test_dead_fraction_on_a_constructed_batch():
     out[0, 0, 0, 0] = 1.0                         # unit alive in one example only: not dead
     out[2, 1, 1, 1] = 0.5                         # another unit alive
     assert dead_fraction(out) == 6 / 8
-    stats = layer_stats({"act1": out}, {"act1": np.ones_like(out)})
+    stats = layer_stats({"act1": out}, {"act1": np.ones_like(out)}, relu_layers=("act1",))
     assert stats["act1"]["dead"] == 6 / 8
     assert stats["act1"]["act"] == {"mean": pytest.approx(1.5 / 24), "std": pytest.approx(np.std(out)),
                                     "min": 0.0, "max": 1.0}

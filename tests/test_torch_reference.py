@@ -4,11 +4,14 @@ import torch
 
 import torch.nn as nn
 
-from scratchcnn.architecture import LAYERS, PARAM_SHAPES, macs_per_image, output_shape
+from scratchcnn.architecture import tutorial
 from scratchcnn.checkpoint import load_checkpoint
 from scratchcnn.model import CIFAR10Model as ScratchModel
 from torch_reference import CIFAR10Model
-from torch_reference.model import LAYER_NAMES
+
+TUTORIAL = tutorial()
+LAYERS, PARAM_SHAPES, LAYER_NAMES = TUTORIAL.layers, TUTORIAL.param_shapes(), TUTORIAL.layer_names
+macs_per_image, output_shape = TUTORIAL.macs, TUTORIAL.output_shape
 
 
 class TutorialModel(nn.Module):

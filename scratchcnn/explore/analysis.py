@@ -33,7 +33,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from scratchcnn.architecture import INPUT_SHAPE, LAYER_NAMES, LAYERS, NUM_CLASSES
+from scratchcnn.architecture import INPUT_SHAPE, NUM_CLASSES, tutorial
 from scratchcnn.explore.errors import ApiError
 from scratchcnn.explore.uploads import decode_upload, png_data_uri
 
@@ -43,6 +43,8 @@ BACKEND_NAMES = ("scratch", "torch")
 CONV_LAYERS = ("conv1", "conv2")
 # What each conv layer reads: conv1 the image, conv2 drop1's output (= act1's in eval mode).
 CONV_INPUT = {"conv1": "input", "conv2": "drop1"}
+LAYERS = tutorial().layers                # the explorer follows the spec in the next change
+LAYER_NAMES = tutorial().layer_names
 VIEW_LAYERS = ("input", *LAYER_NAMES, "softmax")
 
 

@@ -1,38 +1,34 @@
-"""Feature maps and filters: what conv1 and conv2 compute, drawn as images.
+"""Feature maps and filters: what the convolutions compute, drawn as images.
 
 The tutorial shows conv1's and conv2's 32 output channels for one training
-image as 4x8 grids. Here the same grids come from either backend:
+image as 4x8 grids. Here the same grids come from either backend, for every
+convolution of whatever network the checkpoint holds (a grid is 8 channels wide):
 
     acts = intermediates(backend, x)       # {"conv1": (N, 32, 32, 32), ..., "fc4": (N, 10)}
-    for stem, what, maps in feature_maps(acts, stages=("conv", "relu", "pool")):
+    for stem, what, maps in feature_maps(backend.model.arch, acts, stages=("conv", "relu", "pool")):
         plot_feature_maps(maps, f"{stem}.png", what)
 
 One difference from the tutorial: it feeds raw 0..255 pixels to the network,
 while here the image is scaled exactly as in training (``data.to_float`` with
 the checkpoint's normalisation), so the maps are what the trained model sees.
 """
+import math
 import os
 
 import numpy as np
 
-from scratchcnn.architecture import LAYER_NAMES
 from scratchcnn.plots import _save, plt
 
-# Each figure: (file stem, stage, the layer whose output it shows, what that output is).
-FIGURES = (
-    ("featuremaps_conv1", "conv", "conv1", "conv1 output (before ReLU)"),
-    ("featuremaps_conv1_relu", "relu", "act1", "act1 = ReLU(conv1)"),
-    ("featuremaps_conv2", "conv", "conv2", "conv2 output (before ReLU)"),
-    ("featuremaps_conv2_relu", "relu", "act2", "act2 = ReLU(conv2)"),
-    ("featuremaps_conv2_pool", "pool", "pool2", "pool2 = 2x2 max-pool of act2 (16x16)"),
-)
-STAGES = ("conv", "relu", "pool")
+# Which layers each --stage draws, by kind. "relu" draws every activation function.
+STAGE_KINDS = {"conv": ("Conv2d",), "norm": ("BatchNorm2d",), "relu": ("ReLU", "LeakyReLU", "Tanh", "Sigmoid"),
+               "pool": ("MaxPool2d", "AvgPool2d")}
+STAGES = tuple(STAGE_KINDS)
 
 
 def intermediates(backend, x):
     """Every layer's output for the batch ``x`` (float32 (N, 3, 32, 32)), in eval mode
-    (dropout off, as at test time): ``{layer name: float32 ndarray}``, names as in
-    ``torch_reference.model.LAYER_NAMES``; ``["fc4"]`` holds the logits.
+    (dropout off, as at test time): ``{layer name: float32 ndarray}`` in forward order;
+    the last holds the logits.
 
     scratch: ``model.forward_intermediates`` (the layer-by-layer path; each layer keeps ``.out``).
     torch: a forward hook on each named module records what it returned.
@@ -47,7 +43,7 @@ def intermediates(backend, x):
             acts[name] = output.detach().float().cpu().numpy()
         return hook
 
-    hooks = [getattr(model, name).register_forward_hook(recorder(name)) for name in LAYER_NAMES]
+    hooks = [getattr(model, name).register_forward_hook(recorder(name)) for name in model.arch.layer_names]
     try:
         model.eval()
         with torch.no_grad():
@@ -58,14 +54,44 @@ def intermediates(backend, x):
     return acts
 
 
-def feature_maps(acts, stages=("conv",), n=0):
+def feature_maps(arch, acts, stages=("conv",), n=0):
     """The figures to draw for image ``n`` of a batch: ``[(file stem, description, maps)]``,
-    maps (32, H, W), in network order, for the chosen stages (``conv``: before ReLU,
-    ``relu``: after it, ``pool``: after max-pooling; conv1 has no pooling)."""
+    maps (C, H, W), in network order, for the chosen stages: ``conv`` every Conv2d's output
+    (before its activation), ``norm`` every BatchNorm2d's, ``relu`` every activation
+    function's (ReLU, LeakyReLU, Tanh, Sigmoid) on a feature map, ``pool`` every pooling
+    layer's. The stem is ``featuremaps_<layer name>``."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; choose from {STAGES}")
-    return [(stem, what, acts[layer][n]) for stem, stage, layer, what in FIGURES if stage in stages]
+    kinds = {k for s in stages for k in STAGE_KINDS[s]}
+    out, previous = [], "the image"
+    for spec in arch.layers:
+        if spec.kind in kinds and len(spec.out_shape) == 3:
+            out.append((f"featuremaps_{spec.name}", describe_layer(spec, previous), acts[spec.name][n]))
+        previous = spec.name
+    return out
+
+
+def describe_layer(spec, previous):
+    """A caption for a layer's output, e.g. "conv1 output (Conv2d 3x3, before its activation)"."""
+    a, kind = spec.args, spec.kind
+    if kind == "Conv2d":
+        k = a["kernel_size"]
+        k = f"{k[0]}x{k[1]}" if isinstance(k, list) else f"{k}x{k}"
+        return f"{spec.name} output (Conv2d {k} of {previous}, before its activation)"
+    if kind in STAGE_KINDS["pool"]:
+        k = a["kernel_size"]
+        k = f"{k[0]}x{k[1]}" if isinstance(k, list) else f"{k}x{k}"
+        what = "max" if kind == "MaxPool2d" else "average"
+        return f"{spec.name} = {k} {what}-pool of {previous} ({spec.out_shape[1]}x{spec.out_shape[2]})"
+    return f"{spec.name} = {kind}({previous})"
+
+
+def grid_shape(channels):
+    """(rows, columns) of the panel grid for ``channels`` maps: 8 wide (32 -> 4x8, the
+    tutorial's), 16 wide beyond 64 channels, and one row for 8 or fewer."""
+    cols = min(channels, 8 if channels <= 64 else 16)
+    return math.ceil(channels / cols), cols
 
 
 def softmax(logits):
@@ -76,10 +102,10 @@ def softmax(logits):
 
 
 def top_k(logits, classes, k=3):
-    """The ``k`` most probable classes for ONE image's logits (10,): ``[(class name, probability)]``.
+    """The ``k`` most probable classes for ONE image's logits (K,): ``[(class name, probability)]``.
 
-    With fewer than 10 classes (a folder dataset), only the first ``len(classes)``
-    outputs are classes: the softmax is taken over those.
+    With fewer classes than outputs (a 10-output checkpoint on a smaller folder), only the
+    first ``len(classes)`` outputs are classes: the softmax is taken over those.
     """
     p = softmax(logits[:len(classes)])
     order = np.argsort(-p, kind="stable")[:k]
@@ -91,9 +117,10 @@ def format_top_k(top):
 
 
 def plot_feature_maps(maps, path, title, scale="shared", signed=False):
-    """A 4x8 grid of the 32 channels in ``maps`` (32, H, W), each panel titled with its channel.
+    """A grid of the channels in ``maps`` (C, H, W) (4x8 for 32, see ``grid_shape``), each
+    panel titled with its channel.
 
-    scale="shared": one colour scale (min..max over all 32 panels) and one colorbar,
+    scale="shared": one colour scale (min..max over all panels) and one colorbar,
     so brightness can be compared between channels. scale="per-panel": each panel is
     stretched to its own min..max, which shows the shape of weak maps but hides
     how strong they are. The figure's title says which. A channel that is zero
@@ -104,14 +131,17 @@ def plot_feature_maps(maps, path, title, scale="shared", signed=False):
     if scale not in ("shared", "per-panel"):
         raise ValueError(f"scale must be 'shared' or 'per-panel', got {scale!r}")
     maps = np.asarray(maps, np.float32)
-    fig, axes = plt.subplots(4, 8, figsize=(16, 8.8))
+    rows, cols = grid_shape(len(maps))
+    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.2 * rows + 0.8), squeeze=False)
     lo, hi = float(maps.min()), float(maps.max())
     if signed:
         hi = max(abs(lo), abs(hi))
         lo = -hi
     cmap = "RdBu_r" if signed else "viridis"
     limits = {"vmin": lo, "vmax": hi if hi > lo else lo + 1e-6} if scale == "shared" else {}
-    for c, ax in enumerate(axes.flat):
+    for ax in axes.flat[len(maps):]:
+        ax.axis("off")
+    for c, ax in zip(range(len(maps)), axes.flat):
         if signed and scale != "shared":
             m = float(np.abs(maps[c]).max()) or 1e-6
             limits = {"vmin": -m, "vmax": m}
@@ -120,7 +150,7 @@ def plot_feature_maps(maps, path, title, scale="shared", signed=False):
         ax.set_xticks([])
         ax.set_yticks([])
     if scale == "shared":
-        note = f"colour scale shared by all 32 panels: {lo:.3g} .. {hi:.3g} (colorbar)"
+        note = f"colour scale shared by all {len(maps)} panels: {lo:.3g} .. {hi:.3g} (colorbar)"
         fig.colorbar(im, ax=axes, fraction=0.02, pad=0.01, label="gradient" if signed else "activation")
     else:
         note = ("colour scale per panel: each panel stretched to its own min..max "
@@ -142,44 +172,60 @@ def plot_input(image_uint8, path, title, top=None):
     return _save(fig, path)
 
 
-def plot_filters(state_dict, out_dir):
-    """Draw conv1's and conv2's kernels; return the two PNG paths.
+def plot_filters(arch, state_dict, out_dir):
+    """Draw every Conv2d's kernels; return the PNG paths (``filters_<layer>.png``).
 
-    conv1.weight (32, 3, 3, 3): each kernel is a tiny 3x3 RGB image, min-max normalised
-    on its own (its smallest weight black, its largest white), as a 4x8 grid.
-    conv2.weight (32, 32, 3, 3): one 3x3 block per (output, input) channel pair, on a
-    diverging colour scale centred at 0 (blue negative, red positive, shared by all).
+    A convolution that reads the image (3 input channels, like conv1): each kernel is a
+    tiny KHxKW RGB image, min-max normalised on its own (its smallest weight black, its
+    largest white), in a grid of its output channels. Any other: one KHxKW block per
+    (output, input) channel pair, on a diverging colour scale centred at 0 (blue
+    negative, red positive, shared by all).
     """
-    w1 = np.asarray(state_dict["conv1.weight"], np.float32)
-    fig, axes = plt.subplots(4, 8, figsize=(10, 5.6))
-    for f, ax in enumerate(axes.flat):
-        k = w1[f].transpose(1, 2, 0)                          # (3, 3, RGB)
+    paths = []
+    for spec in arch.of_kind("Conv2d"):
+        w = np.asarray(state_dict[f"{spec.name}.weight"], np.float32)
+        path = os.path.join(out_dir, f"filters_{spec.name}.png")
+        paths.append(_plot_rgb_filters(w, path, spec.name) if w.shape[1] == 3 else _plot_filter_mosaic(w, path, spec.name))
+    return paths
+
+
+def _plot_rgb_filters(w, path, name):
+    n_out, _, kh, kw = w.shape
+    rows, cols = grid_shape(n_out)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.4 * rows + 1.2), squeeze=False)
+    for ax in axes.flat[n_out:]:
+        ax.axis("off")
+    for f, ax in zip(range(n_out), axes.flat):
+        k = w[f].transpose(1, 2, 0)                          # (KH, KW, RGB)
         span = k.max() - k.min()
         ax.imshow((k - k.min()) / span if span > 0 else np.full_like(k, 0.5), interpolation="nearest")
         ax.set_title(f"ch {f}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("conv1 filters: 32 kernels of 3x3 over (R, G, B), drawn as colour images\n"
+    fig.suptitle(f"{name} filters: {n_out} kernels of {kh}x{kw} over (R, G, B), drawn as colour images\n"
                  "each kernel min-max normalised on its own (brightness is not comparable "
-                 f"between panels); weights range {w1.min():.3g} .. {w1.max():.3g}", fontsize=10)
-    path1 = _save(fig, os.path.join(out_dir, "filters_conv1.png"))
+                 f"between panels); weights range {w.min():.3g} .. {w.max():.3g}", fontsize=10)
+    return _save(fig, path)
 
-    w2 = np.asarray(state_dict["conv2.weight"], np.float32)
-    n_out, n_in, kh, kw = w2.shape
+
+def _plot_filter_mosaic(w, path, name):
+    n_out, n_in, kh, kw = w.shape
     mosaic = np.full((n_out * (kh + 1) - 1, n_in * (kw + 1) - 1), np.nan, np.float32)
     for o in range(n_out):
         for i in range(n_in):
-            mosaic[o * (kh + 1):o * (kh + 1) + kh, i * (kw + 1):i * (kw + 1) + kw] = w2[o, i]
-    m = float(np.abs(w2).max()) or 1.0
+            mosaic[o * (kh + 1):o * (kh + 1) + kh, i * (kw + 1):i * (kw + 1) + kw] = w[o, i]
+    m = float(np.abs(w).max()) or 1.0
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.75")  # the gaps between kernels: grey
-    fig, ax = plt.subplots(figsize=(10, 9.2))
+    side = min(10 + 0.04 * max(n_in, n_out) * max(kh, kw), 30)
+    fig, ax = plt.subplots(figsize=(side, side * 0.92 * n_out / max(n_in, 1) + 1))
     im = ax.imshow(mosaic, cmap=cmap, vmin=-m, vmax=m, interpolation="nearest")
-    ticks = np.arange(0, n_in, 4)
+    step = max(1, n_in // 8)
+    ticks = np.arange(0, n_in, step)
     ax.set_xticks(ticks * (kw + 1) + kw // 2, [str(t) for t in ticks])
-    ax.set_yticks(np.arange(0, n_out, 4) * (kh + 1) + kh // 2, [str(t) for t in np.arange(0, n_out, 4)])
-    ax.set(xlabel="input channel (= conv1 output channel)", ylabel="output channel",
-           title=f"conv2 filters: {n_out} out x {n_in} in, one 3x3 kernel per pair\n"
+    rows = np.arange(0, n_out, max(1, n_out // 8))
+    ax.set_yticks(rows * (kh + 1) + kh // 2, [str(t) for t in rows])
+    ax.set(xlabel="input channel", ylabel="output channel",
+           title=f"{name} filters: {n_out} out x {n_in} in, one {kh}x{kw} kernel per pair\n"
                  f"diverging colour scale centred at 0, shared: -{m:.3g} .. {m:.3g}")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="weight (white = 0)")
-    path2 = _save(fig, os.path.join(out_dir, "filters_conv2.png"))
-    return [path1, path2]
+    return _save(fig, path)

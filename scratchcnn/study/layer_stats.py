@@ -24,7 +24,6 @@ import copy
 
 import numpy as np
 
-from scratchcnn.architecture import LAYER_NAMES
 from scratchcnn.plots import _save, plt
 
 
@@ -46,10 +45,11 @@ def update_ratio(before, after):
     return float(np.linalg.norm((after - before).ravel()) / norm) if norm > 0 else float("inf")
 
 
-def layer_stats(acts, grads, weights_before=None, weights_after=None, relu_layers=("act1", "act2", "act3")):
+def layer_stats(acts, grads, weights_before=None, weights_after=None, relu_layers=()):
     """Per-layer statistics from arrays: ``{layer: {"act", "grad", ["dead"], ["update_ratio"]}}``.
 
-    acts[layer]: the layer's output (N, ...); grads[layer]: dL/d(that output), same shape.
+    acts[layer]: the layer's output (N, ...); grads[layer]: dL/d(that output), same shape;
+    relu_layers: the names of the ReLU layers (their dead fraction is reported).
     weights_before/after: ``{"conv1.weight": array, ...}`` around one optimizer step
     (omit both to skip update ratios). Layers are reported in the order of ``acts``.
     """
@@ -74,28 +74,32 @@ def probe_layer_stats(backend, x, y):
     (so the update includes momentum and the learning rate). Returns
     ``{"loss": float, "layers": {name: stats}}``, plain floats (JSON-ready).
     """
+    relus = [s.name for s in backend.model.arch.of_kind("ReLU")]
     if backend.name == "scratch":
-        return _probe_scratch(backend, x, y)
-    return _probe_torch(backend, x, y)
+        return _probe_scratch(backend, x, y, relus)
+    return _probe_torch(backend, x, y, relus)
 
 
-def _probe_scratch(backend, x, y):
+def _probe_scratch(backend, x, y, relus):
     from scratchcnn.study.trace import forward_backward
 
     model, opt = backend.model, backend.optimizer
     saved_data, saved_grad = model.flat_data.copy(), model.flat_grad.copy()
     saved_opt, saved_dropout = opt.state_dict(), model.dropout_state()
-    was_training = model.drop1.training
+    saved_buffers = {name: np.array(b, copy=True) for name, b in model.buffers()}
+    was_training = model.training
     try:
         model.train()
         loss, acts, grads, _ = forward_backward(model, backend.criterion, x, y)
         before = {name: p.data.copy() for name, p in model.parameters()}
         opt.step()
         after = {name: p.data for name, p in model.parameters()}
-        return {"loss": loss, "layers": layer_stats(acts, grads, before, after)}
+        return {"loss": loss, "layers": layer_stats(acts, grads, before, after, relus)}
     finally:
         model.flat_data[...] = saved_data            # the Parameters are views of these
         model.flat_grad[...] = saved_grad
+        for name, b in model.buffers():              # BatchNorm's running statistics moved
+            b[...] = saved_buffers[name]
         opt.load_state_dict(saved_opt)
         model.load_dropout_state(saved_dropout)
         if was_training:
@@ -104,10 +108,11 @@ def _probe_scratch(backend, x, y):
             model.eval()
 
 
-def _probe_torch(backend, x, y):
+def _probe_torch(backend, x, y, relus):
     torch, model, opt = backend.torch, backend.model, backend.optimizer
     params = dict(model.named_parameters())
     saved_data = {n: p.detach().clone() for n, p in params.items()}
+    saved_buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     saved_grad = {n: None if p.grad is None else p.grad.clone() for n, p in params.items()}
     saved_opt = copy.deepcopy(opt.state_dict())       # state_dict() holds references, not copies
     saved_rng = torch.get_rng_state()                 # dropout masks come from the global RNG
@@ -123,7 +128,7 @@ def _probe_torch(backend, x, y):
             outputs[name] = output
         return hook
 
-    hooks = [getattr(model, name).register_forward_hook(recorder(name)) for name in LAYER_NAMES]
+    hooks = [getattr(model, name).register_forward_hook(recorder(name)) for name in model.arch.layer_names]
     try:
         model.train()
         opt.zero_grad(set_to_none=True)
@@ -136,7 +141,7 @@ def _probe_torch(backend, x, y):
         before = {n: t.float().cpu().numpy() for n, t in saved_data.items()}
         opt.step()
         after = {n: p.detach().float().cpu().numpy() for n, p in params.items()}
-        return {"loss": float(loss.item()), "layers": layer_stats(acts, grads, before, after)}
+        return {"loss": float(loss.item()), "layers": layer_stats(acts, grads, before, after, relus)}
     finally:
         for h in hooks:
             h.remove()
@@ -144,6 +149,8 @@ def _probe_torch(backend, x, y):
             for n, p in params.items():
                 p.copy_(saved_data[n])
                 p.grad = saved_grad[n]
+            for n, b in model.named_buffers():
+                b.copy_(saved_buffers[n])
         opt.load_state_dict(saved_opt)
         torch.set_rng_state(saved_rng)
         if cuda:

@@ -9,8 +9,11 @@ to ds/dx of the input pixels. Dropout is off (eval mode), as at test time.
     Grad-CAM on layer L         A = L's output (K, h, w), G = ds/dA
                                 alpha[k] = mean_{h,w} G[k, h, w]     (one weight per channel)
                                 cam = ReLU(sum_k alpha[k] * A[k])                          (h, w)
-                                upsampled bilinearly to 32x32 (conv2's maps are 32x32
-                                already, thanks to padding 1, so for conv2 this is the identity)
+                                upsampled bilinearly to 32x32 (the tutorial's conv2 maps are
+                                32x32 already, thanks to padding 1: there this is the identity)
+
+L is the network's LAST Conv2d layer, whatever its name (``gradcam_layer(arch)``): the
+last place where the maps still have a position, and the most abstract one.
 
 Two implementations, tested to agree to float rounding:
 
@@ -27,7 +30,8 @@ From Python::
     r["classes"], r["logits"]              # (N,) the explained class, (N, 10)
     r["grads"]["conv2"]                    # ds/d(conv2 output) (N, 32, 32, 32); every layer + "input"
     saliency_map(r["grads"]["input"])      # (N, 32, 32)
-    grad_cam(r["acts"]["conv2"], r["grads"]["conv2"])   # (N, 32, 32)
+    L = gradcam_layer(backend.model.arch)  # "conv2" in the tutorial's network
+    grad_cam(r["acts"][L], r["grads"][L])  # (N, 32, 32)
 
 ``scratch_class_gradients(model, x, classes)`` and ``torch_class_gradients(model, x, classes)``
 take the models themselves (any dtype; the tests use float64 too).
@@ -36,11 +40,27 @@ import os
 
 import numpy as np
 
-from scratchcnn.architecture import INPUT_SHAPE, LAYER_NAMES, NUM_CLASSES
+from scratchcnn.architecture import INPUT_SHAPE
 
-# The layers whose gradients are drawn as 4x8 grids (channels) and as strips (features).
-GRID_LAYERS = ("conv1", "act1", "conv2", "act2", "pool2")
-STRIP_LAYERS = ("fc3",)
+# The kinds whose gradients the figures leave out (the same map as their input's gradient).
+SKIPPED_IN_FIGURES = ("Dropout", "Flatten")
+
+
+def gradcam_layer(arch):
+    """The name of the network's last Conv2d layer, where Grad-CAM looks."""
+    convs = arch.of_kind("Conv2d")
+    if not convs:
+        raise ValueError(f"the network {arch.name} has no Conv2d layer for Grad-CAM")
+    return convs[-1].name
+
+
+def figure_layers(arch):
+    """(grid layers, strip layers): whose gradients are drawn as channel grids (feature maps)
+    and as strips (vectors), in forward order; the logits and dropout/flatten are left out."""
+    grids = [s.name for s in arch.layers if len(s.out_shape) == 3 and s.kind not in SKIPPED_IN_FIGURES]
+    strips = [s.name for s in arch.layers[:-1] if len(s.out_shape) == 1 and s.kind not in SKIPPED_IN_FIGURES
+              and s.kind == "Linear"]
+    return grids, strips
 
 
 class ClassScore:
@@ -67,7 +87,7 @@ class ClassScore:
         return onehot
 
 
-def _check_classes(classes, n, k=NUM_CLASSES):
+def _check_classes(classes, n, k):
     """classes: an int (the same for every image) or (N,) ints in [0, k) -> int64 (N,)."""
     c = np.broadcast_to(np.asarray(classes), (n,)) if np.ndim(classes) == 0 else np.asarray(classes)
     if c.shape != (n,) or c.dtype.kind not in "iu" or np.any((c < 0) | (c >= k)):
@@ -78,7 +98,7 @@ def _check_classes(classes, n, k=NUM_CLASSES):
 def scratch_class_gradients(model, x, classes=None):
     """Forward and backward of a scratch ``CIFAR10Model`` (eval mode) for the class scores.
 
-    x: (N, 3, 32, 32) of the model's dtype. Returns ``{"logits" (N, 10), "classes" (N,),
+    x: (N, 3, 32, 32) of the model's dtype. Returns ``{"logits" (N, K), "classes" (N,),
     "acts": {layer: output}, "grads": {layer: ds/d(output), "input": ds/dx}}``.
     Overwrites the model's parameter gradients (ds/dW, not a loss gradient).
     """
@@ -88,17 +108,18 @@ def scratch_class_gradients(model, x, classes=None):
     score = ClassScore()
     _, acts, grads, dx = forward_backward(model, score, x, classes)
     grads["input"] = dx
-    return {"logits": acts[LAYER_NAMES[-1]], "classes": score.classes, "acts": acts, "grads": grads}
+    return {"logits": acts[model.arch.layer_names[-1]], "classes": score.classes, "acts": acts, "grads": grads}
 
 
 def torch_class_gradients(model, x, classes=None):
-    """The same as :func:`scratch_class_gradients` for a ``torch_reference.CIFAR10Model``,
+    """The same as :func:`scratch_class_gradients` for a ``torch_reference.TorchNetwork``,
     by autograd: forward hooks keep every layer's output, then ``torch.autograd.grad`` of
     s = sum_n logits[n, classes[n]] with respect to the input and those outputs.
     x: a NumPy array of the model's dtype; results come back as NumPy on the CPU."""
     import torch
 
     param = next(model.parameters())
+    names = model.arch.layer_names
     outputs = {}
 
     def recorder(name):
@@ -106,7 +127,7 @@ def torch_class_gradients(model, x, classes=None):
             outputs[name] = output
         return hook
 
-    hooks = [getattr(model, name).register_forward_hook(recorder(name)) for name in LAYER_NAMES]
+    hooks = [getattr(model, name).register_forward_hook(recorder(name)) for name in names]
     try:
         model.eval()
         xt = torch.from_numpy(np.ascontiguousarray(x)).to(param.device).requires_grad_(True)
@@ -119,16 +140,15 @@ def torch_class_gradients(model, x, classes=None):
     score = logits[torch.arange(n), torch.from_numpy(classes).to(param.device)].sum()
     # In eval mode Dropout returns its input itself, so drop1's output IS act1's: autograd.grad
     # accepts the same tensor twice and gives it the same gradient, which is the right answer.
-    names = ["input", *LAYER_NAMES]
-    tensors = [xt] + [outputs[name] for name in LAYER_NAMES]
+    tensors = [xt] + [outputs[name] for name in names]
     got = torch.autograd.grad(score, tensors)
 
     def numpy(t):
         return t.detach().cpu().numpy()
 
     return {"logits": numpy(logits), "classes": classes,
-            "acts": {name: numpy(outputs[name]) for name in LAYER_NAMES},
-            "grads": {name: numpy(g) for name, g in zip(names, got)}}
+            "acts": {name: numpy(outputs[name]) for name in names},
+            "grads": {name: numpy(g) for name, g in zip(["input", *names], got)}}
 
 
 def class_gradients(backend, x, classes=None):
@@ -219,26 +239,28 @@ def plot_strip(values, path, title):
     return _save(fig, path)
 
 
-def write_saliency_figures(result, image_uint8, out_dir, classes, n=0, source=""):
-    """Draw image ``n`` of a :func:`class_gradients` result: saliency.png, gradcam.png,
-    gradients_<layer>.png for every layer of GRID_LAYERS (4x8 grids) and STRIP_LAYERS.
-    Returns the paths."""
+def write_saliency_figures(arch, result, image_uint8, out_dir, classes, n=0, source=""):
+    """Draw image ``n`` of a :func:`class_gradients` result of the network ``arch``:
+    saliency.png, gradcam.png (on the last Conv2d), and gradients_<layer>.png for every
+    layer of ``figure_layers(arch)`` (channel grids, then strips). Returns the paths."""
     from scratchcnn.study.featuremaps import plot_feature_maps
 
     c = int(result["classes"][n])
     what = f"class '{classes[c]}' (logit {float(result['logits'][n, c]):.3g})" + (f", {source}" if source else "")
     sal = saliency_map(result["grads"]["input"][n])
-    cam = grad_cam(result["acts"]["conv2"][n:n + 1], result["grads"]["conv2"][n:n + 1])[0]
+    last = gradcam_layer(arch)
+    cam = grad_cam(result["acts"][last][n:n + 1], result["grads"][last][n:n + 1])[0]
     paths = [
         _overlay_figure(image_uint8, sal, os.path.join(out_dir, "saliency.png"),
                         f"vanilla gradient saliency max_ch |ds/dx| for {what}", "|ds/dx| (max over RGB)", "hot"),
         _overlay_figure(image_uint8, cam, os.path.join(out_dir, "gradcam.png"),
-                        f"Grad-CAM on conv2's output for {what}", "ReLU(sum_k alpha_k A_k)", "jet"),
+                        f"Grad-CAM on {last}'s output for {what}", "ReLU(sum_k alpha_k A_k)", "jet"),
     ]
-    for layer in GRID_LAYERS:
+    grid_layers, strip_layers = figure_layers(arch)
+    for layer in grid_layers:
         paths.append(plot_feature_maps(result["grads"][layer][n], os.path.join(out_dir, f"gradients_{layer}.png"),
                                        f"ds/d({layer} output), s = logit of {what}", signed=True))
-    for layer in STRIP_LAYERS:
+    for layer in strip_layers:
         paths.append(plot_strip(result["grads"][layer][n], os.path.join(out_dir, f"gradients_{layer}.png"),
                                 f"ds/d({layer} output), s = logit of {what}"))
     return paths
