@@ -6,6 +6,7 @@
     http.dispatch / make_server / serve   the routes, and the standard library's
                                           ThreadingHTTPServer around them
     measure.measure(explorer)             time each kind of request, server-side
+    commands.register(subparsers)         the ``explore`` subcommand (scratchcnn.cli adds it)
     static/                               index.html, app.js, style.css: plain, offline, no build
 
 This package imports nothing itself, so the CLI's parser stays fast.
