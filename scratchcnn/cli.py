@@ -1,4 +1,4 @@
-"""The ``scratchcnn`` command line: train, evaluate, gradcheck and the study tools.
+"""The ``scratchcnn`` command line: train, evaluate, gradcheck, the study tools and explore.
 
 Every subcommand has ``--help`` with its defaults. Bad input ends with a single
 ``error: ...`` line and exit status 2; ``--debug`` shows the traceback instead.
@@ -12,6 +12,7 @@ from scratchcnn.arguments import (ARCH_HELP, HelpFormatter, add_checkpoint_arch_
                                   nonnegative_int, positive_int)
 from scratchcnn.config import RECIPES
 from scratchcnn.errors import UserError
+from scratchcnn.explore import commands as explore_commands
 from scratchcnn.schedules import SCHEDULES, UNITS
 
 
@@ -235,6 +236,7 @@ def build_parser():
     _add_arch(sub)
     compare.add_parser(sub)
     study.register(sub)
+    explore_commands.register(sub)
     return parser
 
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +18,10 @@ from PIL import Image
 from scratchcnn.architecture import tutorial
 from scratchcnn.checkpoint import save_checkpoint, save_state_dict
 from scratchcnn.data import SYNTHETIC_CLASSES, load_dataset, to_float
-from scratchcnn.explore.server import MAX_UPLOAD_BYTES, Explorer, make_server, measure
+from scratchcnn.explore.analysis import Explorer
+from scratchcnn.explore.http import MAX_JSON_DEPTH, dispatch, make_server
+from scratchcnn.explore.measure import measure
+from scratchcnn.explore.uploads import MAX_UPLOAD_BYTES
 from scratchcnn.model import CIFAR10Model
 from scratchcnn.study.saliency import grad_cam, saliency_map, scratch_class_gradients
 
@@ -64,9 +68,9 @@ def model():
 
 
 def call(explorer, method, path, body=None):
-    """Explorer.handle with a JSON body (dict) or raw bytes -> (status, decoded JSON)."""
+    """http.dispatch with a JSON body (dict) or raw bytes -> (status, decoded JSON)."""
     raw = json.dumps(body).encode() if isinstance(body, dict) else (body or b"")
-    status, ctype, data = explorer.handle(method, path, raw)
+    status, ctype, data = dispatch(explorer, method, path, raw)
     assert ctype == "application/json"
     return status, json.loads(data)
 
@@ -191,7 +195,7 @@ def test_measure_prints_every_request_kind(explorer):
     ("GET", "/api/images?limit=abc", None, 400, "whole number"),
     ("GET", "/api/analyze", None, 405, "not allowed"),
     ("GET", "/../../etc/passwd", None, 404, "nothing at"),
-    ("GET", "/static/../server.py", None, 404, "nothing at"),
+    ("GET", "/static/../http.py", None, 404, "nothing at"),
 ])
 def test_bad_requests_get_a_json_error(explorer, method, path, body, status, message):
     got, r = call(explorer, method, path, body)
@@ -232,10 +236,11 @@ def request(port, method, path, body=None, headers=None):
 
 def test_server_survives_bad_requests(server, explorer, monkeypatch):
     port = server
-    assert request(port, "POST", "/api/analyze", b"{oops")[0] == 400
-    assert request(port, "POST", "/api/analyze", json.dumps({"image": "test:999"}))[0] == 404
-    assert request(port, "POST", "/api/layer", json.dumps({"image": "test:0", "layer": "nope"}))[0] == 400
-    assert request(port, "POST", "/api/upload", b"GIF89a but not really")[0] == 400
+    json_type = {"Content-Type": "application/json"}
+    assert request(port, "POST", "/api/analyze", b"{oops", json_type)[0] == 400
+    assert request(port, "POST", "/api/analyze", json.dumps({"image": "test:999"}), json_type)[0] == 404
+    assert request(port, "POST", "/api/layer", json.dumps({"image": "test:0", "layer": "nope"}), json_type)[0] == 400
+    assert request(port, "POST", "/api/upload", b"GIF89a but not really", {"Content-Type": "image/gif"})[0] == 400
 
     # A huge upload: refused from its Content-Length, before the body is read.
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -271,6 +276,342 @@ def test_server_survives_bad_requests(server, explorer, monkeypatch):
         assert request(port, "GET", f"/static/{name}")[0] == 200
 
 
+SECURITY_HEADERS = ("Content-Security-Policy", "X-Content-Type-Options", "Cache-Control")
+
+
+def assert_json_error(status, headers, body, expected_status, *words):
+    """A one-line JSON error with the status expected and every security header."""
+    assert status == expected_status, (status, body)
+    assert headers["Content-Type"] == "application/json"
+    assert [h for h in SECURITY_HEADERS if h not in headers] == []
+    error = json.loads(body)["error"]
+    assert "\n" not in error and all(w in error for w in words), error
+
+
+def assert_still_serving(port):
+    status, _, body = request(port, "GET", "/api/info")
+    assert status == 200 and json.loads(body)["n_test"] == 30
+
+
+def raw_exchange(port, data, timeout=10):
+    """Send raw bytes, read until the server closes the connection -> the bytes received."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT", "BREW"])
+def test_other_methods_get_a_json_405_with_the_security_headers(server, method):
+    """Not http.server's HTML 501 page without our headers: a JSON 405 naming what is allowed
+    (404 where nothing is), and the connection closed (a body it may carry is not read)."""
+    status, headers, body = request(server, method, "/api/info", body=b"{}")
+    assert_json_error(status, headers, body, 405, method, "/api/info")
+    assert headers["Allow"] == "GET, HEAD" and headers["Connection"] == "close"
+    status, headers, body = request(server, method, "/api/analyze")
+    assert_json_error(status, headers, body, 405, method)
+    assert headers["Allow"] == "POST"
+    assert_json_error(*request(server, method, "/nowhere"), 404, "nothing at /nowhere")
+    assert_still_serving(server)
+
+
+def test_head_answers_like_get_without_a_body(server):
+    """HEAD: GET's status and headers (Content-Length included), no body; on one kept-alive
+    connection, so a body sent after HEAD's headers would break the GET that follows."""
+    _, get_headers, get_body = request(server, "GET", "/api/info")
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
+    try:
+        for path, status in [("/api/info", 200), ("/", 200), ("/api/analyze", 405), ("/nowhere", 404)]:
+            conn.request("HEAD", path)
+            res = conn.getresponse()
+            assert res.status == status and res.read() == b""
+            assert [h for h in SECURITY_HEADERS if res.getheader(h) is None] == []
+            if path == "/api/info":
+                assert int(res.getheader("Content-Length")) == len(get_body)
+            conn.request("GET", "/api/info")
+            res = conn.getresponse()
+            assert res.status == 200 and res.read() == get_body
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("raw,status,words", [
+    (b"GET /api/info HTTP/x.y\r\n\r\n", 400, ["Bad request version"]),
+    (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414, []),
+    (b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-A: 1\r\n" * 200 + b"\r\n", 431, ["headers"]),
+])
+def test_malformed_requests_get_json_with_the_security_headers(server, raw, status, words):
+    """What http.server refuses itself (a bad request line, version or headers) is answered
+    like everything else: JSON, our headers, one line."""
+    answer = raw_exchange(server, raw)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert_json_error(int(lines[0].split()[1]), headers, body, status, *words)
+    assert_still_serving(server)
+
+
+def test_json_nested_too_deep_is_a_400(server, explorer):
+    """20,000 nested lists fit in the 64 KiB limit and made json.loads raise RecursionError (a 500).
+    Deeper than MAX_JSON_DEPTH is refused before parsing; brackets inside strings do not count."""
+    deep = b"[" * 20000 + b"]" * 20000
+    status, headers, body = request(server, "POST", "/api/analyze", deep, {"Content-Type": "application/json"})
+    assert_json_error(status, headers, body, 400, f"nested deeper than {MAX_JSON_DEPTH}")
+    deep_object = b'{"a":' * 10000 + b"1" + b"}" * 10000
+    assert_json_error(*request(server, "POST", "/api/layer", deep_object, {"Content-Type": "application/json"}),
+                      400, "nested deeper")
+    just_deep_enough = {"image": "test:1", "extra": json.loads("[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1))}
+    assert call(explorer, "POST", "/api/analyze", just_deep_enough)[0] == 200
+    brackets_in_strings = {"image": "upload:[[[" + "[{" * 5000 + '\\"\\'}
+    status, r = call(explorer, "POST", "/api/analyze", brackets_in_strings)
+    assert status == 404 and "no image" in r["error"]
+    assert_still_serving(server)
+
+
+@pytest.fixture
+def impatient_server(explorer):
+    """A server that gives each request 0.5 s to arrive (READ_TIMEOUT is 15 s)."""
+    srv = make_server(explorer, "127.0.0.1", 0, read_timeout=0.5)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def handler_threads():
+    return [t for t in threading.enumerate() if "process_request_thread" in t.name]
+
+
+def read_until_closed(sock):
+    """What the server sends until it closes the connection (a reset counts as closing)."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def test_clients_too_slow_to_send_are_cut_off(impatient_server):
+    """A body shorter than its Content-Length, headers trickled in one by one (slow loris) and a
+    connection that never sends: each held a server thread forever. Now each request must arrive
+    whole within the read timeout: the stalled body gets a 408, the others are closed."""
+    import socket
+
+    port = impatient_server
+    threads_before = len(handler_threads())
+    head = (b"POST /api/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n")
+    t = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(head + b'{"image": ')                  # 10 of the 100 bytes announced
+        answer = read_until_closed(s)
+    assert time.monotonic() - t < 4
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    headers = dict(line.split(": ", 1) for line in headers.decode().split("\r\n"))
+    assert_json_error(int(status_line.split()[1]), headers, body, 408, "did not arrive")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(head + b'{"image": ')
+        s.shutdown(socket.SHUT_WR)                      # and hangs up: not taken for the whole body
+        assert b"the request body ended after 10 of the 100 bytes announced" in read_until_closed(s)
+
+    t = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        try:
+            for i in range(40):                         # a header every 0.1 s, for 4 s
+                time.sleep(0.1)
+                s.sendall(b"X-Slow-%d: 1\r\n" % i)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert read_until_closed(s) == b""
+    assert time.monotonic() - t < 3
+
+    t = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        assert read_until_closed(s) == b""              # silent: closed, no answer
+    assert time.monotonic() - t < 3
+
+    while len(handler_threads()) > threads_before and time.monotonic() - t < 5:
+        time.sleep(0.05)
+    assert len(handler_threads()) <= threads_before      # the threads were freed
+    assert_still_serving(port)
+
+
+def test_fifty_connections_at_once_are_all_queued_and_answered(explorer):
+    """The listen backlog was the standard library's 5: with the server busy, the 6th
+    connection at once had its handshake dropped and retried after 1, 3, 7 s... Here 50
+    clients connect before the server accepts any (as when they all arrive while it is busy):
+    every handshake completes at once, and every request is answered."""
+    import socket
+
+    srv = make_server(explorer, "127.0.0.1", 0)
+    port = srv.server_address[1]
+    clients, serving = [], threading.Thread(target=srv.serve_forever, daemon=True)
+    try:
+        for _ in range(50):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=3))
+        for c in clients:
+            c.sendall(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        serving.start()
+        t = time.monotonic()
+        answers = [read_until_closed(c) for c in clients]
+        assert [a.split(b"\r\n")[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 50
+        assert time.monotonic() - t < 10                 # the busy 2-core CI machine: about 0.1 s
+        assert_still_serving(port)
+    finally:
+        for c in clients:
+            c.close()
+        if serving.is_alive():
+            srv.shutdown()
+        srv.server_close()
+
+
+def test_pages_of_other_sites_cannot_post(server, test_split):
+    """A page on another origin could POST to /api/upload (200, evicting the user's uploads):
+    neither Origin nor the content type was checked. A POST whose Origin is not the address
+    the page was loaded from, or that the browser marks as from another site, is refused (403);
+    the JSON endpoints take application/json only, and /api/upload an image type or
+    application/octet-stream (what a form or a no-cors fetch can send without asking: 415)."""
+    port = server
+    own = f"http://127.0.0.1:{port}"
+    png = png_bytes(test_split.x[3])
+    analyze = json.dumps({"image": "test:1"}).encode()
+    image_type, json_type = {"Content-Type": "image/png"}, {"Content-Type": "application/json"}
+    for foreign in [{"Origin": "http://evil.example"}, {"Origin": f"http://127.0.0.1:{port + 1}"},
+                    {"Origin": f"https://127.0.0.1:{port}"}, {"Origin": "null"}, {"Origin": "http://127.0.0.1:x"},
+                    {"Origin": f"http://localhost:{port}"},        # Host says 127.0.0.1: another origin
+                    {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                    {"Origin": own, "Sec-Fetch-Site": "cross-site"}]:
+        assert_json_error(*request(port, "POST", "/api/upload", png, {**image_type, **foreign}), 403, "its own page")
+        assert_json_error(*request(port, "POST", "/api/analyze", analyze, {**json_type, **foreign}), 403)
+
+    # The page's own requests, as Chromium sends them (on either loopback name), and tools without Origin.
+    for origin in (own, f"http://localhost:{port}"):
+        same = {"Origin": origin, "Host": origin[len("http://"):], "Sec-Fetch-Site": "same-origin"}
+        status, _, body = request(port, "POST", "/api/upload", png, {**image_type, **same})
+        assert status == 200 and json.loads(body)["image"].startswith("upload:")
+        assert request(port, "POST", "/api/analyze", analyze, {**json_type, **same})[0] == 200
+    assert request(port, "POST", "/api/upload", png, {"Content-Type": "application/octet-stream"})[0] == 200
+    assert request(port, "POST", "/api/analyze", analyze, {"Content-Type": "application/json; charset=utf-8"})[0] == 200
+
+    for simple in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None):
+        headers = {"Content-Type": simple} if simple else {}
+        assert_json_error(*request(port, "POST", "/api/analyze", analyze, headers), 415, "application/json")
+        assert_json_error(*request(port, "POST", "/api/upload", png, headers), 415, "image")
+    assert_json_error(*request(port, "POST", "/api/upload", png, json_type), 415, "image")
+    assert_still_serving(port)
+
+
+def memory_mib(reset_peak=False):
+    """(resident, peak resident since the last reset) memory of this process in MiB (Linux)."""
+    if reset_peak:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")                                # VmHWM := VmRSS
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+@pytest.mark.slow
+def test_six_huge_uploads_at_once_stay_within_one_decode_of_memory(server):
+    """Six 40-Mpx uploads at once (a plain 8000x5000 image is 0.1 MB as PNG, 0.6 MB as JPEG) raised
+    the server's memory by 0.8 GB (JPEG) and 1.7 GB (PNG): each held 160 MB of pixels, twice once
+    converted to RGB, all at the same time. Now JPEGs decode at 1/8 scale (Pillow's draft), an RGB
+    image is not copied, and one upload is decoded at a time."""
+    try:
+        memory_mib(reset_peak=True)
+    except OSError:
+        pytest.skip("measuring the peak needs Linux's /proc/self/clear_refs")
+    big = Image.new("RGB", (8000, 5000), (120, 30, 200))
+    files = {}
+    for fmt in ("JPEG", "PNG"):
+        buf = io.BytesIO()
+        big.save(buf, format=fmt)
+        files[fmt] = buf.getvalue()
+    del big
+    growth = {}
+    for fmt, limit in [("JPEG", 100), ("PNG", 400)]:
+        rss, _ = memory_mib(reset_peak=True)
+        answers = [None] * 6
+
+        def upload(i):
+            answers[i] = request(server, "POST", "/api/upload", files[fmt], {"Content-Type": f"image/{fmt.lower()}"})
+        threads = [threading.Thread(target=upload, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        growth[fmt] = memory_mib()[1] - rss
+        assert [a[0] for a in answers] == [200] * 6, answers
+        assert growth[fmt] < limit, growth
+    assert_still_serving(server)
+
+
+def test_a_big_jpeg_decoded_at_reduced_scale_looks_like_the_full_decode(explorer, monkeypatch):
+    """Pillow's draft decodes a 2000x1500 JPEG at 1/8 scale: on a pattern with detail at the
+    32x32 scale (the hardest case), within 2 levels of 255 on average (measured 1.7, at most 11)
+    of decoding every pixel first. And an upload kept waiting DECODE_WAIT seconds gets a 503."""
+    from scratchcnn.explore import uploads
+
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).resize((2000, 1500), Image.BICUBIC)
+    buf = io.BytesIO()
+    picture.save(buf, format="JPEG", quality=90)
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        full = np.asarray(im.convert("RGB").resize((32, 32), Image.BILINEAR), dtype=np.int16).transpose(2, 0, 1)
+    diff = np.abs(uploads.decode_upload(buf.getvalue()).astype(np.int16) - full)
+    assert diff.mean() < 2 and diff.max() <= 16
+
+    monkeypatch.setattr(uploads, "DECODE_WAIT", 0.2)
+    decoder_free = threading.Event()
+    uploads._decoder.submit(decoder_free.wait, 10)           # the decoding thread, busy
+    try:
+        status, r = call(explorer, "POST", "/api/upload", buf.getvalue())
+    finally:
+        decoder_free.set()
+    assert status == 503 and "busy" in r["error"]
+    assert call(explorer, "POST", "/api/upload", buf.getvalue())[0] == 200
+
+
+def test_clients_that_hang_up_leave_no_traceback(server, capfd):
+    """A client that closes its connection right after its request (a reload, a closed tab) made
+    the server print a BrokenPipeError or ConnectionResetError traceback in the terminal."""
+    import socket
+    import struct
+
+    requests = [b"GET /api/images?limit=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                b"POST /api/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 20\r\n\r\n" + b'{"image": "test:2"} ']
+    for i in range(30):
+        with socket.create_connection(("127.0.0.1", server), timeout=10) as s:
+            if i % 2:                                      # a reset (RST), not a polite close (FIN)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.sendall(requests[i % 3])
+            if i % 5 == 4:
+                s.recv(1)                                  # hang up in the middle of the answer
+    t = time.monotonic()
+    while handler_threads() and time.monotonic() - t < 10:
+        time.sleep(0.05)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err
+    assert_still_serving(server)
+
+
 # --------------------------------------------------------------------------- the command
 @pytest.mark.slow
 def test_cli_serves_a_bare_tutorial_state_dict(tmp_path):
@@ -295,7 +636,8 @@ def test_cli_serves_a_bare_tutorial_state_dict(tmp_path):
         port = int(url.split(":")[1])
         status, _, body = request(port, "GET", "/api/info")
         assert status == 200 and json.loads(body)["dataset"] == "synthetic" and json.loads(body)["epoch"] == 0
-        status, _, body = request(port, "POST", "/api/analyze", json.dumps({"image": "test:0"}))
+        status, _, body = request(port, "POST", "/api/analyze", json.dumps({"image": "test:0"}),
+                                  {"Content-Type": "application/json"})
         assert status == 200 and len(json.loads(body)["probs"]) == 10
         assert request(port, "GET", "/api/run")[0] == 200
     finally:
@@ -339,7 +681,7 @@ def test_host_other_than_loopback_prints_a_warning(explorer, capsys, monkeypatch
     """--host 0.0.0.0 is served (any Host header answered) after a printed warning."""
     from http.server import ThreadingHTTPServer
 
-    from scratchcnn.explore import server as server_module
+    from scratchcnn.explore import http as http_module
 
     seen = {}
 
@@ -347,9 +689,9 @@ def test_host_other_than_loopback_prints_a_warning(explorer, capsys, monkeypatch
         seen["loopback_only"] = self.loopback_only
         raise KeyboardInterrupt
     monkeypatch.setattr(ThreadingHTTPServer, "serve_forever", stop)
-    assert server_module.serve(explorer, host="0.0.0.0", port=0) == 0
+    assert http_module.serve(explorer, host="0.0.0.0", port=0) == 0
     out = capsys.readouterr().out
     assert out.startswith("WARNING: listening on 0.0.0.0: anyone who can reach this machine")
     assert "scratchcnn explore: http://127.0.0.1:" in out and seen == {"loopback_only": False}
-    assert server_module.serve(explorer, host="127.0.0.1", port=0) == 0
+    assert http_module.serve(explorer, host="127.0.0.1", port=0) == 0
     assert "WARNING" not in capsys.readouterr().out and seen == {"loopback_only": True}

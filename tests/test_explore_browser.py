@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from scratchcnn.data import load_dataset, to_float
-from scratchcnn.explore.server import Explorer, make_server
+from scratchcnn.explore.analysis import Explorer
+from scratchcnn.explore.http import make_server
 from scratchcnn.model import CIFAR10Model
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

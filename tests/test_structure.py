@@ -100,6 +100,20 @@ def test_the_architecture_module_never_imports_torch():
     assert modules <= {"json", "keyword", "math", "os", "re", "typing", "difflib", "inspect", "scratchcnn"}
 
 
+def test_the_study_tools_know_no_web_page():
+    """scratchcnn.study (and all it imports, transitively) imports nothing from scratchcnn.explore:
+    the explorer builds on the study tools and registers its own command, never the other way."""
+    graph = _graph()
+    assert "scratchcnn.study.saliency" in graph["scratchcnn.explore.analysis"]   # the graph is really read
+    reached, todo = set(), [m for m in graph if m == "scratchcnn.study" or m.startswith("scratchcnn.study.")]
+    while todo:
+        m = todo.pop()
+        if m not in reached:
+            reached.add(m)
+            todo += graph[m]
+    assert sorted(m for m in reached if m.split(".")[:2] == ["scratchcnn", "explore"]) == []
+
+
 def _may_catch_import_error(handler):
     """Whether an ``except`` clause can catch the ImportError of a failed import: a bare
     ``except:``, ImportError or any base of ModuleNotFoundError (ModuleNotFoundError, ImportError,

@@ -4,7 +4,6 @@ Command line (each has ``--help``):
 
     scratchcnn featuremaps --checkpoint PATH   conv1/conv2 feature maps of one image, as 4x8 grids
     scratchcnn saliency --checkpoint PATH      saliency map, Grad-CAM and every layer's gradient
-    scratchcnn explore --checkpoint PATH       all of it in a local web page (scratchcnn.explore)
     scratchcnn filters --checkpoint PATH       conv1's kernels as RGB, conv2's as a 32x32 grid
     scratchcnn summary                         per-layer shapes, parameters, mult-adds, memory
     scratchcnn trace                           one training step, forward then backward, in numbers

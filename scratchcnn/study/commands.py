@@ -1,4 +1,4 @@
-"""The study subcommands of ``scratchcnn``: featuremaps, saliency, explore, filters, summary, trace.
+"""The study subcommands of ``scratchcnn``: featuremaps, saliency, filters, summary, trace.
 
 ``scratchcnn.cli`` calls :func:`register` with its argparse subparsers; each
 command function takes the parsed ``args`` and returns an exit code. Bad input
@@ -48,23 +48,6 @@ def register(sub):
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output folder [CHECKPOINT_FOLDER/saliency/SPLIT-INDEX-CLASS or .../IMAGE_NAME-CLASS]")
     p.set_defaults(func=cmd_saliency)
-
-    p = sub.add_parser("explore", formatter_class=fmt,
-                       help="a local web page to explore the network on your checkpoint",
-                       description="Start a web server (127.0.0.1 by default) with a page that works offline: "
-                                   "browse the test set, see every layer's activations and gradients, "
-                                   "saliency and Grad-CAM, a convolution written out for one output pixel, "
-                                   "the filters and the run's training curves, through either backend.")
-    p.add_argument("--checkpoint", required=True,
-                   help="runs/NAME/checkpoint.pth, model.pth, or a state_dict saved by the tutorial")
-    _add_dataset_args(p)
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on; anything but 127.0.0.1/localhost exposes the page to "
-                        "your network (a warning is printed)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
-    p.add_argument("--measure", action="store_true",
-                   help="do not serve: time every kind of request in-process and print the table")
-    p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("filters", formatter_class=fmt, help="every convolution's kernels as images",
                        description="Draw the kernels of a convolution that reads the image (3 channels, "
@@ -218,21 +201,6 @@ def cmd_saliency(args):
     print(f"explaining class {c} '{classes[c]}'" + (" (the predicted class)" if target is None else ""))
     print("wrote:\n" + "\n".join(f"  {p}" for p in paths))
     return 0
-
-
-def cmd_explore(args):
-    from scratchcnn.checkpoint import load_checkpoint
-    from scratchcnn.explore.server import Explorer, measure, serve
-
-    if not 0 <= args.port <= 65535:                 # before the slow part
-        raise UserError(f"--port {args.port} is out of range 0..65535 (0: any free port)")
-    cfg = load_checkpoint(args.checkpoint)["config"]
-    data = dataset_split(cfg, args.dataset, args.data_dir, "test")
-    explorer = Explorer(args.checkpoint, data, _class_names(cfg, data.classes))
-    if args.measure:
-        print(measure(explorer))
-        return 0
-    return serve(explorer, host=args.host, port=args.port)
 
 
 def cmd_filters(args):
