@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import sys
+from typing import NamedTuple
 
 import numpy as np
 
@@ -73,6 +74,103 @@ def layer_errors(layer, torch_fn, x, seed=0, **forward_kwargs):
         if str(theirs.dtype) != f"torch.{np.asarray(ours).dtype}":
             raise AssertionError(f"{layer.name} {what}: dtype {np.asarray(ours).dtype}, torch's {theirs.dtype}")
     return {what: rel_error(ours, theirs) for what, ours, theirs in pairs}
+
+
+# ---------------------------------------------------------------- one layer against its torch twin
+
+def _torch_dtype(dtype):
+    import torch
+    return torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
+
+
+def load_into_twin(layer, twin):
+    """Copy ``layer``'s parameters and buffers into the torch module ``twin``, by name (weight,
+    bias, running_mean, ...). ValueError (one line) when the names or shapes do not match."""
+    import torch
+    who = f"{type(layer).__name__} and torch.nn.{type(twin).__name__}"
+    ours = {n: p.data for n, p in layer.parameters()}
+    theirs = dict(twin.named_parameters())
+    if set(ours) != set(theirs):
+        raise ValueError(f"{who} have different parameters: {', '.join(ours) or 'none'} vs "
+                         f"{', '.join(theirs) or 'none'} (name them as torch does)")
+    buffers = dict(layer.buffers())
+    their_buffers = dict(twin.named_buffers())
+    missing = [n for n in buffers if n not in their_buffers]
+    if missing:
+        raise ValueError(f"{who}: torch's has no buffer {', '.join(missing)} (it has "
+                         f"{', '.join(their_buffers) or 'none'})")
+    with torch.no_grad():
+        for name, value in [*ours.items(), *buffers.items()]:
+            target = theirs[name] if name in theirs else their_buffers[name]
+            if tuple(target.shape) != np.shape(value):
+                raise ValueError(f"{who}: {name} has shape {np.shape(value)}, torch's {tuple(target.shape)}")
+            target.copy_(torch.from_numpy(np.array(value)))
+
+
+class TwinComparison(NamedTuple):
+    """What ``compare_with_twin`` measured: the scratch ``layer`` after its forward and backward,
+    ``errors`` {quantity: relative error} and ``scales`` {quantity: max |torch value|} (0 would
+    make the error meaningless: an example whose output or gradient is all zeros tests nothing)."""
+    layer: object
+    errors: dict
+    scales: dict
+
+
+def compare_with_twin(cls, example, dtype, seed=0, twin=None):
+    """The scratch layer of ``example`` (``cls.build_example``) against its torch twin
+    (``cls.torch_twin(args)``, or ``twin``) holding the same parameters and buffers, in the
+    same mode, in ``dtype``: "out", "dx", "d<param>" for each parameter and "<buffer>" for
+    each buffer.
+
+    The torch side's gradients come from ``autograd.grad((out * dout).sum())`` for one random
+    ``dout``; buffers (BatchNorm's running statistics) are compared after the forward pass.
+    A forward keyword ``mask`` (Dropout's) stands for randomness the twin draws itself: the
+    twin runs first, its mask is read back from its output (0 exactly where it dropped, as
+    the example's input has no zeros) and the scratch layer is given that mask.
+    ValueError (one line) when the two disagree on a dtype, a shape or a name."""
+    import torch
+
+    from scratchcnn.gradcheck import upstream_gradient
+    layer = cls.build_example(example, dtype)
+    twin = (cls.torch_twin(example.args) if twin is None else twin).to(_torch_dtype(dtype))
+    load_into_twin(layer, twin)
+    twin.train(example.mode == "train")
+    x = np.ascontiguousarray(example.x, dtype=dtype)
+    x_t = torch.tensor(x, requires_grad=True)
+    torch.manual_seed(seed)
+    out_t = twin(x_t)
+    kwargs = dict(example.forward_kwargs)
+    if "mask" in kwargs:
+        kwargs["mask"] = (out_t != 0).detach().numpy()
+    out = layer.forward(x, **kwargs)
+    if np.shape(out) != tuple(out_t.shape):
+        raise ValueError(f"out: shape {np.shape(out)}, torch's {tuple(out_t.shape)}")
+    dout = upstream_gradient(np.shape(out), seed, dtype)
+    dx = layer.backward(dout)
+    params = dict(twin.named_parameters())
+    names = [n for n, _ in layer.parameters()]
+    inputs = [x_t, *(params[n] for n in names)]
+    grads_t = torch.autograd.grad((out_t * torch.from_numpy(dout)).sum(), inputs, allow_unused=True)
+    grads_t = [torch.zeros_like(t) if g is None else g for g, t in zip(grads_t, inputs)]
+    pairs = [("out", out, out_t), ("dx", dx, grads_t[0])]
+    pairs += [(f"d{n}", p.grad, g) for (n, p), g in zip(layer.parameters(), grads_t[1:])]
+    their_buffers = dict(twin.named_buffers())
+    pairs += [(n, b, their_buffers[n]) for n, b in layer.buffers()]
+    errors, scales = {}, {}
+    for what, ours, theirs in pairs:
+        ours, theirs = np.asarray(ours), theirs.detach().numpy()
+        if ours.dtype != theirs.dtype:
+            raise ValueError(f"{what}: dtype {ours.dtype}, torch's {theirs.dtype}")
+        if ours.shape != theirs.shape:
+            raise ValueError(f"{what}: shape {ours.shape}, torch's {theirs.shape}")
+        errors[what] = rel_error(ours, theirs)
+        scales[what] = float(np.max(np.abs(theirs))) if theirs.size else 0.0
+    return TwinComparison(layer, errors, scales)
+
+
+def twin_errors(cls, example, dtype, seed=0, twin=None):
+    """{"out", "dx", "d<param>" each, "<buffer>" each: relative error}: ``compare_with_twin``'s errors."""
+    return compare_with_twin(cls, example, dtype, seed, twin).errors
 
 
 def _torch_dropout(p, seed):
