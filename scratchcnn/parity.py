@@ -6,23 +6,32 @@ Every figure is a relative error over one tensor,
 
 (0 means bit-identical). The measurements:
 
-* ``layer_parity(dtype)``: each layer of the network at the tutorial's sizes
+* ``compare_with_twin(cls, example, dtype)``: one layer class with one of its
+  ``examples`` against its ``torch.nn`` twin (same parameters, buffers and mode):
+  output, input gradient, every parameter gradient and every buffer;
+  ``layer_kinds()`` runs it for every registered layer (the generated tests,
+  ``tests/test_layer_zoo.py``, run it too, with each class's tolerance).
+* ``layer_parity(dtype)``: each layer of the tutorial's network at its real size
   against ``torch.nn.functional`` (dropout: torch's own ``F.dropout``, whose
   mask the scratch layer is given), forward output and every gradient, with
   the torch side from ``autograd.grad((out * dout).sum())``.
-* ``model_step0(dtype)``: the whole model, same weights, batch and dropout
-  masks: logits, loss and every parameter gradient.
-* ``model_steps(dtype, steps=50)``: 50 SGD-momentum steps through the layer
-  path: the loss at every step, the final weights, and the weight change
-  w50 - w0 (what training did, far smaller than the weights).
+* ``model_run(dtype, arch, steps, n)``: the whole model of any spec, same
+  weights, batches and dropout masks, through the layer path: step 0's logits,
+  loss and every parameter gradient, then after ``steps`` SGD-momentum steps
+  the loss at every step, the weights, the weight change (what training did,
+  far smaller than the weights), the momentum buffers and BatchNorm's running
+  statistics. The tutorial's network: 50 steps at batch 8; every preset
+  (``preset_parity``): 10 steps at batch 4.
 * ``fused_vs_torch(steps=50)``: the fast path (``fused_train_step``, what
   ``scratchcnn train`` runs by default) against torch over 50 steps of epoch 1:
   loss, weights, weight change and momentum buffers.
 * the float64 central-difference gradient checks (``scratchcnn.gradcheck``).
+* ``first_disagreement(arch)``: layer by layer, which layer of a network is the
+  first to disagree with torch (``scratchcnn train --check-layers``).
 
 ``python -m scratchcnn.parity --write`` measures all of it (one thread per
 pool, so sums run in a fixed order), writes ``docs/verification.json`` and
-rewrites the table in README.md between its markers. ``tests/test_parity_table.py``
+rewrites the tables in README.md between its markers. ``tests/test_parity_table.py``
 measures again and fails when an error grows past twice the published one.
 """
 import argparse
@@ -107,6 +116,11 @@ def load_into_twin(layer, twin):
             target.copy_(torch.from_numpy(np.array(value)))
 
 
+class TwinMismatch(ValueError):
+    """The scratch layer and its torch twin disagree on a dtype or a shape: "what: dtype ...";
+    nothing to compare numerically."""
+
+
 class TwinComparison(NamedTuple):
     """What ``compare_with_twin`` measured: the scratch ``layer`` after its forward and backward,
     ``errors`` {quantity: relative error} and ``scales`` {quantity: max |torch value|} (0 would
@@ -127,7 +141,8 @@ def compare_with_twin(cls, example, dtype, seed=0, twin=None):
     A forward keyword ``mask`` (Dropout's) stands for randomness the twin draws itself: the
     twin runs first, its mask is read back from its output (0 exactly where it dropped, as
     the example's input has no zeros) and the scratch layer is given that mask.
-    ValueError (one line) when the two disagree on a dtype, a shape or a name."""
+    ValueError (one line) when the names of parameters or buffers differ; ``TwinMismatch``
+    (a ValueError) when a dtype or a shape does."""
     import torch
 
     from scratchcnn.gradcheck import upstream_gradient
@@ -144,7 +159,7 @@ def compare_with_twin(cls, example, dtype, seed=0, twin=None):
         kwargs["mask"] = (out_t != 0).detach().numpy()
     out = layer.forward(x, **kwargs)
     if np.shape(out) != tuple(out_t.shape):
-        raise ValueError(f"out: shape {np.shape(out)}, torch's {tuple(out_t.shape)}")
+        raise TwinMismatch(f"out: shape {np.shape(out)}, torch's {tuple(out_t.shape)}")
     dout = upstream_gradient(np.shape(out), seed, dtype)
     dx = layer.backward(dout)
     params = dict(twin.named_parameters())
@@ -160,9 +175,9 @@ def compare_with_twin(cls, example, dtype, seed=0, twin=None):
     for what, ours, theirs in pairs:
         ours, theirs = np.asarray(ours), theirs.detach().numpy()
         if ours.dtype != theirs.dtype:
-            raise ValueError(f"{what}: dtype {ours.dtype}, torch's {theirs.dtype}")
+            raise TwinMismatch(f"{what}: dtype {ours.dtype}, torch's {theirs.dtype}")
         if ours.shape != theirs.shape:
-            raise ValueError(f"{what}: shape {ours.shape}, torch's {theirs.shape}")
+            raise TwinMismatch(f"{what}: shape {ours.shape}, torch's {theirs.shape}")
         errors[what] = rel_error(ours, theirs)
         scales[what] = float(np.max(np.abs(theirs))) if theirs.size else 0.0
     return TwinComparison(layer, errors, scales)
@@ -275,62 +290,125 @@ def parity_batch(step, dtype, n=8):
     return g.standard_normal((n, 3, 32, 32)).astype(dtype), g.integers(0, 10, n)
 
 
-def model_step0(dtype):
-    """{"logits", "loss", "grads" (worst parameter), "grad:NAME" each}: one forward and backward."""
-    import torch.nn.functional as F
-
-    from scratchcnn.layers import SoftmaxCrossEntropy
-    ours, theirs = model_pair(dtype)
-    loss_fn = SoftmaxCrossEntropy()
-    x, y = parity_batch(0, dtype)
-    logits = ours.train().forward(x)
-    loss = loss_fn.forward(logits, y)
-    ours.backward(loss_fn.backward())
-    share_masks(ours, theirs)
-    import torch
-    logits_t = theirs(torch.from_numpy(x))
-    loss_t = F.cross_entropy(logits_t, torch.from_numpy(y))
-    loss_t.backward()
-    out = {"logits": rel_error(logits, logits_t), "loss": rel_error(loss, loss_t)}
-    torch_params = dict(theirs.named_parameters())
-    out.update({f"grad:{name}": rel_error(p.grad, torch_params[name].grad) for name, p in ours.parameters()})
-    out["grads"] = max(v for k, v in out.items() if k.startswith("grad:"))
-    return out
+def zero_gradient_parameters(arch):
+    """Parameters whose gradient is 0 in exact arithmetic: the bias of a Conv2d right before a
+    BatchNorm2d, which subtracts each channel's batch mean in training, the bias included. Both
+    sides compute 0 up to rounding, so a relative error between them measures nothing."""
+    return [f"{a.name}.bias" for a, b in zip(arch.layers, arch.layers[1:])
+            if a.kind == "Conv2d" and b.kind == "BatchNorm2d" and any(k == "bias" for k, _ in a.params)]
 
 
-def model_steps(dtype, steps=50, lr=0.001, momentum=0.9):
-    """{"loss" (worst step), "weights", "change" (worst parameter)} after ``steps`` SGD steps."""
+def model_run(dtype, arch="tutorial", steps=50, n=8, lr=0.001, momentum=0.9, seed=0):
+    """Train ``arch`` both ways through the layer path for ``steps`` SGD-momentum steps on the
+    seeded batches of ``n`` images (``parity_batch``), with the same starting weights and buffers
+    (``model_pair``) and the same dropout masks (``share_masks``). Returns
+
+        {"step0": {"logits", "loss", "grads" (worst parameter), "grad:NAME" each,
+                   "zero_grads": largest |gradient| of the ``zero_gradient_parameters``, either
+                   side, over the largest |gradient| of their layer's weight (None without any)},
+         "steps": {"steps", "loss" (worst step), "weights", "change" (w_last - w_0),
+                   "momentum" (the SGD buffers), "buffers" (BatchNorm's running statistics;
+                   None without any), "per_parameter_change": {NAME: error}}}
+
+    step0 is measured in the first step, before the update: one forward and backward. The
+    zero-gradient parameters are left out of grads, change and momentum (not of weights)."""
     import torch
     import torch.nn.functional as F
 
     from scratchcnn.layers import SoftmaxCrossEntropy
     from scratchcnn.optim import SGD
-    ours, theirs = model_pair(dtype)
+    ours, theirs = model_pair(dtype, seed, arch)
+    zero = set(zero_gradient_parameters(ours.arch))
     start = ours.state_dict()
     loss_fn = SoftmaxCrossEntropy()
     opt = SGD(ours.parameters(), lr=lr, momentum=momentum)
     opt_t = torch.optim.SGD(theirs.parameters(), lr=lr, momentum=momentum)
     ours.train()
-    losses = []
+    theirs.train()
+    torch_params = dict(theirs.named_parameters())
+    losses, step0 = [], None
     for step in range(steps):
-        x, y = parity_batch(step, dtype)
-        loss = loss_fn.forward(ours.forward(x), y)
+        x, y = parity_batch(step, dtype, n)
+        logits = ours.forward(x)
+        loss = loss_fn.forward(logits, y)
         ours.backward(loss_fn.backward())
-        opt.step()
         share_masks(ours, theirs)
-        opt_t.zero_grad()
-        loss_t = F.cross_entropy(theirs(torch.from_numpy(x)), torch.from_numpy(y))
+        opt_t.zero_grad(set_to_none=False)   # keeps the gradient buffers: no fresh 16 MB per step
+        logits_t = theirs(torch.from_numpy(x))
+        loss_t = F.cross_entropy(logits_t, torch.from_numpy(y))
         loss_t.backward()
+        if step == 0:
+            step0 = {"logits": rel_error(logits, logits_t), "loss": rel_error(loss, loss_t)}
+            step0.update({f"grad:{name}": rel_error(p.grad, torch_params[name].grad)
+                          for name, p in ours.parameters() if name not in zero})
+            step0["grads"] = max(v for k, v in step0.items() if k.startswith("grad:"))
+            step0["zero_grads"] = max((max(np.abs(p.grad).max(), float(torch_params[name].grad.abs().max()))
+                                       / float(torch_params[name[:-len("bias")] + "weight"].grad.abs().max())
+                                       for name, p in ours.parameters() if name in zero), default=None)
+        opt.step()
         opt_t.step()
         losses.append(rel_error(loss, loss_t))
-    torch_params = dict(theirs.named_parameters())
     weights, change = {}, {}
     for name, p in ours.parameters():
         w_t = torch_params[name].detach().numpy()
         weights[name] = rel_error(p.data, w_t)
-        change[name] = rel_error(p.data - start[name], w_t - start[name])
-    return {"loss": max(losses), "weights": max(weights.values()), "change": max(change.values()),
-            "steps": steps, "per_parameter_change": change}
+        if name not in zero:
+            change[name] = rel_error(p.data - start[name], w_t - start[name])
+    momenta = {name: rel_error(buf, opt_t.state[torch_params[name]]["momentum_buffer"])
+               for name, buf in opt.momentum_buffers.items() if name not in zero}
+    torch_buffers = dict(theirs.named_buffers())
+    buffers = {name: rel_error(b, torch_buffers[name]) for name, b in ours.buffers()}
+    return {"step0": step0,
+            "steps": {"steps": steps, "loss": max(losses), "weights": max(weights.values()),
+                      "change": max(change.values()), "momentum": max(momenta.values()) if momenta else None,
+                      "buffers": max(buffers.values()) if buffers else None,
+                      "per_parameter_change": change}}
+
+
+def model_step0(dtype, arch="tutorial", n=8):
+    """{"logits", "loss", "grads" (worst parameter), "grad:NAME" each}: one forward and backward."""
+    return model_run(dtype, arch, steps=1, n=n)["step0"]
+
+
+def model_steps(dtype, steps=50, lr=0.001, momentum=0.9, arch="tutorial", n=8):
+    """{"loss" (worst step), "weights", "change", "momentum", "buffers" ...} after ``steps`` SGD steps."""
+    return model_run(dtype, arch, steps, n, lr, momentum)["steps"]
+
+
+# ---------------------------------------------------------------- every layer kind, every preset
+
+def layer_kinds():
+    """{kind: {"examples": n, "float64": worst error, "float32": worst error, "worst": {dtype:
+    quantity}}}: every registered layer's examples against its torch twin
+    (``compare_with_twin``), the worst relative error over the examples and quantities."""
+    from scratchcnn.gradcheck import layer_examples
+    from scratchcnn.layer_base import REGISTRY
+    out = {}
+    for kind, _, example in layer_examples():
+        row = out.setdefault(kind, {"examples": 0, "float64": 0.0, "float32": 0.0, "worst": {}})
+        row["examples"] += 1
+        for dname, dtype in DTYPES.items():
+            for what, err in twin_errors(REGISTRY[kind], example, dtype).items():
+                if err >= row[dname]:
+                    row[dname], row["worst"][dname] = err, what
+    return out
+
+
+PRESET_STEPS, PRESET_BATCH = 10, 4
+
+
+def preset_parity(steps=PRESET_STEPS, n=PRESET_BATCH):
+    """{preset: {"float64": model_run's result, "float32": ...}} for every preset of
+    ``architecture.PRESETS``, ``steps`` steps at batch ``n``."""
+    from scratchcnn.architecture import PRESETS
+    out = {}
+    for name in PRESETS:
+        out[name] = {}
+        for dname, dtype in DTYPES.items():
+            r = model_run(dtype, name, steps=steps, n=n)
+            r["steps"].pop("per_parameter_change")
+            out[name][dname] = r
+    return out
 
 
 # ---------------------------------------------------------------- the fast path, what `scratchcnn train` runs
@@ -463,34 +541,48 @@ def fused_vs_torch(steps=50, seed=0, batch_size=32, lr=0.001, momentum=0.9, weig
 # ---------------------------------------------------------------- everything, and the table
 
 def measure_all():
-    """Every figure of the table, single-threaded (fixed summation order). Takes some 30 s."""
+    """Every figure of the tables, single-threaded (fixed summation order). Takes some 2 minutes
+    on 2 cores: most of it the presets' runs (``preset_parity``)."""
+    import time
+
     import torch
     from threadpoolctl import threadpool_limits
 
     from scratchcnn.gradcheck import run_gradchecks
 
+    t0 = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with threadpool_limits(1):
             out = {}
+            rows = run_gradchecks()
+            per_kind = {}
+            for kind, _, _, err, _ in rows:
+                per_kind[kind] = max(per_kind.get(kind, 0.0), err)
+            out["gradcheck"] = {"passed": sum(ok for *_, ok in rows), "total": len(rows),
+                                "worst": max(err for _, _, _, err, _ in rows), "per_kind": per_kind}
+            out["layer_kinds"] = layer_kinds()
             for dname, dtype in DTYPES.items():
                 layers = layer_parity(dtype)
+                run = model_run(dtype, "tutorial", steps=50, n=8)
+                run["steps"].pop("per_parameter_change")
                 out[dname] = {
                     "layers": layers,
                     "conv_linear": max(max(layers[n].values()) for n in ("conv1", "conv2", "fc3", "fc4")),
                     "elementwise": max(max(layers[n].values()) for n in ("act1", "drop1", "pool2", "flat", "drop3")),
                     "loss_layer": max(layers["loss"].values()),
-                    "step0": model_step0(dtype),
-                    "steps": model_steps(dtype),
+                    **run,
                 }
+            out["presets"] = preset_parity()
+            out["zero_grads"] = {d: max((r[d]["step0"]["zero_grads"] for r in out["presets"].values()
+                                         if r[d]["step0"]["zero_grads"] is not None), default=None)
+                                 for d in DTYPES}
             fused = fused_vs_torch(steps=50, seed=0)
             out["fused_vs_torch"] = {k: v for k, v in fused.items() if k not in ("losses", "torch_losses")}
-            rows = run_gradchecks()
-            out["gradcheck"] = {"passed": sum(ok for *_, ok in rows), "total": len(rows),
-                                "worst": max(err for _, _, _, err, _ in rows)}
     finally:
         torch.set_num_threads(threads)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
 
@@ -505,19 +597,34 @@ def _cpu():
     return platform.processor() or platform.machine()
 
 
-# The figures the table shows: (path in the results, dtype whose rounding they are made of).
-PUBLISHED = [(("gradcheck", "worst"), "float64")]
-PUBLISHED += [((d, k), d) for d in DTYPES for k in ("conv_linear", "elementwise", "loss_layer")]
-PUBLISHED += [((d, "step0", k), d) for d in DTYPES for k in ("logits", "loss", "grads")]
-PUBLISHED += [((d, "steps", k), d) for d in DTYPES for k in ("loss", "weights", "change")]
-PUBLISHED += [(("fused_vs_torch", k), "float32") for k in ("loss", "weights", "change", "momentum")]
-PUBLISHED += [(("fused_vs_torch", "float64", who, "change"), "float32") for who in ("ours", "torch")]
+STEP0 = ("logits", "loss", "grads")              # a preset's step-0 figures, in the table's order
+STEPS = ("weights", "momentum", "buffers")       # and after its PRESET_STEPS steps
+
+
+def published_paths(results):
+    """[(path in the results, dtype whose rounding the figure is made of)] for every figure the
+    tables show (None figures, such as the running statistics of a network without BatchNorm,
+    are not shown)."""
+    paths = [(("gradcheck", "worst"), "float64")]
+    paths += [(("gradcheck", "per_kind", kind), "float64") for kind in results["gradcheck"]["per_kind"]]
+    paths += [(("layer_kinds", kind, d), d) for kind in results["layer_kinds"] for d in DTYPES]
+    paths += [((d, k), d) for d in DTYPES for k in ("conv_linear", "elementwise", "loss_layer")]
+    paths += [((d, "step0", k), d) for d in DTYPES for k in ("logits", "loss", "grads")]
+    paths += [((d, "steps", k), d) for d in DTYPES for k in ("loss", "weights", "change")]
+    for name, runs in results["presets"].items():
+        for d in DTYPES:
+            paths += [(("presets", name, d, "step0", k), d) for k in STEP0 if runs[d]["step0"][k] is not None]
+            paths += [(("presets", name, d, "steps", k), d) for k in STEPS if runs[d]["steps"][k] is not None]
+    paths += [(("zero_grads", d), d) for d in DTYPES if results["zero_grads"][d] is not None]
+    paths += [(("fused_vs_torch", k), "float32") for k in ("loss", "weights", "change", "momentum")]
+    paths += [(("fused_vs_torch", "float64", who, "change"), "float32") for who in ("ours", "torch")]
+    return paths
 
 
 def published_figures(results):
-    """{"float32/steps/change": value, ...}: every error the table shows, with its dtype."""
+    """{"float32/steps/change": (value, dtype), ...}: every error the tables show."""
     out = {}
-    for path, dtype in PUBLISHED:
+    for path, dtype in published_paths(results):
         v = results
         for key in path:
             v = v[key]
@@ -529,41 +636,108 @@ def _e(v):
     return "0 (bit-identical)" if v == 0 else f"{v:.1e}"
 
 
+def _es(values):
+    """"a / b / c", figures of one cell; None: "-"."""
+    return " / ".join("-" if v is None else "0" if v == 0 else f"{v:.1e}" for v in values)
+
+
+def _varied(kind):
+    """What the examples of a layer kind vary: its arguments set to other than their default, and
+    the mode where both occur."""
+    from scratchcnn.gradcheck import layer_examples
+    from scratchcnn.layer_base import REGISTRY
+    cls = REGISTRY[kind]
+    defaults = cls.defaults()
+    examples = [e for k, _, e in layer_examples() if k == kind]
+    varied = [a for a in cls.ARGS if a not in cls.INFER and (
+              len({json.dumps(e.args.get(a, defaults.get(a))) for e in examples}) > 1
+              or any(a in e.args and a in defaults and e.args[a] != defaults[a] for e in examples))]
+    if len({e.mode for e in examples}) > 1:
+        varied.append("train and eval")
+    if any(e.forward_kwargs for e in examples):
+        varied.append("torch's own mask")
+    return ", ".join(varied)
+
+
+def _ordered(d, order):
+    """The items of ``d`` with its keys in ``order`` first (as there), then the others sorted: the
+    same rows whether ``d`` is fresh or read back from the JSON (which sorts its keys)."""
+    return [(k, d[k]) for k in order if k in d] + sorted((k, v) for k, v in d.items() if k not in order)
+
+
 def format_table(results):
-    """The README's verification table (Markdown) from ``measure_all()``'s results."""
+    """The README's verification tables (Markdown) from ``measure_all()``'s results."""
+    from scratchcnn.architecture import PRESETS
+    from scratchcnn.layer_base import REGISTRY
     r32, r64, fused, gc = results["float32"], results["float64"], results["fused_vs_torch"], results["gradcheck"]
+    kinds = dict(_ordered(results["layer_kinds"], list(REGISTRY)))
+    lines = ["**Every layer**, each of its examples (`Layer.examples`) against central differences and "
+             "against its `torch.nn` twin holding the same parameters and buffers: output, input "
+             "gradient, every parameter gradient and every buffer (worst over the examples):", "",
+             "| layer | examples | gradient check, float64 | vs torch, float64 | vs torch, float32 |",
+             "|---|---|---|---|---|"]
+    for kind, row in kinds.items():
+        varied = _varied(kind)
+        lines.append(f"| {kind} | {row['examples']}{': ' + varied if varied else ''} | "
+                     f"{gc['per_kind'][kind]:.1e} | {_e(row['float64'])} | {_e(row['float32'])} |")
+    lines.append(f"| softmax cross-entropy (the loss) | logits (8, 10) | {gc['per_kind']['SoftmaxCrossEntropy']:.1e} | "
+                 f"{_e(r64['loss_layer'])} | {_e(r32['loss_layer'])} |")
+    lines.append(f"| conv1, conv2, fc3, fc4 | the tutorial's sizes, against `torch.nn.functional` | - | "
+                 f"{_e(r64['conv_linear'])} | {_e(r32['conv_linear'])} |")
+    lines.append(f"| act1, drop1, pool2, flat, drop3 | the same; dropout is torch's own `F.dropout` | - | "
+                 f"{_e(r64['elementwise'])} | {_e(r32['elementwise'])} |")
+    lines += ["", f"Gradient checks: {gc['passed']}/{gc['total']} below 1e-7 (worst {gc['worst']:.1e}).", ""]
+
+    presets = dict(_ordered(results["presets"], list(PRESETS)))
+    some = next(iter(presets.values()))["float64"]["steps"]["steps"]
+    lines += [f"**Every preset**, the whole model through the layer path at batch {PRESET_BATCH}, same "
+              f"weights, batches and dropout masks: step 0 (logits / loss / worst parameter gradient), "
+              f"then after {some} SGD-momentum steps (weights / momentum buffers / BatchNorm running "
+              f"statistics):", "",
+              "| preset | step 0, float64 | step 0, float32 | "
+              f"{some} steps, float64 | {some} steps, float32 |", "|---|---|---|---|---|"]
+    for name, runs in presets.items():
+        cells = [_es(runs[d]["step0"][k] for k in STEP0) for d in ("float64", "float32")]
+        cells += [_es(runs[d]["steps"][k] for k in STEPS) for d in ("float64", "float32")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    worst = results["zero_grads"]
+    if worst["float64"] is not None:
+        lines.append(f"A convolution's bias right before a BatchNorm2d has gradient 0 (BatchNorm subtracts "
+                     f"each channel's mean): both sides compute 0 to rounding, at most {_e(worst['float64'])} "
+                     f"(float64) and {_e(worst['float32'])} (float32) of the largest gradient of its "
+                     f"layer's weight, and those biases are left out of the gradient and momentum figures.")
+        lines.append("")
+    lines.append("In float32 a ReLU input within rounding of 0 can be decided the other way by the two "
+                 "sides (BatchNorm centres its outputs on 0, so the BatchNorm presets meet such inputs "
+                 "most). That unit's gradient then goes elsewhere and momentum carries the difference "
+                 "on, so a float32 figure after the steps can grow far past float32's rounding; the "
+                 "float64 columns, where no decision is that close, are where a wrong formula would show.")
+    lines.append("")
+
+    lines += ["**The tutorial's network, longer** (batch 8 through the layers; the fast path at batch 32):", "",
+              "| check | what is compared | float64 | float32 |", "|---|---|---|---|"]
     rows = [
-        ("gradient checks", "central differences in float64, every layer and parameter, kernel 1/3/5, "
-         "stride 1/2, padding 0-2, inputs away from kinks, fixed dropout masks",
-         f"{gc['passed']}/{gc['total']} below 1e-7 (worst {gc['worst']:.1e})", "-"),
-        ("conv and linear layers", "conv1, conv2, fc3, fc4 at the tutorial's sizes against "
-         "`torch.nn.functional`: output, input gradient, weight and bias gradients",
-         _e(r64["conv_linear"]), _e(r32["conv_linear"])),
-        ("ReLU, dropout, max-pool, flatten", "the same; dropout is torch's own `F.dropout`, whose mask "
-         "the scratch layer is given", _e(r64["elementwise"]), _e(r32["elementwise"])),
-        ("softmax cross-entropy", "loss and its gradient", _e(r64["loss_layer"]), _e(r32["loss_layer"])),
-        ("whole model, step 0", "same weights, batch and dropout masks: logits / loss / worst parameter gradient",
-         " / ".join(_e(r64["step0"][k]) for k in ("logits", "loss", "grads")),
-         " / ".join(_e(r32["step0"][k]) for k in ("logits", "loss", "grads"))),
-        ("layer path, 50 SGD-momentum steps", "worst loss over the steps / final weights / weight change "
-         "w50 - w0", " / ".join(_e(r64["steps"][k]) for k in ("loss", "weights", "change")),
-         " / ".join(_e(r32["steps"][k]) for k in ("loss", "weights", "change"))),
-        ("fast path (what `scratchcnn train` runs), 50 steps", "`fused_train_step` at batch 32 against the "
+        ("whole model, step 0", "logits / loss / worst parameter gradient",
+         _es(r64["step0"][k] for k in STEP0), _es(r32["step0"][k] for k in STEP0)),
+        (f"layer path, {r64['steps']['steps']} SGD-momentum steps", "worst loss over the steps / final weights / "
+         "weight change w50 - w0", _es(r64["steps"][k] for k in ("loss", "weights", "change")),
+         _es(r32["steps"][k] for k in ("loss", "weights", "change"))),
+        (f"fast path (what `scratchcnn train` runs), {fused['steps']} steps", "`fused_train_step` against the "
          "torch model with the same masks: worst loss / final weights / weight change / momentum buffers",
-         "-", " / ".join(_e(fused[k]) for k in ("loss", "weights", "change", "momentum"))),
+         "-", _es(fused[k] for k in ("loss", "weights", "change", "momentum"))),
         ("... measured against float64", "the same run and torch's own float32 run, each against torch in "
          "float64 (the exact answer, to float32's eyes): weight change, ours / torch's", "-",
-         f"{_e(fused['float64']['ours']['change'])} / {_e(fused['float64']['torch']['change'])}"),
+         _es([fused['float64']['ours']['change'], fused['float64']['torch']['change']])),
     ]
-    lines = ["| check | what is compared | float64 | float32 |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     meta = results.get("meta", {})
     lines.append("")
     lines.append(f"Errors are max \\|ours − torch\\| / max \\|torch\\| over each tensor (the worst tensor "
-                 f"where a row covers several). Measured single-threaded on {meta.get('cpu', '?')}, "
-                 f"{meta.get('date', '?')}, torch {meta.get('torch', '?')}, NumPy {meta.get('numpy', '?')}; "
-                 f"`tests/test_parity_table.py` measures again and fails when an error grows past twice "
-                 f"these.")
+                 f"where a cell covers several; 0: bit-identical). Measured single-threaded on "
+                 f"{meta.get('cpu', '?')}, {meta.get('date', '?')}, torch {meta.get('torch', '?')}, NumPy "
+                 f"{meta.get('numpy', '?')}; `tests/test_parity_table.py` "
+                 f"measures again and fails when an error grows past twice these.")
     return "\n".join(lines)
 
 
