@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from scratchcnn import compare, study
+from scratchcnn import checklayer, compare, study
 from scratchcnn.arguments import (ARCH_HELP, HelpFormatter, add_checkpoint_arch_options, add_dataset_options,
                                   nonnegative_int, positive_int)
 from scratchcnn.config import RECIPES
@@ -232,6 +232,7 @@ def build_parser():
     _add_train(sub)
     _add_evaluate(sub)
     _add_gradcheck(sub)
+    checklayer.add_parser(sub)
     _add_arch(sub)
     compare.add_parser(sub)
     study.register(sub)
