@@ -107,18 +107,12 @@ def _guarded(cls, call):
 
 
 def _quantity(what, gradient=False, params=()):
-    """What a row compares: "forward output", "input gradient", "weight gradient", "running_mean
-    (buffer)". ``gradient``: ``what`` is a gradient check's name (x, weight, ...); else one of
-    ``compare_with_twin``'s (out, dx, d<parameter> for the names in ``params``, buffers)."""
+    """What a row compares, in words. ``gradient``: ``what`` is a gradient check's name (x,
+    weight, ...); else one of ``compare_with_twin``'s (``parity.quantity_name``)."""
+    from scratchcnn.parity import quantity_name
     if gradient:
         return "input gradient" if what == "x" else f"{what} gradient"
-    if what == "out":
-        return "forward output"
-    if what == "dx":
-        return "input gradient"
-    if what.startswith("d") and what[1:] in params:
-        return f"{what[1:]} gradient"
-    return f"{what} (buffer)"
+    return quantity_name(what, params)
 
 
 def check(cls, torch_cls, args, shape, mode="train", seed=0):

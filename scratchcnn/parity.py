@@ -26,8 +26,10 @@ Every figure is a relative error over one tensor,
   ``scratchcnn train`` runs by default) against torch over 50 steps of epoch 1:
   loss, weights, weight change and momentum buffers.
 * the float64 central-difference gradient checks (``scratchcnn.gradcheck``).
-* ``first_disagreement(arch)``: layer by layer, which layer of a network is the
-  first to disagree with torch (``scratchcnn train --check-layers``).
+* ``check_layers(arch, x, y)``: every layer of a network against its torch twin
+  inside one float64 training step, each on its own real input and upstream
+  gradient; ``first_disagreement`` names the first that is off
+  (``scratchcnn train --check-layers``).
 
 ``python -m scratchcnn.parity --write`` measures all of it (one thread per
 pool, so sums run in a fixed order), writes ``docs/verification.json`` and
@@ -373,6 +375,114 @@ def model_step0(dtype, arch="tutorial", n=8):
 def model_steps(dtype, steps=50, lr=0.001, momentum=0.9, arch="tutorial", n=8):
     """{"loss" (worst step), "weights", "change", "momentum", "buffers" ...} after ``steps`` SGD steps."""
     return model_run(dtype, arch, steps, n, lr, momentum)["steps"]
+
+
+# ---------------------------------------------------------------- layer by layer inside a network
+
+CHECK_LAYERS_TOL = 1e-10   # float64: rounding stays below ~1e-13 of a tensor's scale; a wrong formula is far off
+
+
+class LayerCheck(NamedTuple):
+    """One layer of ``check_layers``: its position (1-based), name, kind, torch twin's class name and
+    {quantity: relative error} ("out", "dx", "d<param>", "<buffer>")."""
+    index: int
+    name: str
+    kind: str
+    twin: str
+    errors: dict
+
+
+def check_layers(arch, x, y, state_dict=None, seed=0):
+    """Every layer of ``arch`` against its torch twin INSIDE one float64 training step: the
+    scratch network (weights ``state_dict``, else its initial ones for ``seed``) runs forward
+    on (x, y), the loss, and backward; then each layer's twin is given that layer's own input,
+    its parameters and buffers as they were before the step (Dropout: a ``fixed_mask_dropout``
+    with the scratch layer's mask) and its own upstream gradient, and the output, the input
+    gradient, every parameter gradient and every buffer are compared. Each layer is thus
+    checked on the network's real tensors, alone: a wrong layer cannot make the ones after
+    it (forward) or before it (backward) look wrong. The ``zero_gradient_parameters`` (a conv
+    bias before BatchNorm2d: both sides give rounding noise) are measured against the largest
+    gradient of their layer's weight. Returns a :class:`LayerCheck` per layer, in forward order."""
+    import torch
+
+    from scratchcnn.layers import Dropout, SoftmaxCrossEntropy
+    from scratchcnn.model import Network, _layer_class
+    net = Network(arch, dtype=np.float64, rng=seed)
+    if state_dict is not None:
+        net.load_state_dict(state_dict)
+    before = net.state_dict()
+    zero = set(zero_gradient_parameters(net.arch))
+    net.train()
+    inputs, outputs, h = [], [], np.asarray(x, np.float64)
+    for _, layer in net.layers:
+        inputs.append(h)
+        h = layer.forward(h)
+        outputs.append(h)
+    loss_fn = SoftmaxCrossEntropy()
+    loss_fn.forward(h, np.asarray(y))
+    g, upstream, dxs, grads = loss_fn.backward(), [], [], []
+    for _, layer in reversed(net.layers):
+        upstream.append(g)
+        g = layer.backward(g)
+        dxs.append(g)
+        grads.append({n: p.grad.copy() for n, p in layer.parameters()})
+    upstream, dxs, grads = upstream[::-1], dxs[::-1], grads[::-1]
+    out = []
+    for i, (spec, (name, layer)) in enumerate(zip(net.arch.layers, net.layers)):
+        if isinstance(layer, Dropout):
+            twin = fixed_mask_dropout(layer.p)
+            twin.mask = torch.from_numpy(layer.mask)
+        else:
+            twin = _layer_class(spec.kind).torch_twin(spec.args)
+        twin = twin.to(torch.float64).train()
+        params, buffers = dict(twin.named_parameters()), dict(twin.named_buffers())
+        with torch.no_grad():
+            for key, value in before.items():
+                owner, _, what = key.partition(".")
+                if owner == name:
+                    target = params.get(what, buffers.get(what))
+                    if target is None:
+                        raise ValueError(f"{name}: torch.nn.{type(twin).__name__} has no {what}")
+                    target.copy_(torch.from_numpy(np.array(value)))
+        x_t = torch.tensor(inputs[i], requires_grad=True)
+        out_t = twin(x_t)
+        names = [n for n, _ in layer.parameters()]
+        wrt = [x_t] + [params[n] for n in names]
+        got = torch.autograd.grad((out_t * torch.from_numpy(upstream[i])).sum(), wrt, allow_unused=True)
+        got = [torch.zeros_like(t) if v is None else v for v, t in zip(got, wrt)]
+        errors = {"out": rel_error(outputs[i], out_t),
+                  "dx": rel_error(dxs[i], got[0])}
+        for n, v in zip(names, got[1:]):
+            if f"{name}.{n}" in zero:     # 0 in exact arithmetic: measured against the weight gradient's scale
+                diff = float(np.max(np.abs(grads[i][n] - v.numpy())))
+                errors[f"d{n}"] = diff / max(float(v.abs().max()), float(got[1].abs().max()), 1e-300)
+            else:
+                errors[f"d{n}"] = rel_error(grads[i][n], v)
+        errors.update({n: rel_error(b, buffers[n]) for n, b in layer.buffers()})
+        out.append(LayerCheck(i + 1, name, spec.kind.rsplit(":", 1)[-1], type(twin).__name__, errors))
+    return out
+
+
+def quantity_name(what, params=()):
+    """What an error compares, in words: "out" -> "forward output", "dx" -> "input gradient",
+    "dweight" -> "weight gradient" (for a parameter in ``params``), a buffer -> "running_mean (buffer)"."""
+    if what == "out":
+        return "forward output"
+    if what == "dx":
+        return "input gradient"
+    if what.startswith("d") and what[1:] in params:
+        return f"{what[1:]} gradient"
+    return f"{what} (buffer)"
+
+
+def first_disagreement(checks, tol=CHECK_LAYERS_TOL):
+    """(the first :class:`LayerCheck` in forward order with an error above ``tol``, its worst
+    quantity), or (None, None) when every layer agrees."""
+    for c in checks:
+        what = max(c.errors, key=c.errors.get)
+        if c.errors[what] > tol:
+            return c, what
+    return None, None
 
 
 # ---------------------------------------------------------------- every layer kind, every preset
