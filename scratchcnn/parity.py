@@ -593,10 +593,10 @@ def fused_vs_torch(steps=50, seed=0, batch_size=32, lr=0.001, momentum=0.9, weig
     from threadpoolctl import threadpool_limits
 
     from scratchcnn import fused
+    from scratchcnn.backends import epoch_seed
     from scratchcnn.data import iterate_batches, load_dataset
     from scratchcnn.model import Network
     from scratchcnn.optim import SGD
-    from scratchcnn.train import epoch_seed
     from torch_reference import TorchNetwork
 
     train_set, _ = load_dataset("synthetic", seed=seed, n_train=steps * batch_size, n_test=1)

@@ -29,18 +29,13 @@ import numpy as np
 from scratchcnn import architecture
 from scratchcnn import checkpoint as ckpt_io
 from scratchcnn.atomic import atomic_write, remove_stale_temp_files
-from scratchcnn.backends import loss_and_accuracy, make_backend
+from scratchcnn.backends import epoch_seed, loss_and_accuracy, make_backend
 from scratchcnn.data import iterate_batches, load_dataset, num_batches
 from scratchcnn.errors import UserError
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-def epoch_seed(seed, epoch):
-    """The dropout seed of one epoch: a function of (seed, epoch) only."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
 def channel_stats(data, chunk=4096):
