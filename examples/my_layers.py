@@ -30,9 +30,7 @@ class MyLeakyReLU(Layer):
 
     def forward(self, x):
         self.x = x                                        # what backward needs
-        slope = x.dtype.type(self.negative_slope)         # float32 in, float32 out
-        return np.where(x > 0, x, slope * x)
+        return np.where(x > 0, x, self.negative_slope * x)
 
     def backward(self, dout):
-        slope = dout.dtype.type(self.negative_slope)
-        return np.where(self.x > 0, dout, slope * dout)
+        return np.where(self.x > 0, dout, self.negative_slope * dout)
