@@ -22,6 +22,12 @@ from scratchcnn.errors import UserError
 BACKENDS = ("scratch", "torch")
 
 
+def epoch_seed(seed, epoch):
+    """The dropout seed of one epoch (what ``backend.seed`` gets before it): a function of
+    (seed, epoch) only."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
 def initial_state_dict(seed, arch="tutorial"):
     """The starting weights (and buffers) for ``seed`` (PyTorch's default init, drawn with NumPy)."""
     from scratchcnn.model import Network

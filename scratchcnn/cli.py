@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from scratchcnn import compare, study
+from scratchcnn import checklayer, compare, study
 from scratchcnn.arguments import (ARCH_HELP, HelpFormatter, add_checkpoint_arch_options, add_dataset_options,
                                   nonnegative_int, positive_int)
 from scratchcnn.config import RECIPES
@@ -81,6 +81,10 @@ def _add_train(sub):
                    help="scratch backend: train through the readable layer-by-layer path instead "
                         "of the fused fast path (same results to float rounding, several times slower; "
                         "networks the fast path was not written for always use the layer path)")
+    p.add_argument("--check-layers", action="store_true",
+                   help="before training, check every layer against its torch twin in one float64 step on "
+                        "the first batch (same weights and dropout masks); stop, naming the first layer "
+                        "that disagrees")
     p.add_argument("--out", default=None, help="run folder (default: runs/BACKEND-DATASET, numbered if taken)")
     p.add_argument("--resume", metavar="RUN", default=None,
                    help="continue the run in this folder from its last completed epoch")
@@ -140,7 +144,7 @@ def _cmd_train(args):
         raise UserError(f"the scratch backend runs on the CPU only; drop --device {cfg.device} "
                         f"or use --backend torch --device {cfg.device}")
     train(cfg, out, resume_from=resume_from, overwrite=args.overwrite,
-          progress=not args.no_progress)
+          progress=not args.no_progress, check_layers=args.check_layers)
     return 0
 
 
@@ -233,6 +237,7 @@ def build_parser():
     _add_train(sub)
     _add_evaluate(sub)
     _add_gradcheck(sub)
+    checklayer.add_parser(sub)
     _add_arch(sub)
     compare.add_parser(sub)
     study.register(sub)

@@ -15,6 +15,10 @@ to build, check and test it without knowing its name:
     buffer_shapes   args -> [(name, shape, dtype)], state that is saved but not trained
     torch_twin      args -> the torch.nn module that computes the same thing
     examples        rng -> [Example]: small cases the generated gradient and parity tests run
+    GRADCHECK_INPUT the kind of input the default examples draw (``gradcheck_input``)
+    PARITY_ULPS     how close to its torch twin it must be: relative error (max |ours - torch|
+                    / max |torch|) at most this many units of the dtype's rounding (eps);
+                    0: bit-identical
 
 ``scratchcnn.layers`` registers its classes with ``@register``: ``REGISTRY`` maps a
 kind (the class name, as in ``torch.nn``) to its class. A learner's own layer, named
@@ -71,13 +75,36 @@ class Example(NamedTuple):
     keyword arguments for ``forward`` (e.g. a fixed dropout mask), the mode ("train" or
     "eval"), the central-difference step ``h`` of the gradient check, and ``state``:
     values for parameters and buffers (by name) to load before the test, so that no
-    term of the math is trivial (e.g. BatchNorm's weight 1 and running mean 0)."""
+    term of the math is trivial (e.g. BatchNorm's weight 1 and running mean 0).
+
+    A forward keyword ``mask`` is randomness the layer would draw itself (Dropout's): the
+    gradient check uses the example's; the torch parity reads the twin's own mask back
+    from its output and gives the scratch layer that one (``scratchcnn.parity.twin_errors``),
+    so ``x`` must then hold no zeros."""
     args: dict
     x: np.ndarray
     forward_kwargs: dict
     mode: str = "train"
     h: float = 1e-2
     state: dict = {}
+
+
+def gradcheck_input(kind, rng, shape):
+    """A float64 input of ``shape`` for a gradient check, of one of three kinds (a layer's
+    ``GRADCHECK_INPUT``), so that no step of +-h (h <= 1e-2) crosses a kink of its layer:
+
+        "normal"           standard normal values (smooth layers)
+        "away_from_zero"   standard normal values pushed to |x| >= 0.1 (ReLU-like kinks at 0)
+        "distinct"         values 0.05 apart in random order (max-like layers: no near-ties)
+    """
+    if kind == "normal":
+        return rng.standard_normal(shape)
+    if kind == "away_from_zero":
+        x = rng.standard_normal(shape)
+        return x + 0.1 * np.where(x < 0, -1.0, 1.0)
+    if kind == "distinct":
+        return 0.05 * rng.permutation(int(np.prod(shape))).reshape(shape).astype(np.float64)
+    raise ValueError(f"GRADCHECK_INPUT must be 'normal', 'away_from_zero' or 'distinct', got {kind!r}")
 
 
 # ---------------------------------------------------------------- argument types
@@ -121,7 +148,8 @@ class Layer:
     ARGS = {}                   # argument -> ARG_TYPES key
     INFER = {}                  # argument -> "channels" (in_shape[0] of a (C, H, W) input) or "features"
     torch_kind = None           # the torch.nn class name of the twin; None: the class's own name
-    GRADCHECK_INPUT = "normal"  # "normal", "away_from_zero" (kinks at 0) or "distinct" (ties)
+    GRADCHECK_INPUT = "away_from_zero"  # the default examples' input: see gradcheck_input
+    PARITY_ULPS = 16            # against the torch twin: relative error <= PARITY_ULPS * eps of the dtype
 
     def __init__(self):
         self.name = type(self).__name__
@@ -181,8 +209,31 @@ class Layer:
 
     @classmethod
     def examples(cls, rng):
-        """Small cases for the generated gradient checks and torch parity tests."""
-        return [Example({}, rng.standard_normal((2, 3, 4, 5)), {})]
+        """Small cases for the generated gradient checks and torch parity tests
+        (``tests/test_layer_zoo.py``); default: one (2, 3, 4, 5) input drawn as
+        ``GRADCHECK_INPUT`` says, no arguments."""
+        return [Example({}, gradcheck_input(cls.GRADCHECK_INPUT, rng, (2, 3, 4, 5)), {})]
+
+    @classmethod
+    def parity_tolerance(cls, dtype):
+        """The largest relative error against the torch twin that counts as agreeing, in ``dtype``."""
+        return cls.PARITY_ULPS * float(np.finfo(dtype).eps)
+
+    @classmethod
+    def build_example(cls, example, dtype=np.float64):
+        """The instance an :class:`Example` describes: built from its arguments in ``dtype``
+        (seed 0 for the initial weights), its ``state`` loaded (parameters and buffers, by
+        name, cast to their dtype) and in its mode ("train" or "eval")."""
+        layer = cls.build(example.args, dtype, 0)
+        targets = {name: p.data for name, p in layer.parameters()}
+        targets.update(layer.buffers())
+        unknown = sorted(set(example.state) - set(targets))
+        if unknown:
+            raise ValueError(f"{cls.__name__} example: no parameter or buffer {', '.join(unknown)}; "
+                             f"it has {', '.join(targets) or 'none'}")
+        for name, value in example.state.items():
+            targets[name][...] = value
+        return layer.train() if example.mode == "train" else layer.eval()
 
     # ---------------------------------------------------------------- instances
     def parameters(self):

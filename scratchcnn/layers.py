@@ -31,7 +31,7 @@ through NumPy you can read. Elementwise layers and BatchNorm2d are NumPy only.
 import numpy as np
 
 from scratchcnn import ops
-from scratchcnn.layer_base import (Example, Layer, Parameter, check_window, pair, register,
+from scratchcnn.layer_base import (Example, Layer, Parameter, check_window, gradcheck_input, pair, register,
                                    uniform_init)
 
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Dropout",
@@ -64,6 +64,7 @@ class Conv2d(Layer):
     ARGS = {"in_channels": "int>0", "out_channels": "int>0", "kernel_size": "size>0",
             "stride": "size>0", "padding": "size>=0", "bias": "bool"}
     INFER = {"in_channels": "channels"}
+    PARITY_ULPS = 16  # sums of up to C*KH*KW products in another order than torch's
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  bias=True, dtype=np.float32, rng=None):
@@ -170,10 +171,8 @@ class _Pool2d(Layer):
         return getattr(nn, cls.__name__)(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()})
 
     @classmethod
-    def examples(cls, rng):
-        def distinct(shape):          # values 0.05 apart: no window has a tie within +-h
-            return 0.05 * rng.permutation(int(np.prod(shape))).reshape(shape).astype(np.float64)
-        return [Example({"kernel_size": k, "stride": s}, distinct(shape), {})
+    def examples(cls, rng):           # MaxPool2d: values 0.05 apart, no window has a tie within +-h
+        return [Example({"kernel_size": k, "stride": s}, gradcheck_input(cls.GRADCHECK_INPUT, rng, shape), {})
                 for k, s, shape in [(2, None, (2, 3, 6, 6)), (3, 2, (2, 2, 7, 9)), ([2, 3], [1, 2], (1, 2, 5, 7))]]
 
 
@@ -193,6 +192,7 @@ class MaxPool2d(_Pool2d):
     Kernel: ``scratchcnn.kernels.pool``; reference: ``scratchcnn.reference.max_pool2d_forward``
     / ``max_pool2d_backward``.
     """
+    PARITY_ULPS = 0  # bit-identical to torch
 
     def forward(self, x):
         x = self._check_window(x)
@@ -217,6 +217,7 @@ class AvgPool2d(_Pool2d):
     ``scratchcnn.reference.avg_pool2d_forward`` / ``avg_pool2d_backward``.
     """
     GRADCHECK_INPUT = "normal"
+    PARITY_ULPS = 0  # bit-identical to torch
 
     def forward(self, x):
         x = self._check_window(x)
@@ -232,6 +233,7 @@ class AvgPool2d(_Pool2d):
 class ReLU(Layer):
     """out = max(x, 0);  dL/dx = dout where out > 0, else 0 (so 0 at x = 0, as in torch). Any shape."""
     GRADCHECK_INPUT = "away_from_zero"
+    PARITY_ULPS = 0  # bit-identical to torch
 
     def forward(self, x):
         self._check_input(x)
@@ -249,6 +251,7 @@ class LeakyReLU(Layer):
     negative_slope * dout (at x = 0 the slope, as in torch). Any shape."""
     ARGS = {"negative_slope": "float"}
     GRADCHECK_INPUT = "away_from_zero"
+    PARITY_ULPS = 0  # bit-identical to torch
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
@@ -265,13 +268,15 @@ class LeakyReLU(Layer):
 
     @classmethod
     def examples(cls, rng):
-        x = rng.standard_normal((2, 3, 4, 5))
-        return [Example({"negative_slope": s}, x + 0.1 * np.sign(x), {}) for s in (0.01, 0.2)]
+        x = gradcheck_input(cls.GRADCHECK_INPUT, rng, (2, 3, 4, 5))
+        return [Example({"negative_slope": s}, x, {}) for s in (0.01, 0.2)]
 
 
 @register
 class Tanh(Layer):
     """out = tanh(x);  dL/dx = dout * (1 - out^2). Any shape."""
+    GRADCHECK_INPUT = "normal"
+    PARITY_ULPS = 4
 
     def forward(self, x):
         self._check_input(x)
@@ -284,7 +289,7 @@ class Tanh(Layer):
 
     @classmethod
     def examples(cls, rng):
-        return [Example({}, rng.standard_normal((2, 3, 4, 5)), {}, h=1e-5)]
+        return [Example({}, gradcheck_input(cls.GRADCHECK_INPUT, rng, (2, 3, 4, 5)), {}, h=1e-5)]
 
 
 @register
@@ -293,6 +298,8 @@ class Sigmoid(Layer):
 
     Computed as exp(-log(1 + exp(-x))) (``np.logaddexp``), which never overflows.
     """
+    GRADCHECK_INPUT = "normal"
+    PARITY_ULPS = 4
 
     def forward(self, x):
         self._check_input(x)
@@ -305,7 +312,7 @@ class Sigmoid(Layer):
 
     @classmethod
     def examples(cls, rng):
-        return [Example({}, 3 * rng.standard_normal((2, 3, 4, 5)), {}, h=1e-5)]
+        return [Example({}, 3 * gradcheck_input(cls.GRADCHECK_INPUT, rng, (2, 3, 4, 5)), {}, h=1e-5)]
 
 
 @register
@@ -324,6 +331,7 @@ class Dropout(Layer):
     everything (out = 0), as torch does.
     """
     ARGS = {"p": "prob"}
+    PARITY_ULPS = 0  # bit-identical to torch
 
     def __init__(self, p=0.5, seed=0):
         super().__init__()
@@ -386,6 +394,7 @@ class BatchNorm2d(Layer):
     """
     ARGS = {"num_features": "int>0", "eps": "float>0", "momentum": "fraction", "affine": "bool"}
     INFER = {"num_features": "channels"}
+    PARITY_ULPS = 8  # sums in another order than torch's
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
         super().__init__()
@@ -471,6 +480,7 @@ class BatchNorm2d(Layer):
 class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1*d2*...), like torch.nn.Flatten(); dL/dx = dout reshaped back.
     Order: torch's, the last axis fastest (for (C, H, W): index c*H*W + y*W + x)."""
+    PARITY_ULPS = 0  # bit-identical to torch
 
     def forward(self, x):
         self._check_input(x, min_ndim=2)
@@ -502,6 +512,7 @@ class Linear(Layer):
     """
     ARGS = {"in_features": "int>0", "out_features": "int>0", "bias": "bool"}
     INFER = {"in_features": "features"}
+    PARITY_ULPS = 4
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32, rng=None):
         super().__init__()

@@ -6,23 +6,34 @@ Every figure is a relative error over one tensor,
 
 (0 means bit-identical). The measurements:
 
-* ``layer_parity(dtype)``: each layer of the network at the tutorial's sizes
+* ``compare_with_twin(cls, example, dtype)``: one layer class with one of its
+  ``examples`` against its ``torch.nn`` twin (same parameters, buffers and mode):
+  output, input gradient, every parameter gradient and every buffer;
+  ``layer_kinds()`` runs it for every registered layer (the generated tests,
+  ``tests/test_layer_zoo.py``, run it too, with each class's tolerance).
+* ``layer_parity(dtype)``: each layer of the tutorial's network at its real size
   against ``torch.nn.functional`` (dropout: torch's own ``F.dropout``, whose
   mask the scratch layer is given), forward output and every gradient, with
   the torch side from ``autograd.grad((out * dout).sum())``.
-* ``model_step0(dtype)``: the whole model, same weights, batch and dropout
-  masks: logits, loss and every parameter gradient.
-* ``model_steps(dtype, steps=50)``: 50 SGD-momentum steps through the layer
-  path: the loss at every step, the final weights, and the weight change
-  w50 - w0 (what training did, far smaller than the weights).
+* ``model_run(dtype, arch, steps, n)``: the whole model of any spec, same
+  weights, batches and dropout masks, through the layer path: step 0's logits,
+  loss and every parameter gradient, then after ``steps`` SGD-momentum steps
+  the loss at every step, the weights, the weight change (what training did,
+  far smaller than the weights), the momentum buffers and BatchNorm's running
+  statistics. The tutorial's network: 50 steps at batch 8; every preset
+  (``preset_parity``): 10 steps at batch 4.
 * ``fused_vs_torch(steps=50)``: the fast path (``fused_train_step``, what
   ``scratchcnn train`` runs by default) against torch over 50 steps of epoch 1:
   loss, weights, weight change and momentum buffers.
 * the float64 central-difference gradient checks (``scratchcnn.gradcheck``).
+* ``check_layers(arch, x, y)``: every layer of a network against its torch twin
+  inside one float64 training step, each on its own real input and upstream
+  gradient; ``first_disagreement`` names the first that is off
+  (``scratchcnn train --check-layers``).
 
 ``python -m scratchcnn.parity --write`` measures all of it (one thread per
 pool, so sums run in a fixed order), writes ``docs/verification.json`` and
-rewrites the table in README.md between its markers. ``tests/test_parity_table.py``
+rewrites the tables in README.md between its markers. ``tests/test_parity_table.py``
 measures again and fails when an error grows past twice the published one.
 """
 import argparse
@@ -31,6 +42,7 @@ import json
 import os
 import platform
 import sys
+from typing import NamedTuple
 
 import numpy as np
 
@@ -73,6 +85,109 @@ def layer_errors(layer, torch_fn, x, seed=0, **forward_kwargs):
         if str(theirs.dtype) != f"torch.{np.asarray(ours).dtype}":
             raise AssertionError(f"{layer.name} {what}: dtype {np.asarray(ours).dtype}, torch's {theirs.dtype}")
     return {what: rel_error(ours, theirs) for what, ours, theirs in pairs}
+
+
+# ---------------------------------------------------------------- one layer against its torch twin
+
+def _torch_dtype(dtype):
+    import torch
+    return torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
+
+
+def load_into_twin(layer, twin):
+    """Copy ``layer``'s parameters and buffers into the torch module ``twin``, by name (weight,
+    bias, running_mean, ...). ValueError (one line) when the names or shapes do not match."""
+    import torch
+    who = f"{type(layer).__name__} and torch.nn.{type(twin).__name__}"
+    ours = {n: p.data for n, p in layer.parameters()}
+    theirs = dict(twin.named_parameters())
+    if set(ours) != set(theirs):
+        raise ValueError(f"{who} have different parameters: {', '.join(ours) or 'none'} vs "
+                         f"{', '.join(theirs) or 'none'} (name them as torch does)")
+    buffers = dict(layer.buffers())
+    their_buffers = dict(twin.named_buffers())
+    missing = [n for n in buffers if n not in their_buffers]
+    if missing:
+        raise ValueError(f"{who}: torch's has no buffer {', '.join(missing)} (it has "
+                         f"{', '.join(their_buffers) or 'none'})")
+    with torch.no_grad():
+        for name, value in [*ours.items(), *buffers.items()]:
+            target = theirs[name] if name in theirs else their_buffers[name]
+            if tuple(target.shape) != np.shape(value):
+                raise ValueError(f"{who}: {name} has shape {np.shape(value)}, torch's {tuple(target.shape)}")
+            target.copy_(torch.from_numpy(np.array(value)))
+
+
+class TwinMismatch(ValueError):
+    """The scratch layer and its torch twin disagree on a dtype or a shape: "what: dtype ...";
+    nothing to compare numerically."""
+
+
+class TwinComparison(NamedTuple):
+    """What ``compare_with_twin`` measured: the scratch ``layer`` after its forward and backward,
+    ``errors`` {quantity: relative error} and ``scales`` {quantity: max |torch value|} (0 would
+    make the error meaningless: an example whose output or gradient is all zeros tests nothing)."""
+    layer: object
+    errors: dict
+    scales: dict
+
+
+def compare_with_twin(cls, example, dtype, seed=0, twin=None):
+    """The scratch layer of ``example`` (``cls.build_example``) against its torch twin
+    (``cls.torch_twin(args)``, or ``twin``) holding the same parameters and buffers, in the
+    same mode, in ``dtype``: "out", "dx", "d<param>" for each parameter and "<buffer>" for
+    each buffer.
+
+    The torch side's gradients come from ``autograd.grad((out * dout).sum())`` for one random
+    ``dout``; buffers (BatchNorm's running statistics) are compared after the forward pass.
+    A forward keyword ``mask`` (Dropout's) stands for randomness the twin draws itself: the
+    twin runs first, its mask is read back from its output (0 exactly where it dropped, as
+    the example's input has no zeros) and the scratch layer is given that mask.
+    ValueError (one line) when the names of parameters or buffers differ; ``TwinMismatch``
+    (a ValueError) when a dtype or a shape does."""
+    import torch
+
+    from scratchcnn.gradcheck import upstream_gradient
+    layer = cls.build_example(example, dtype)
+    twin = (cls.torch_twin(example.args) if twin is None else twin).to(_torch_dtype(dtype))
+    load_into_twin(layer, twin)
+    twin.train(example.mode == "train")
+    x = np.ascontiguousarray(example.x, dtype=dtype)
+    x_t = torch.tensor(x, requires_grad=True)
+    torch.manual_seed(seed)
+    out_t = twin(x_t)
+    kwargs = dict(example.forward_kwargs)
+    if "mask" in kwargs:
+        kwargs["mask"] = (out_t != 0).detach().numpy()
+    out = layer.forward(x, **kwargs)
+    if np.shape(out) != tuple(out_t.shape):
+        raise TwinMismatch(f"out: shape {np.shape(out)}, torch's {tuple(out_t.shape)}")
+    dout = upstream_gradient(np.shape(out), seed, dtype)
+    dx = layer.backward(dout)
+    params = dict(twin.named_parameters())
+    names = [n for n, _ in layer.parameters()]
+    inputs = [x_t, *(params[n] for n in names)]
+    grads_t = torch.autograd.grad((out_t * torch.from_numpy(dout)).sum(), inputs, allow_unused=True)
+    grads_t = [torch.zeros_like(t) if g is None else g for g, t in zip(grads_t, inputs)]
+    pairs = [("out", out, out_t), ("dx", dx, grads_t[0])]
+    pairs += [(f"d{n}", p.grad, g) for (n, p), g in zip(layer.parameters(), grads_t[1:])]
+    their_buffers = dict(twin.named_buffers())
+    pairs += [(n, b, their_buffers[n]) for n, b in layer.buffers()]
+    errors, scales = {}, {}
+    for what, ours, theirs in pairs:
+        ours, theirs = np.asarray(ours), theirs.detach().numpy()
+        if ours.dtype != theirs.dtype:
+            raise TwinMismatch(f"{what}: dtype {ours.dtype}, torch's {theirs.dtype}")
+        if ours.shape != theirs.shape:
+            raise TwinMismatch(f"{what}: shape {ours.shape}, torch's {theirs.shape}")
+        errors[what] = rel_error(ours, theirs)
+        scales[what] = float(np.max(np.abs(theirs))) if theirs.size else 0.0
+    return TwinComparison(layer, errors, scales)
+
+
+def twin_errors(cls, example, dtype, seed=0, twin=None):
+    """{"out", "dx", "d<param>" each, "<buffer>" each: relative error}: ``compare_with_twin``'s errors."""
+    return compare_with_twin(cls, example, dtype, seed, twin).errors
 
 
 def _torch_dropout(p, seed):
@@ -177,62 +292,233 @@ def parity_batch(step, dtype, n=8):
     return g.standard_normal((n, 3, 32, 32)).astype(dtype), g.integers(0, 10, n)
 
 
-def model_step0(dtype):
-    """{"logits", "loss", "grads" (worst parameter), "grad:NAME" each}: one forward and backward."""
-    import torch.nn.functional as F
-
-    from scratchcnn.layers import SoftmaxCrossEntropy
-    ours, theirs = model_pair(dtype)
-    loss_fn = SoftmaxCrossEntropy()
-    x, y = parity_batch(0, dtype)
-    logits = ours.train().forward(x)
-    loss = loss_fn.forward(logits, y)
-    ours.backward(loss_fn.backward())
-    share_masks(ours, theirs)
-    import torch
-    logits_t = theirs(torch.from_numpy(x))
-    loss_t = F.cross_entropy(logits_t, torch.from_numpy(y))
-    loss_t.backward()
-    out = {"logits": rel_error(logits, logits_t), "loss": rel_error(loss, loss_t)}
-    torch_params = dict(theirs.named_parameters())
-    out.update({f"grad:{name}": rel_error(p.grad, torch_params[name].grad) for name, p in ours.parameters()})
-    out["grads"] = max(v for k, v in out.items() if k.startswith("grad:"))
-    return out
+def zero_gradient_parameters(arch):
+    """Parameters whose gradient is 0 in exact arithmetic: the bias of a Conv2d right before a
+    BatchNorm2d, which subtracts each channel's batch mean in training, the bias included. Both
+    sides compute 0 up to rounding, so a relative error between them measures nothing."""
+    return [f"{a.name}.bias" for a, b in zip(arch.layers, arch.layers[1:])
+            if a.kind == "Conv2d" and b.kind == "BatchNorm2d" and any(k == "bias" for k, _ in a.params)]
 
 
-def model_steps(dtype, steps=50, lr=0.001, momentum=0.9):
-    """{"loss" (worst step), "weights", "change" (worst parameter)} after ``steps`` SGD steps."""
+def model_run(dtype, arch="tutorial", steps=50, n=8, lr=0.001, momentum=0.9, seed=0):
+    """Train ``arch`` both ways through the layer path for ``steps`` SGD-momentum steps on the
+    seeded batches of ``n`` images (``parity_batch``), with the same starting weights and buffers
+    (``model_pair``) and the same dropout masks (``share_masks``). Returns
+
+        {"step0": {"logits", "loss", "grads" (worst parameter), "grad:NAME" each,
+                   "zero_grads": largest |gradient| of the ``zero_gradient_parameters``, either
+                   side, over the largest |gradient| of their layer's weight (None without any)},
+         "steps": {"steps", "loss" (worst step), "weights", "change" (w_last - w_0),
+                   "momentum" (the SGD buffers), "buffers" (BatchNorm's running statistics;
+                   None without any), "per_parameter_change": {NAME: error}}}
+
+    step0 is measured in the first step, before the update: one forward and backward. The
+    zero-gradient parameters are left out of grads, change and momentum (not of weights)."""
     import torch
     import torch.nn.functional as F
 
     from scratchcnn.layers import SoftmaxCrossEntropy
     from scratchcnn.optim import SGD
-    ours, theirs = model_pair(dtype)
+    ours, theirs = model_pair(dtype, seed, arch)
+    zero = set(zero_gradient_parameters(ours.arch))
     start = ours.state_dict()
     loss_fn = SoftmaxCrossEntropy()
     opt = SGD(ours.parameters(), lr=lr, momentum=momentum)
     opt_t = torch.optim.SGD(theirs.parameters(), lr=lr, momentum=momentum)
     ours.train()
-    losses = []
+    theirs.train()
+    torch_params = dict(theirs.named_parameters())
+    losses, step0 = [], None
     for step in range(steps):
-        x, y = parity_batch(step, dtype)
-        loss = loss_fn.forward(ours.forward(x), y)
+        x, y = parity_batch(step, dtype, n)
+        logits = ours.forward(x)
+        loss = loss_fn.forward(logits, y)
         ours.backward(loss_fn.backward())
-        opt.step()
         share_masks(ours, theirs)
-        opt_t.zero_grad()
-        loss_t = F.cross_entropy(theirs(torch.from_numpy(x)), torch.from_numpy(y))
+        opt_t.zero_grad(set_to_none=False)   # keeps the gradient buffers: no fresh 16 MB per step
+        logits_t = theirs(torch.from_numpy(x))
+        loss_t = F.cross_entropy(logits_t, torch.from_numpy(y))
         loss_t.backward()
+        if step == 0:
+            step0 = {"logits": rel_error(logits, logits_t), "loss": rel_error(loss, loss_t)}
+            step0.update({f"grad:{name}": rel_error(p.grad, torch_params[name].grad)
+                          for name, p in ours.parameters() if name not in zero})
+            step0["grads"] = max(v for k, v in step0.items() if k.startswith("grad:"))
+            step0["zero_grads"] = max((max(np.abs(p.grad).max(), float(torch_params[name].grad.abs().max()))
+                                       / float(torch_params[name[:-len("bias")] + "weight"].grad.abs().max())
+                                       for name, p in ours.parameters() if name in zero), default=None)
+        opt.step()
         opt_t.step()
         losses.append(rel_error(loss, loss_t))
-    torch_params = dict(theirs.named_parameters())
     weights, change = {}, {}
     for name, p in ours.parameters():
         w_t = torch_params[name].detach().numpy()
         weights[name] = rel_error(p.data, w_t)
-        change[name] = rel_error(p.data - start[name], w_t - start[name])
-    return {"loss": max(losses), "weights": max(weights.values()), "change": max(change.values()),
-            "steps": steps, "per_parameter_change": change}
+        if name not in zero:
+            change[name] = rel_error(p.data - start[name], w_t - start[name])
+    momenta = {name: rel_error(buf, opt_t.state[torch_params[name]]["momentum_buffer"])
+               for name, buf in opt.momentum_buffers.items() if name not in zero}
+    torch_buffers = dict(theirs.named_buffers())
+    buffers = {name: rel_error(b, torch_buffers[name]) for name, b in ours.buffers()}
+    return {"step0": step0,
+            "steps": {"steps": steps, "loss": max(losses), "weights": max(weights.values()),
+                      "change": max(change.values()), "momentum": max(momenta.values()) if momenta else None,
+                      "buffers": max(buffers.values()) if buffers else None,
+                      "per_parameter_change": change}}
+
+
+def model_step0(dtype, arch="tutorial", n=8):
+    """{"logits", "loss", "grads" (worst parameter), "grad:NAME" each}: one forward and backward."""
+    return model_run(dtype, arch, steps=1, n=n)["step0"]
+
+
+def model_steps(dtype, steps=50, lr=0.001, momentum=0.9, arch="tutorial", n=8):
+    """{"loss" (worst step), "weights", "change", "momentum", "buffers" ...} after ``steps`` SGD steps."""
+    return model_run(dtype, arch, steps, n, lr, momentum)["steps"]
+
+
+# ---------------------------------------------------------------- layer by layer inside a network
+
+CHECK_LAYERS_TOL = 1e-10   # float64: rounding stays below ~1e-13 of a tensor's scale; a wrong formula is far off
+
+
+class LayerCheck(NamedTuple):
+    """One layer of ``check_layers``: its position (1-based), name, kind, torch twin's class name and
+    {quantity: relative error} ("out", "dx", "d<param>", "<buffer>")."""
+    index: int
+    name: str
+    kind: str
+    twin: str
+    errors: dict
+
+
+def check_layers(arch, x, y, state_dict=None, seed=0):
+    """Every layer of ``arch`` against its torch twin INSIDE one float64 training step: the
+    scratch network (weights ``state_dict``, else its initial ones for ``seed``) runs forward
+    on (x, y), the loss, and backward; then each layer's twin is given that layer's own input,
+    its parameters and buffers as they were before the step (Dropout: a ``fixed_mask_dropout``
+    with the scratch layer's mask) and its own upstream gradient, and the output, the input
+    gradient, every parameter gradient and every buffer are compared. Each layer is thus
+    checked on the network's real tensors, alone: a wrong layer cannot make the ones after
+    it (forward) or before it (backward) look wrong. The ``zero_gradient_parameters`` (a conv
+    bias before BatchNorm2d: both sides give rounding noise) are measured against the largest
+    gradient of their layer's weight. Returns a :class:`LayerCheck` per layer, in forward order."""
+    import torch
+
+    from scratchcnn.layers import Dropout, SoftmaxCrossEntropy
+    from scratchcnn.model import Network, _layer_class
+    net = Network(arch, dtype=np.float64, rng=seed)
+    if state_dict is not None:
+        net.load_state_dict(state_dict)
+    before = net.state_dict()
+    zero = set(zero_gradient_parameters(net.arch))
+    net.train()
+    inputs, outputs, h = [], [], np.asarray(x, np.float64)
+    for _, layer in net.layers:
+        inputs.append(h)
+        h = layer.forward(h)
+        outputs.append(h)
+    loss_fn = SoftmaxCrossEntropy()
+    loss_fn.forward(h, np.asarray(y))
+    g, upstream, dxs, grads = loss_fn.backward(), [], [], []
+    for _, layer in reversed(net.layers):
+        upstream.append(g)
+        g = layer.backward(g)
+        dxs.append(g)
+        grads.append({n: p.grad.copy() for n, p in layer.parameters()})
+    upstream, dxs, grads = upstream[::-1], dxs[::-1], grads[::-1]
+    out = []
+    for i, (spec, (name, layer)) in enumerate(zip(net.arch.layers, net.layers)):
+        if isinstance(layer, Dropout):
+            twin = fixed_mask_dropout(layer.p)
+            twin.mask = torch.from_numpy(layer.mask)
+        else:
+            twin = _layer_class(spec.kind).torch_twin(spec.args)
+        twin = twin.to(torch.float64).train()
+        params, buffers = dict(twin.named_parameters()), dict(twin.named_buffers())
+        with torch.no_grad():
+            for key, value in before.items():
+                owner, _, what = key.partition(".")
+                if owner == name:
+                    target = params.get(what, buffers.get(what))
+                    if target is None:
+                        raise ValueError(f"{name}: torch.nn.{type(twin).__name__} has no {what}")
+                    target.copy_(torch.from_numpy(np.array(value)))
+        x_t = torch.tensor(inputs[i], requires_grad=True)
+        out_t = twin(x_t)
+        names = [n for n, _ in layer.parameters()]
+        wrt = [x_t] + [params[n] for n in names]
+        got = torch.autograd.grad((out_t * torch.from_numpy(upstream[i])).sum(), wrt, allow_unused=True)
+        got = [torch.zeros_like(t) if v is None else v for v, t in zip(got, wrt)]
+        errors = {"out": rel_error(outputs[i], out_t),
+                  "dx": rel_error(dxs[i], got[0])}
+        for n, v in zip(names, got[1:]):
+            if f"{name}.{n}" in zero:     # 0 in exact arithmetic: measured against the weight gradient's scale
+                diff = float(np.max(np.abs(grads[i][n] - v.numpy())))
+                errors[f"d{n}"] = diff / max(float(v.abs().max()), float(got[1].abs().max()), 1e-300)
+            else:
+                errors[f"d{n}"] = rel_error(grads[i][n], v)
+        errors.update({n: rel_error(b, buffers[n]) for n, b in layer.buffers()})
+        out.append(LayerCheck(i + 1, name, spec.kind.rsplit(":", 1)[-1], type(twin).__name__, errors))
+    return out
+
+
+def quantity_name(what, params=()):
+    """What an error compares, in words: "out" -> "forward output", "dx" -> "input gradient",
+    "dweight" -> "weight gradient" (for a parameter in ``params``), a buffer -> "running_mean (buffer)"."""
+    if what == "out":
+        return "forward output"
+    if what == "dx":
+        return "input gradient"
+    if what.startswith("d") and what[1:] in params:
+        return f"{what[1:]} gradient"
+    return f"{what} (buffer)"
+
+
+def first_disagreement(checks, tol=CHECK_LAYERS_TOL):
+    """(the first :class:`LayerCheck` in forward order with an error above ``tol``, its worst
+    quantity), or (None, None) when every layer agrees."""
+    for c in checks:
+        what = max(c.errors, key=c.errors.get)
+        if c.errors[what] > tol:
+            return c, what
+    return None, None
+
+
+# ---------------------------------------------------------------- every layer kind, every preset
+
+def layer_kinds():
+    """{kind: {"examples": n, "float64": worst error, "float32": worst error, "worst": {dtype:
+    quantity}}}: every registered layer's examples against its torch twin
+    (``compare_with_twin``), the worst relative error over the examples and quantities."""
+    from scratchcnn.gradcheck import layer_examples
+    from scratchcnn.layer_base import REGISTRY
+    out = {}
+    for kind, _, example in layer_examples():
+        row = out.setdefault(kind, {"examples": 0, "float64": 0.0, "float32": 0.0, "worst": {}})
+        row["examples"] += 1
+        for dname, dtype in DTYPES.items():
+            for what, err in twin_errors(REGISTRY[kind], example, dtype).items():
+                if err >= row[dname]:
+                    row[dname], row["worst"][dname] = err, what
+    return out
+
+
+PRESET_STEPS, PRESET_BATCH = 10, 4
+
+
+def preset_parity(steps=PRESET_STEPS, n=PRESET_BATCH):
+    """{preset: {"float64": model_run's result, "float32": ...}} for every preset of
+    ``architecture.PRESETS``, ``steps`` steps at batch ``n``."""
+    from scratchcnn.architecture import PRESETS
+    out = {}
+    for name in PRESETS:
+        out[name] = {}
+        for dname, dtype in DTYPES.items():
+            r = model_run(dtype, name, steps=steps, n=n)
+            r["steps"].pop("per_parameter_change")
+            out[name][dname] = r
+    return out
 
 
 # ---------------------------------------------------------------- the fast path, what `scratchcnn train` runs
@@ -307,10 +593,10 @@ def fused_vs_torch(steps=50, seed=0, batch_size=32, lr=0.001, momentum=0.9, weig
     from threadpoolctl import threadpool_limits
 
     from scratchcnn import fused
+    from scratchcnn.backends import epoch_seed
     from scratchcnn.data import iterate_batches, load_dataset
     from scratchcnn.model import Network
     from scratchcnn.optim import SGD
-    from scratchcnn.train import epoch_seed
     from torch_reference import TorchNetwork
 
     train_set, _ = load_dataset("synthetic", seed=seed, n_train=steps * batch_size, n_test=1)
@@ -365,34 +651,48 @@ def fused_vs_torch(steps=50, seed=0, batch_size=32, lr=0.001, momentum=0.9, weig
 # ---------------------------------------------------------------- everything, and the table
 
 def measure_all():
-    """Every figure of the table, single-threaded (fixed summation order). Takes some 30 s."""
+    """Every figure of the tables, single-threaded (fixed summation order). Takes some 2 minutes
+    on 2 cores: most of it the presets' runs (``preset_parity``)."""
+    import time
+
     import torch
     from threadpoolctl import threadpool_limits
 
     from scratchcnn.gradcheck import run_gradchecks
 
+    t0 = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with threadpool_limits(1):
             out = {}
+            rows = run_gradchecks()
+            per_kind = {}
+            for kind, _, _, err, _ in rows:
+                per_kind[kind] = max(per_kind.get(kind, 0.0), err)
+            out["gradcheck"] = {"passed": sum(ok for *_, ok in rows), "total": len(rows),
+                                "worst": max(err for _, _, _, err, _ in rows), "per_kind": per_kind}
+            out["layer_kinds"] = layer_kinds()
             for dname, dtype in DTYPES.items():
                 layers = layer_parity(dtype)
+                run = model_run(dtype, "tutorial", steps=50, n=8)
+                run["steps"].pop("per_parameter_change")
                 out[dname] = {
                     "layers": layers,
                     "conv_linear": max(max(layers[n].values()) for n in ("conv1", "conv2", "fc3", "fc4")),
                     "elementwise": max(max(layers[n].values()) for n in ("act1", "drop1", "pool2", "flat", "drop3")),
                     "loss_layer": max(layers["loss"].values()),
-                    "step0": model_step0(dtype),
-                    "steps": model_steps(dtype),
+                    **run,
                 }
+            out["presets"] = preset_parity()
+            out["zero_grads"] = {d: max((r[d]["step0"]["zero_grads"] for r in out["presets"].values()
+                                         if r[d]["step0"]["zero_grads"] is not None), default=None)
+                                 for d in DTYPES}
             fused = fused_vs_torch(steps=50, seed=0)
             out["fused_vs_torch"] = {k: v for k, v in fused.items() if k not in ("losses", "torch_losses")}
-            rows = run_gradchecks()
-            out["gradcheck"] = {"passed": sum(ok for *_, ok in rows), "total": len(rows),
-                                "worst": max(err for _, _, _, err, _ in rows)}
     finally:
         torch.set_num_threads(threads)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
 
@@ -407,19 +707,34 @@ def _cpu():
     return platform.processor() or platform.machine()
 
 
-# The figures the table shows: (path in the results, dtype whose rounding they are made of).
-PUBLISHED = [(("gradcheck", "worst"), "float64")]
-PUBLISHED += [((d, k), d) for d in DTYPES for k in ("conv_linear", "elementwise", "loss_layer")]
-PUBLISHED += [((d, "step0", k), d) for d in DTYPES for k in ("logits", "loss", "grads")]
-PUBLISHED += [((d, "steps", k), d) for d in DTYPES for k in ("loss", "weights", "change")]
-PUBLISHED += [(("fused_vs_torch", k), "float32") for k in ("loss", "weights", "change", "momentum")]
-PUBLISHED += [(("fused_vs_torch", "float64", who, "change"), "float32") for who in ("ours", "torch")]
+STEP0 = ("logits", "loss", "grads")              # a preset's step-0 figures, in the table's order
+STEPS = ("weights", "momentum", "buffers")       # and after its PRESET_STEPS steps
+
+
+def published_paths(results):
+    """[(path in the results, dtype whose rounding the figure is made of)] for every figure the
+    tables show (None figures, such as the running statistics of a network without BatchNorm,
+    are not shown)."""
+    paths = [(("gradcheck", "worst"), "float64")]
+    paths += [(("gradcheck", "per_kind", kind), "float64") for kind in results["gradcheck"]["per_kind"]]
+    paths += [(("layer_kinds", kind, d), d) for kind in results["layer_kinds"] for d in DTYPES]
+    paths += [((d, k), d) for d in DTYPES for k in ("conv_linear", "elementwise", "loss_layer")]
+    paths += [((d, "step0", k), d) for d in DTYPES for k in ("logits", "loss", "grads")]
+    paths += [((d, "steps", k), d) for d in DTYPES for k in ("loss", "weights", "change")]
+    for name, runs in results["presets"].items():
+        for d in DTYPES:
+            paths += [(("presets", name, d, "step0", k), d) for k in STEP0 if runs[d]["step0"][k] is not None]
+            paths += [(("presets", name, d, "steps", k), d) for k in STEPS if runs[d]["steps"][k] is not None]
+    paths += [(("zero_grads", d), d) for d in DTYPES if results["zero_grads"][d] is not None]
+    paths += [(("fused_vs_torch", k), "float32") for k in ("loss", "weights", "change", "momentum")]
+    paths += [(("fused_vs_torch", "float64", who, "change"), "float32") for who in ("ours", "torch")]
+    return paths
 
 
 def published_figures(results):
-    """{"float32/steps/change": value, ...}: every error the table shows, with its dtype."""
+    """{"float32/steps/change": (value, dtype), ...}: every error the tables show."""
     out = {}
-    for path, dtype in PUBLISHED:
+    for path, dtype in published_paths(results):
         v = results
         for key in path:
             v = v[key]
@@ -431,41 +746,108 @@ def _e(v):
     return "0 (bit-identical)" if v == 0 else f"{v:.1e}"
 
 
+def _es(values):
+    """"a / b / c", figures of one cell; None: "-"."""
+    return " / ".join("-" if v is None else "0" if v == 0 else f"{v:.1e}" for v in values)
+
+
+def _varied(kind):
+    """What the examples of a layer kind vary: its arguments set to other than their default, and
+    the mode where both occur."""
+    from scratchcnn.gradcheck import layer_examples
+    from scratchcnn.layer_base import REGISTRY
+    cls = REGISTRY[kind]
+    defaults = cls.defaults()
+    examples = [e for k, _, e in layer_examples() if k == kind]
+    varied = [a for a in cls.ARGS if a not in cls.INFER and (
+              len({json.dumps(e.args.get(a, defaults.get(a))) for e in examples}) > 1
+              or any(a in e.args and a in defaults and e.args[a] != defaults[a] for e in examples))]
+    if len({e.mode for e in examples}) > 1:
+        varied.append("train and eval")
+    if any(e.forward_kwargs for e in examples):
+        varied.append("torch's own mask")
+    return ", ".join(varied)
+
+
+def _ordered(d, order):
+    """The items of ``d`` with its keys in ``order`` first (as there), then the others sorted: the
+    same rows whether ``d`` is fresh or read back from the JSON (which sorts its keys)."""
+    return [(k, d[k]) for k in order if k in d] + sorted((k, v) for k, v in d.items() if k not in order)
+
+
 def format_table(results):
-    """The README's verification table (Markdown) from ``measure_all()``'s results."""
+    """The README's verification tables (Markdown) from ``measure_all()``'s results."""
+    from scratchcnn.architecture import PRESETS
+    from scratchcnn.layer_base import REGISTRY
     r32, r64, fused, gc = results["float32"], results["float64"], results["fused_vs_torch"], results["gradcheck"]
+    kinds = dict(_ordered(results["layer_kinds"], list(REGISTRY)))
+    lines = ["**Every layer**, each of its examples (`Layer.examples`) against central differences and "
+             "against its `torch.nn` twin holding the same parameters and buffers: output, input "
+             "gradient, every parameter gradient and every buffer (worst over the examples):", "",
+             "| layer | examples | gradient check, float64 | vs torch, float64 | vs torch, float32 |",
+             "|---|---|---|---|---|"]
+    for kind, row in kinds.items():
+        varied = _varied(kind)
+        lines.append(f"| {kind} | {row['examples']}{': ' + varied if varied else ''} | "
+                     f"{gc['per_kind'][kind]:.1e} | {_e(row['float64'])} | {_e(row['float32'])} |")
+    lines.append(f"| softmax cross-entropy (the loss) | logits (8, 10) | {gc['per_kind']['SoftmaxCrossEntropy']:.1e} | "
+                 f"{_e(r64['loss_layer'])} | {_e(r32['loss_layer'])} |")
+    lines.append(f"| conv1, conv2, fc3, fc4 | the tutorial's sizes, against `torch.nn.functional` | - | "
+                 f"{_e(r64['conv_linear'])} | {_e(r32['conv_linear'])} |")
+    lines.append(f"| act1, drop1, pool2, flat, drop3 | the same; dropout is torch's own `F.dropout` | - | "
+                 f"{_e(r64['elementwise'])} | {_e(r32['elementwise'])} |")
+    lines += ["", f"Gradient checks: {gc['passed']}/{gc['total']} below 1e-7 (worst {gc['worst']:.1e}).", ""]
+
+    presets = dict(_ordered(results["presets"], list(PRESETS)))
+    some = next(iter(presets.values()))["float64"]["steps"]["steps"]
+    lines += [f"**Every preset**, the whole model through the layer path at batch {PRESET_BATCH}, same "
+              f"weights, batches and dropout masks: step 0 (logits / loss / worst parameter gradient), "
+              f"then after {some} SGD-momentum steps (weights / momentum buffers / BatchNorm running "
+              f"statistics):", "",
+              "| preset | step 0, float64 | step 0, float32 | "
+              f"{some} steps, float64 | {some} steps, float32 |", "|---|---|---|---|---|"]
+    for name, runs in presets.items():
+        cells = [_es(runs[d]["step0"][k] for k in STEP0) for d in ("float64", "float32")]
+        cells += [_es(runs[d]["steps"][k] for k in STEPS) for d in ("float64", "float32")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    worst = results["zero_grads"]
+    if worst["float64"] is not None:
+        lines.append(f"A convolution's bias right before a BatchNorm2d has gradient 0 (BatchNorm subtracts "
+                     f"each channel's mean): both sides compute 0 to rounding, at most {_e(worst['float64'])} "
+                     f"(float64) and {_e(worst['float32'])} (float32) of the largest gradient of its "
+                     f"layer's weight, and those biases are left out of the gradient and momentum figures.")
+        lines.append("")
+    lines.append("In float32 a ReLU input within rounding of 0 can be decided the other way by the two "
+                 "sides (BatchNorm centres its outputs on 0, so the BatchNorm presets meet such inputs "
+                 "most). That unit's gradient then goes elsewhere and momentum carries the difference "
+                 "on, so a float32 figure after the steps can grow far past float32's rounding; the "
+                 "float64 columns, where no decision is that close, are where a wrong formula would show.")
+    lines.append("")
+
+    lines += ["**The tutorial's network, longer** (batch 8 through the layers; the fast path at batch 32):", "",
+              "| check | what is compared | float64 | float32 |", "|---|---|---|---|"]
     rows = [
-        ("gradient checks", "central differences in float64, every layer and parameter, kernel 1/3/5, "
-         "stride 1/2, padding 0-2, inputs away from kinks, fixed dropout masks",
-         f"{gc['passed']}/{gc['total']} below 1e-7 (worst {gc['worst']:.1e})", "-"),
-        ("conv and linear layers", "conv1, conv2, fc3, fc4 at the tutorial's sizes against "
-         "`torch.nn.functional`: output, input gradient, weight and bias gradients",
-         _e(r64["conv_linear"]), _e(r32["conv_linear"])),
-        ("ReLU, dropout, max-pool, flatten", "the same; dropout is torch's own `F.dropout`, whose mask "
-         "the scratch layer is given", _e(r64["elementwise"]), _e(r32["elementwise"])),
-        ("softmax cross-entropy", "loss and its gradient", _e(r64["loss_layer"]), _e(r32["loss_layer"])),
-        ("whole model, step 0", "same weights, batch and dropout masks: logits / loss / worst parameter gradient",
-         " / ".join(_e(r64["step0"][k]) for k in ("logits", "loss", "grads")),
-         " / ".join(_e(r32["step0"][k]) for k in ("logits", "loss", "grads"))),
-        ("layer path, 50 SGD-momentum steps", "worst loss over the steps / final weights / weight change "
-         "w50 - w0", " / ".join(_e(r64["steps"][k]) for k in ("loss", "weights", "change")),
-         " / ".join(_e(r32["steps"][k]) for k in ("loss", "weights", "change"))),
-        ("fast path (what `scratchcnn train` runs), 50 steps", "`fused_train_step` at batch 32 against the "
+        ("whole model, step 0", "logits / loss / worst parameter gradient",
+         _es(r64["step0"][k] for k in STEP0), _es(r32["step0"][k] for k in STEP0)),
+        (f"layer path, {r64['steps']['steps']} SGD-momentum steps", "worst loss over the steps / final weights / "
+         "weight change w50 - w0", _es(r64["steps"][k] for k in ("loss", "weights", "change")),
+         _es(r32["steps"][k] for k in ("loss", "weights", "change"))),
+        (f"fast path (what `scratchcnn train` runs), {fused['steps']} steps", "`fused_train_step` against the "
          "torch model with the same masks: worst loss / final weights / weight change / momentum buffers",
-         "-", " / ".join(_e(fused[k]) for k in ("loss", "weights", "change", "momentum"))),
+         "-", _es(fused[k] for k in ("loss", "weights", "change", "momentum"))),
         ("... measured against float64", "the same run and torch's own float32 run, each against torch in "
          "float64 (the exact answer, to float32's eyes): weight change, ours / torch's", "-",
-         f"{_e(fused['float64']['ours']['change'])} / {_e(fused['float64']['torch']['change'])}"),
+         _es([fused['float64']['ours']['change'], fused['float64']['torch']['change']])),
     ]
-    lines = ["| check | what is compared | float64 | float32 |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     meta = results.get("meta", {})
     lines.append("")
     lines.append(f"Errors are max \\|ours − torch\\| / max \\|torch\\| over each tensor (the worst tensor "
-                 f"where a row covers several). Measured single-threaded on {meta.get('cpu', '?')}, "
-                 f"{meta.get('date', '?')}, torch {meta.get('torch', '?')}, NumPy {meta.get('numpy', '?')}; "
-                 f"`tests/test_parity_table.py` measures again and fails when an error grows past twice "
-                 f"these.")
+                 f"where a cell covers several; 0: bit-identical). Measured single-threaded on "
+                 f"{meta.get('cpu', '?')}, {meta.get('date', '?')}, torch {meta.get('torch', '?')}, NumPy "
+                 f"{meta.get('numpy', '?')}; `tests/test_parity_table.py` "
+                 f"measures again and fails when an error grows past twice these.")
     return "\n".join(lines)
 
 

@@ -29,18 +29,13 @@ import numpy as np
 from scratchcnn import architecture
 from scratchcnn import checkpoint as ckpt_io
 from scratchcnn.atomic import atomic_write, remove_stale_temp_files
-from scratchcnn.backends import loss_and_accuracy, make_backend
+from scratchcnn.backends import epoch_seed, loss_and_accuracy, make_backend
 from scratchcnn.data import iterate_batches, load_dataset, num_batches
 from scratchcnn.errors import UserError
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-def epoch_seed(seed, epoch):
-    """The dropout seed of one epoch: a function of (seed, epoch) only."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
 def channel_stats(data, chunk=4096):
@@ -66,11 +61,12 @@ def channel_stats(data, chunk=4096):
 RUN_FILES = ("checkpoint.pth", "model.pth", "metrics.json", "curves.png", "layer_stats.png")
 
 
-def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=print):
+def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=print, check_layers=False):
     """Train ``cfg.backend`` on ``cfg.dataset``; return the list of per-epoch metrics.
 
     ``resume_from``: the loaded ``out/checkpoint.pth`` (``checkpoint.load_checkpoint``) to
-    continue from its last completed epoch; None starts a new run.
+    continue from its last completed epoch; None starts a new run. ``check_layers``: first
+    check every layer against torch on the first batch (``check_layers_against_torch``).
     """
     ckpt_path = os.path.join(out, "checkpoint.pth")
     state = resume_from
@@ -99,6 +95,10 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
         if start >= cfg.epochs:
             log(f"nothing to do: {start} epochs done; pass a larger --epochs to train further")
             return metrics
+    if check_layers:
+        x, y = next(iterate_batches(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=start,
+                                    normalize=normalize, augment=cfg.augment))
+        check_layers_against_torch(arch, x, y, backend.state_dict(), log)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
@@ -174,6 +174,37 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
         f"checkpoint {ckpt_path}, metrics {os.path.join(out, 'metrics.json')}, "
         f"plot {os.path.join(out, 'curves.png')}")
     return metrics
+
+
+def check_layers_against_torch(arch, x, y, state_dict, log=print, n=8):
+    """``train --check-layers``: one float64 training step on the first ``n`` images of (x, y)
+    with the run's weights and dropout masks, every layer against its torch twin on its own
+    input and upstream gradient (``parity.check_layers``). Logs one line when all agree; raises
+    UserError naming the FIRST layer, in forward order, that does not."""
+    import json
+
+    from scratchcnn import parity
+    from scratchcnn.layer_base import REGISTRY
+    checks = parity.check_layers(arch, x[:n], y[:n], state_dict)
+    bad, what = parity.first_disagreement(checks)
+    if bad is None:
+        err, c, w = max(((v, c, k) for c in checks for k, v in c.errors.items()), key=lambda t: t[0])
+        params = [k[1:] for k in c.errors if k.startswith("d") and k != "dx"]
+        log(f"check-layers: all {len(checks)} layers agree with torch (float64, one training step on "
+            f"{min(n, len(y))} images; worst error {err:.1e}, {c.name} {parity.quantity_name(w, params)})")
+        return checks
+    params = [k[1:] for k in bad.errors if k.startswith("d") and k != "dx"]
+    spec = arch.layers[bad.index - 1]
+    hint = ""
+    if spec.kind not in REGISTRY:                 # a learner's own layer: how to check it alone
+        path, _, name = spec.kind.rpartition(":")
+        args = f" --args '{json.dumps(spec.args)}'" if spec.args else ""
+        path = min(os.path.relpath(path), path, key=len)
+        hint = f"; check it alone with: scratchcnn checklayer {path}:{name}{args}"
+    raise UserError(f"--check-layers: layer {bad.index} ({bad.name}, {bad.kind}) is the first to disagree with "
+                    f"torch.nn.{bad.twin}: its {parity.quantity_name(what, params)} is off by "
+                    f"{bad.errors[what]:.1e} (tolerance {parity.CHECK_LAYERS_TOL:g}, float64); training "
+                    f"stopped{hint}")
 
 
 def _describe_schedule(cfg):

@@ -1,7 +1,8 @@
 """The README's verification table is the measurement, and the measurement has not drifted.
 
-``python -m scratchcnn.parity --write`` wrote ``docs/verification.json`` and the table in
-README.md. Here the table must be exactly what that JSON formats to, and a fresh
+``python -m scratchcnn.parity --write`` wrote ``docs/verification.json`` and the tables in
+README.md (every layer kind, every preset, the tutorial's longer runs). Here the tables must
+be exactly what that JSON formats to, with a row for every registered layer and every preset, and a fresh
 measurement (the same code, single-threaded) must not exceed twice any published error,
 nor turn a published 0 (bit-identical) into anything else. Errors within 4 units of
 rounding of their dtype count as rounding, whatever the published figure.
@@ -34,7 +35,21 @@ def test_the_readme_table_is_the_generated_one(published):
 def test_the_table_shows_every_published_figure(published):
     table = parity.format_table(published)
     for name, (value, _) in parity.published_figures(published).items():
-        assert (parity._e(value) in table), name
+        assert ("0" if value == 0 else f"{value:.1e}") in table, name
+
+
+def test_the_tables_have_a_row_per_layer_kind_and_per_preset(published):
+    from scratchcnn.architecture import PRESETS, load
+    from scratchcnn.layer_base import REGISTRY
+    rows = [line.split(" | ")[0].lstrip("| ") for line in parity.format_table(published).splitlines()
+            if line.startswith("| ")]
+    assert set(REGISTRY) <= set(rows) and set(PRESETS) <= set(rows)
+    assert set(published["layer_kinds"]) == set(REGISTRY) and set(published["presets"]) == set(PRESETS)
+    for name, runs in published["presets"].items():
+        for dtype in parity.DTYPES:
+            assert runs[dtype]["steps"]["steps"] == parity.PRESET_STEPS, name
+            has_bn = any(s.kind == "BatchNorm2d" for s in load(name, 10).layers)
+            assert (runs[dtype]["steps"]["buffers"] is not None) == has_bn, name
 
 
 def _drifted(fresh, published):
@@ -53,8 +68,11 @@ def test_the_drift_check_catches_a_grown_error(published):
     grown = json.loads(json.dumps(published))
     grown["float32"]["step0"]["grads"] *= 3
     grown["float64"]["elementwise"] = 1e-12 if published["float64"]["elementwise"] == 0 else 0
+    grown["presets"]["vgg"]["float64"]["steps"]["buffers"] *= 3
+    grown["layer_kinds"]["ReLU"]["float32"] = 1e-7 if published["layer_kinds"]["ReLU"]["float32"] == 0 else 0
     names = [name for name, *_ in _drifted(grown, published)]
-    assert "float32/step0/grads" in names
+    assert "float32/step0/grads" in names and "presets/vgg/float64/steps/buffers" in names
+    assert ("layer_kinds/ReLU/float32" in names) == (published["layer_kinds"]["ReLU"]["float32"] == 0)
     assert ("float64/elementwise" in names) == (published["float64"]["elementwise"] == 0)
 
 
