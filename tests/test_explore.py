@@ -486,7 +486,12 @@ def test_upload_is_decoded_from_memory_and_analysed_like_the_same_test_image(exp
 
 def test_measure_prints_every_request_kind(explorer):
     table = measure(explorer, repeats=1)
-    assert "POST /api/pixel" in table and "GET /api/images" in table and table.splitlines()[-1].startswith("slowest:")
+    assert "GET /api/images" in table and table.splitlines()[-1].startswith("slowest:")
+    for kind in ("Conv2d", "ReLU", "Dropout", "MaxPool2d", "Flatten", "Linear", "Softmax"):
+        assert f"POST /api/pixel forward {kind}" in table
+    for kind in ("Conv2d", "ReLU", "Dropout", "MaxPool2d", "Flatten", "Linear"):
+        assert f"POST /api/pixel gradient through {kind}" in table
+    assert "POST /api/pixel weight gradient conv2" in table and "GET /api/confusion" in table
 
 
 @pytest.mark.parametrize("method,path,body,status,message", [
@@ -977,6 +982,46 @@ def test_cli_explore_without_data_is_one_line(tmp_path, capsys):
     rc = main(["explore", "--checkpoint", path, "--data-dir", str(tmp_path / "nothing")])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and "--dataset synthetic" in err and err.count("\n") == 1
+
+
+def test_cli_explore_takes_the_network_of_a_bare_state_dict_and_custom_layers(tmp_path, capsys, monkeypatch):
+    """--arch names the network of a bare state_dict; a checkpoint naming a layer of the learner's
+    own is refused in one line unless --allow-custom-layers says to load its code."""
+    from scratchcnn.architecture import resolve
+    from scratchcnn.cli import main
+    from scratchcnn.explore import http as http_module
+    from scratchcnn.model import Network
+
+    served = []
+    monkeypatch.setattr(http_module, "serve", lambda explorer, host, port: served.append(explorer) or 0)
+    path = str(tmp_path / "model.pth")
+    save_state_dict(path, Network("k5", rng=0).state_dict())
+    rc = main(["explore", "--checkpoint", path, "--dataset", "synthetic"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and "k5" in err and err.count("\n") == 1
+    assert main(["explore", "--checkpoint", path, "--dataset", "synthetic", "--arch", "k5"]) == 0
+    assert served[-1].arch.name == "k5" and served[-1].specs["conv1"].args["kernel_size"] == 5
+
+    (tmp_path / "my_layers.py").write_text(
+        "import numpy as np\nfrom scratchcnn.layer_base import Layer\n\n\nclass MyReLU(Layer):\n"
+        "    torch_kind = 'ReLU'\n\n    def forward(self, x):\n        self.x = x\n"
+        "        self.out = np.maximum(x, 0)\n        return self.out\n\n"
+        "    def backward(self, dout):\n        return dout * (self.x > 0)\n")
+    spec = [{"kind": "Conv2d", "out_channels": 4, "kernel_size": 3}, {"kind": "my_layers.py:MyReLU"},
+            {"kind": "Flatten"}, {"kind": "Linear"}]
+    arch = resolve(spec, 10, name="mine", base_dir=str(tmp_path))
+    run = make_arch_run(str(tmp_path / "mine"), arch)
+    rc = main(["explore", "--checkpoint", run])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--allow-custom-layers" in err and err.count("\n") == 1
+    assert main(["explore", "--checkpoint", run, "--allow-custom-layers"]) == 0
+    explorer = served[-1]
+    _, info = call(explorer, "GET", "/api/info")
+    assert info["layers"][2]["kind"] == "MyReLU" and not info["layers"][2]["explained"]
+    _, p = call(explorer, "POST", "/api/pixel", {"image": "test:0", "layer": "myrelu1", "index": [0, 5, 5]})
+    assert p["formula"] == "none" and p["computed"] is None and p["diff"] < 1e-6
+    _, p = call(explorer, "POST", "/api/pixel", {"image": "test:0", "layer": "conv1", "mode": "gradient", "index": [0, 5, 5]})
+    assert p["formula"] == "none" and abs(p["finite_difference"] - p["scratch"]) < 1e-5
 
 
 def test_cli_explore_port_out_of_range_is_one_line(run, capsys):

@@ -75,7 +75,7 @@ export function renderLayer(r, L, grad, onPick) {
   const box = $("layer-maps"), legends = $("legends");
   box.replaceChildren();
   legends.replaceChildren();
-  $("readout").textContent = "hover over a map for its values; click one (or Tab to a map, arrows, Enter) to see how it was computed";
+  $("readout").textContent = "hover: a value; click (or Tab, arrows, Enter): how it was computed";
   const v = decode(r), signed = grad || L.signed;
   const what = grad ? "ds/d" : "";
   if (r.shape.length === 3) {
