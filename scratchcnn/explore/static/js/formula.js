@@ -139,7 +139,9 @@ const BACKWARD = {
   },
   conv_input(p) {
     const [KH, KW] = p.kernel_size, [SH, SW] = p.stride, [PH, PW] = p.padding, n = p.next.name;
-    const eq = `${g(p.layer)}[${p.channel}, ${p.y}, ${p.x}] = \u03a3_f \u03a3_i,j ${g(n)}[f, (${p.y}+${PH}-i)/${SH}, (${p.x}+${PW}-j)/${SW}] \u00b7 W[f, ${p.channel}, i, j]`;
+    const pos = (v, P, S) => (S === 1 ? `${v}+${P}-i` : `(${v}+${P}-i)/${S}`);
+    const eq = `${g(p.layer)}[${p.channel}, ${p.y}, ${p.x}] = \u03a3_f \u03a3_i,j ${g(n)}[f, ${pos(p.y, PH, SH)}, ` +
+      `${pos(p.x, PW, SW).replace("-i", "-j")}] \u00b7 W[f, ${p.channel}, i, j]`;
     const note = `the transposed convolution: ${n}'s kernels slide back over its gradient map. Tap (i, j) takes the gradient of the ` +
       `output pixel that read this number through that tap; where no output pixel did (a position outside ${n}'s map, or between ` +
       `its strides) it reads the gradient map's zero padding (grey). ${p.n_terms} terms.`;
