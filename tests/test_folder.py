@@ -218,6 +218,7 @@ def test_train_evaluate_and_study_commands_use_the_folder_names(backend, images,
     m = json.load(open(os.path.join(out, "metrics.json")))
     assert m["config"]["classes"] == CLASSES and m["config"]["dataset"] == "folder"
     assert m["config"]["data_dir"] == str(images)
+    assert m["config"]["arch_spec"][-1]["out_features"] == len(CLASSES)      # one output per class
     capsys.readouterr()
     # the checkpoint remembers its folder: no --data-dir needed
     assert main(["evaluate", "--backend", backend, "--checkpoint", os.path.join(out, "checkpoint.pth")]) == 0
@@ -244,16 +245,23 @@ def test_train_evaluate_and_study_commands_use_the_folder_names(backend, images,
 
 
 def test_outputs_without_a_class_are_never_predicted(images, tmp_path, capsys):
-    """3 classes use outputs 0-2. Even when outputs 3-9 have the largest logits (their bias set
-    to 50), evaluate, featuremaps and saliency pick among the 3 classes and do not crash."""
+    """A checkpoint written before networks were sized to the data has the tutorial's 10 outputs
+    for a 3-class folder: its classes use outputs 0-2. Even when outputs 3-9 have the largest
+    logits (their bias set to 50), evaluate, featuremaps and saliency pick among the 3 classes
+    and do not crash."""
     from scratchcnn import checkpoint as ck
     out = str(tmp_path / "run")
     assert main(["train", "--backend", "torch", "--dataset", "folder", "--data-dir", str(images),
                  "--epochs", "1", "--batch-size", "6", "--no-progress", "--out", out]) == 0
     state = ck.load_checkpoint(f"{out}/checkpoint.pth")
-    state["model"]["fc4.bias"][3:] = 50.0
-    ck.save_checkpoint(f"{out}/skewed.pth", model=state["model"], optimizer=state["optimizer"],
-                       epoch=state["epoch"], metrics=state["metrics"], config=state["config"])
+    model, optimizer = state["model"], state["optimizer"]
+    for sd, fill in ((model, 50.0), (optimizer, 0.0)):       # the old layout: fc4 with 10 rows
+        sd["fc4.weight"] = np.concatenate([sd["fc4.weight"], np.zeros((7, 512), np.float32)])
+        sd["fc4.bias"] = np.concatenate([sd["fc4.bias"], np.full(7, fill, np.float32)])
+    config = {k: v for k, v in state["config"].items() if k not in ("arch", "arch_spec")}
+    ck.save_checkpoint(f"{out}/skewed.pth", model=model, optimizer=optimizer,
+                       epoch=state["epoch"], metrics=state["metrics"], config=config)
+    assert ck.load_checkpoint(f"{out}/skewed.pth")["arch"].num_classes == 10
     capsys.readouterr()
     assert main(["evaluate", "--backend", "torch", "--checkpoint", f"{out}/skewed.pth"]) == 0
     text = capsys.readouterr().out

@@ -2,10 +2,10 @@
 
 Command line (each has ``--help``):
 
-    scratchcnn featuremaps --checkpoint PATH   conv1/conv2 feature maps of one image, as 4x8 grids
+    scratchcnn featuremaps --checkpoint PATH   every convolution's feature maps of one image, as grids
     scratchcnn saliency --checkpoint PATH      saliency map, Grad-CAM and every layer's gradient
-    scratchcnn filters --checkpoint PATH       conv1's kernels as RGB, conv2's as a 32x32 grid
-    scratchcnn summary                         per-layer shapes, parameters, mult-adds, memory
+    scratchcnn filters --checkpoint PATH       every convolution's kernels (RGB tiles for the first)
+    scratchcnn summary [--arch NAME]           per-layer shapes, parameters, mult-adds, memory, receptive field
     scratchcnn trace                           one training step, forward then backward, in numbers
 
 From Python, the pieces behind them, one module each:
@@ -15,7 +15,7 @@ From Python, the pieces behind them, one module each:
     study.saliency      class_gradients(backend, x, classes) -> logits, every layer's output and
                         ds/d(output) down to the pixels, through either backend;
                         saliency_map, grad_cam, write_saliency_figures
-    study.summary       summary_rows(batch_size), format_summary
+    study.summary       summary_rows(batch_size, arch), format_summary
     study.layer_stats   probe_layer_stats(backend, x, y), layer_stats, plot_layer_stats
                         (for ``train --layer-stats``)
     study.trace         forward_backward(model, criterion, x, y), trace_step, format_trace
