@@ -113,10 +113,12 @@ def _float(page, selector):
     return float(page.inner_text(selector))
 
 
-def _shots(page, name):
-    """Save a README screenshot when EXPLORE_SCREENSHOTS names a folder."""
+def _shots(page, name, top=False):
+    """Save a README screenshot when EXPLORE_SCREENSHOTS names a folder (top: of the page's top)."""
     folder = os.environ.get("EXPLORE_SCREENSHOTS")
     if folder:
+        if top:
+            page.evaluate("() => window.scrollTo(0, 0)")
         page.screenshot(path=os.path.join(folder, name))
 
 
@@ -194,7 +196,7 @@ def test_page_end_to_end(browser, site, tmp_path):
     assert page.get_attribute("#rf", "data-region") == f"{y - 1},{y + 1},{x_ - 1},{x_ + 1}"
     panel = page.locator("#formula").bounding_box()
     assert panel["y"] < 1100 and panel["y"] + 40 > 0, "the formula panel is not on screen"
-    _shots(page, "explore.png")
+    _shots(page, "explore.png", top=True)
 
     # The panel follows the screen. Another image: the same pixel, of that image.
     other = page.locator(".thumb").nth(1)

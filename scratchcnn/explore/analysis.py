@@ -153,13 +153,14 @@ class Explorer:
 
     def predict_all(self, backend):
         """(pred (N,), confidence (N,)) over the test split, computed once per backend."""
-        from scratchcnn.backends import evaluate_logits
+        from scratchcnn.backends import evaluate_logits, predicted_class
         from scratchcnn.study.featuremaps import softmax
 
         with self.lock:
             if backend not in self.predictions:
                 p = softmax(evaluate_logits(self.backend(backend), self.data, 250, self.normalize))
-                self.predictions[backend] = (p.argmax(1), p.max(1))
+                pred = predicted_class(p, len(self.classes))
+                self.predictions[backend] = (pred, p[np.arange(len(pred)), pred])
             return self.predictions[backend]
 
     def image(self, key):
@@ -198,6 +199,9 @@ class Explorer:
             b = self.backend(backend)
             with self._one_thread():
                 r = class_gradients(b, x, target)
+                if target is None and r["classes"][0] >= len(self.classes):
+                    # more outputs than classes (an old checkpoint on a small folder): predict among the classes
+                    r = class_gradients(b, x, int(r["logits"][0, :len(self.classes)].argmax()))
             out = {"target": int(r["classes"][0]), "backend": backend, "key": key,
                    "acts": {"input": x[0], **{k: v[0] for k, v in r["acts"].items()}},
                    "grads": {k: v[0] for k, v in r["grads"].items()}}
@@ -332,7 +336,7 @@ class Explorer:
         probs, logits = mine["acts"]["softmax"], mine["acts"][self.logits]
         gradcam = mine["gradcam"]
         return {"image": key, "png": png_data_uri(self.image(key)), "label": label, "backend": backend,
-                "target": mine["target"], "pred": int(probs.argmax()),
+                "target": mine["target"], "pred": int(probs[:len(self.classes)].argmax()),
                 "logits": logits.tolist(), "probs": probs.tolist(),
                 "saliency": encode(mine["saliency"]),
                 "gradcam": None if gradcam is None else encode(gradcam), "gradcam_layer": self.gradcam_layer,

@@ -53,6 +53,8 @@ function termsTable(head, terms, cells) {
     ...terms.map((t) => el("tr", {}, cells(t).map((v) => el("td", {text: typeof v === "number" ? f(v) : String(v)}))))]);
 }
 
+// Where tap k of output position v reads: v*S + k - P, written as simply as the numbers allow.
+const tap = (v, S, P, k) => `${S === 1 ? v : `${v}\u00b7${S}`}+${k}${P ? `-${P}` : ""}`;
 const at = (p) => (p ? ` = (c ${p[0]}, y ${p[1]}, x ${p[2]})` : "");
 
 // ------------------------------------------------------------------ forward
@@ -67,7 +69,7 @@ const FORWARD = {
   conv(p) {
     const [KH, KW] = p.kernel_size, [SH, SW] = p.stride, [PH, PW] = p.padding, C = p.patch.length;
     const eq = `${p.layer}[${p.channel}, ${p.y}, ${p.x}] = ${p.has_bias ? `bias[${p.channel}] + ` : ""}` +
-      `\u03a3_c \u03a3_i,j ${p.input}[c, ${p.y}\u00b7${SH}+i-${PH}, ${p.x}\u00b7${SW}+j-${PW}] \u00b7 W[${p.channel}, c, i, j]`;
+      `\u03a3_c \u03a3_i,j ${p.input}[c, ${tap(p.y, SH, PH, "i")}, ${tap(p.x, SW, PW, "j")}] \u00b7 W[${p.channel}, c, i, j]`;
     const note = `c = 0..${C - 1}, i = 0..${KH - 1}, j = 0..${KW - 1}: the ${KH}\u00d7${KW} window starts at row ${p.top}, ` +
       `column ${p.left} of ${p.input}; outside it the input is the zero padding (grey)`;
     const pad = (i, j) => (p.inside[i][j] ? "" : "pad");
@@ -200,7 +202,7 @@ const BACKWARD = {
       cv.style.width = `${Math.max(2, Math.floor(96 / Math.max(h, w))) * w}px`;
       return el("figure", {}, [cv, el("figcaption", {text: cap})]);
     });
-    return [el("div", {className: "eq", text: `${g(p.layer)}.weight[${f}, ${c}, ${i}, ${j}] = \u03a3_y,x ${g(p.layer)}[${f}, y, x] \u00b7 ${p.input_layer}[${c}, y\u00b7${SH}+${i}-${PH}, x\u00b7${SW}+${j}-${PW}]`}),
+    return [el("div", {className: "eq", text: `${g(p.layer)}.weight[${f}, ${c}, ${i}, ${j}] = \u03a3_y,x ${g(p.layer)}[${f}, y, x] \u00b7 ${p.input_layer}[${c}, ${tap("y", SH, PH, i)}, ${tap("x", SW, PW, j)}]`}),
             el("div", {className: "muted", text: `one term per output position (${p.shape.join("\u00d7")}); ${p.padded} of them read the zero padding. The weight is shared by every position, so its gradient sums them all.`}),
             el("div", {className: "row"}, maps),
             termsTable(["(y, x)", "upstream", "input", "product"], p.terms, (t) => [`(${t.y}, ${t.x})`, t.upstream, t.input, t.product]),
@@ -217,7 +219,7 @@ function threeNumbers(p) {
   const d = p.differences;
   return el("div", {className: "three"}, [
     el("table", {className: "num-table three-table"}, [
-      el("tr", {}, ["ds/d of this number", "value", "|Δ| from scratch", "|Δ| from torch"].map((h) => el("th", {text: h}))),
+      el("tr", {}, ["", "value", "|Δ| from scratch", "|Δ| from torch"].map((h) => el("th", {text: h}))),
       el("tr", {}, [el("th", {text: "scratch (hand-written backward)"}), val(p.scratch, "fx-scratch"), el("td"), dif(d.scratch_torch, "fx-d-st")]),
       el("tr", {}, [el("th", {text: "torch (autograd)"}), val(p.torch, "fx-torch"), dif(d.scratch_torch), el("td")]),
       el("tr", {}, [el("th", {text: `finite difference (float64, h = ${fmt(p.step, 2)})`}), val(p.finite_difference, "fx-fd"),

@@ -33,8 +33,13 @@ function interactive(canvas, rows, cols, px, cell, onPick) {
   };
   canvas.addEventListener("mousemove", (ev) => { const c = cell(...at(ev)); if (c) readout(c.text, ev); });
   canvas.addEventListener("mouseleave", clearReadout);
-  canvas.addEventListener("click", (ev) => { const c = cell(...at(ev)); if (c) onPick(c.index); });
-  const showCursor = () => {
+  canvas.addEventListener("click", (ev) => {
+    cursor = at(ev);                                     // the keyboard goes on from the clicked cell
+    const c = cell(...cursor);
+    if (c) onPick(c.index);
+  });
+  const showCursor = (ev) => {
+    if (ev && ev.type === "focus" && canvas.matches(":hover")) return;   // focused by a click: no cursor box
     const c = cell(...cursor);
     if (c) readout(c.text);
     placeBox(canvas, "cursor", cursor[0], cursor[1], rows, cols);

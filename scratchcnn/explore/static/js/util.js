@@ -31,7 +31,7 @@ export function tableFormat(values, digits = 3) {
   for (const v of values) if (Number.isFinite(v)) m = Math.max(m, Math.abs(v));
   if (m === 0) return {f: (v) => (v === 0 ? "0" : fmt(v, digits)), scale: ""};
   const e = Math.floor(Math.log10(m));
-  if (e >= -3 && e < 4) {
+  if (e >= -2 && e < 4) {
     const dec = Math.max(0, digits - 1 - e);
     return {f: (v) => v.toFixed(dec), scale: ""};
   }
