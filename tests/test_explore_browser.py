@@ -188,6 +188,9 @@ def test_page_end_to_end(browser, site, tmp_path):
     assert abs(bias - float(model.conv1.bias.data[channel])) <= 1e-7
     assert abs(total + bias - computed) <= 1e-6 * max(abs(computed), 1.0)
     assert page.locator("#pixel-blocks .block").count() == 3                  # R, G, B
+    widths = page.evaluate("""() => [...document.querySelectorAll('#pixel-blocks table')].map(
+        (t) => new Set([...t.querySelectorAll('td')].map((td) => Math.round(td.getBoundingClientRect().width))).size)""")
+    assert widths and set(widths) == {1}, widths                              # every cell of a table alike
     assert page.inner_text("#pixel-blocks .block >> nth=0").split(":")[0] in ("R", "G", "B")
     box = page.locator(canvas).bounding_box()
     mark = page.locator("#layer-maps .marker").bounding_box()                  # the clicked pixel, outlined
@@ -257,6 +260,11 @@ def test_page_end_to_end(browser, site, tmp_path):
     # The keyboard: Tab to a map, arrows, Enter; a layer button by Enter.
     page.select_option("#backend", "scratch")
     page.select_option("#mode", "forward")
+    page.focus(".layer[data-layer='input']")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("body[data-shown='scratch input forward']")
+    assert page.inner_text("#layer-title").startswith("the input image: shape 3×32×32")
+    assert [page.inner_text(f"#layer-maps .chan >> nth={k}") for k in range(3)] == ["R", "G", "B"]
     page.focus(".layer[data-layer='act1']")
     page.keyboard.press("Enter")
     page.wait_for_selector("body[data-shown='scratch act1 forward']")
