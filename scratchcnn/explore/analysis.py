@@ -1,27 +1,33 @@
 """What the explorer's page shows, computed without any HTTP: :class:`Explorer`.
 
-``Explorer(checkpoint, data)`` loads one checkpoint into both backends and answers
-each request kind with a JSON-ready dict (``scratchcnn.explore.http`` routes the
-requests to these methods and turns :class:`ApiError` into a 4xx answer):
+``Explorer(checkpoint, data)`` loads one checkpoint into both backends, with the network
+the checkpoint holds (``checkpoint.load_checkpoint(...)["arch"]``: any preset or spec),
+and answers each request kind with a JSON-ready dict (``scratchcnn.explore.http`` routes
+the requests to these methods and turns :class:`ApiError` into a 4xx answer):
 
-    info()                  classes, layers and their shapes, the dataset, the run
+    info()                  classes, every layer (name, kind, shapes, arguments), the dataset, the run
     images(query)           a page of the test set: thumbnails, label, prediction
-                            (query: cls, wrong, sort, offset, limit, backend)
+                            (query: cls, pred, wrong, sort, offset, limit, backend)
+    confusion(query)        the test split's confusion matrix through one backend
     upload(body)            an uploaded image's bytes -> {"image": "upload:N", "png"}
                             (decoded by ``scratchcnn.explore.uploads``)
     analyze(req)            {image, backend, class} -> logits, probabilities, saliency, Grad-CAM
-    layer(req)              {image, backend, class, layer, mode: "forward" | "gradient"}
-                            -> every channel of one layer's output or ds/d(output)
-    pixel(req)              {image, backend, layer: conv1 | conv2, channel, y, x}
-                            -> one output pixel of a convolution, written out
-    filters()               conv1's and conv2's weights
+    layer(req)              {image, backend, class, layer, mode: "forward" | "gradient" | "weight"}
+                            -> one layer's output, ds/d(output), or ds/d(its Conv2d weight)
+    pixel(req)              {image, backend, class, layer, mode, index: [c, y, x] or [i]}
+                            -> one number of that view written out (``scratchcnn.explore.formulas``):
+                            forward, how the layer computed it from its input; gradient, how
+                            the layer above sent it back, beside the scratch and torch values
+                            and a float64 finite difference (``scratchcnn.explore.finite``)
+    filters()               every Conv2d layer's weights
     run()                   metrics.json of the run folder (curves, layer statistics)
 
-``image`` is ``"test:INDEX"`` or ``"upload:N"``; ``class`` is the class whose logit
-the gradients explain (null: the predicted class). Arrays travel as base64 of
-little-endian float32 with their shape. Every answer that shows numbers also
-gives ``diff``: the largest |scratch - torch| over exactly what it returned, the
-other backend run on the same image and class.
+The layers are those of the checkpoint's network; the page dispatches on each layer's
+KIND (``info()["layers"]``), never on its name. ``image`` is ``"test:INDEX"`` or
+``"upload:N"``; ``class`` is the class whose logit the gradients explain (null: the
+predicted class). Arrays travel as base64 of little-endian float32 with their shape.
+Every answer that shows numbers also gives ``diff``: the largest |scratch - torch| over
+exactly what it returned, the other backend run on the same image and class.
 """
 import base64
 import json
@@ -33,19 +39,17 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from scratchcnn.architecture import INPUT_SHAPE, NUM_CLASSES, tutorial
+from scratchcnn.explore import formulas
 from scratchcnn.explore.errors import ApiError
 from scratchcnn.explore.uploads import decode_upload, png_data_uri
 
 MAX_UPLOADS_KEPT = 32                    # in memory; the oldest is forgotten first
 CACHE_SIZE = 48                          # (image, backend, class) keys kept (a result is ~1.5 MB)
 BACKEND_NAMES = ("scratch", "torch")
-CONV_LAYERS = ("conv1", "conv2")
-# What each conv layer reads: conv1 the image, conv2 drop1's output (= act1's in eval mode).
-CONV_INPUT = {"conv1": "input", "conv2": "drop1"}
-LAYERS = tutorial().layers                # the explorer follows the spec in the next change
-LAYER_NAMES = tutorial().layer_names
-VIEW_LAYERS = ("input", *LAYER_NAMES, "softmax")
+MODES = ("forward", "gradient", "weight")
+# Kinds whose output is never negative (given an input that is not): how each map is coloured.
+NONNEGATIVE = ("ReLU", "Sigmoid")
+SAME_SIGN = ("MaxPool2d", "AvgPool2d", "Dropout", "Flatten")
 
 
 def encode(a):
@@ -55,44 +59,69 @@ def encode(a):
             "min": float(a.min()) if a.size else 0.0, "max": float(a.max()) if a.size else 0.0}
 
 
+def short_kind(kind):
+    """A learner's own layer "path/to/file.py:MyLayer" -> "MyLayer"; built-in kinds unchanged."""
+    return kind.rsplit(":", 1)[-1]
+
+
 class Explorer:
     """Everything the page asks for, computed from one checkpoint and its test split.
 
-    ``Explorer(checkpoint, data, classes=None)``: loads the checkpoint
-    (``scratchcnn.checkpoint``: ours or the tutorial's bare state_dict) into both
-    backends; ``data`` is the ``scratchcnn.data.Dataset`` to browse (the test split of
-    the checkpoint's dataset, chosen by the command); ``classes`` defaults to the
-    checkpoint's class names, then the dataset's. Thread-safe:
-    one lock serialises the model work, which is what two cores can do anyway.
+    ``Explorer(checkpoint, data, classes=None, arch=None, allow_custom=False)``: loads the
+    checkpoint (``scratchcnn.checkpoint``: ours, with its network, or a bare state_dict, read
+    as ``arch``, default the tutorial's) into both backends; ``data`` is the
+    ``scratchcnn.data.Dataset`` to browse (the test split of the checkpoint's dataset, chosen
+    by the command); ``classes`` defaults to the checkpoint's class names, then the dataset's;
+    ``allow_custom`` loads a learner's own layer files the network names (runs their code).
+    Thread-safe: one lock serialises the model work, which is what two cores can do anyway.
     """
 
-    def __init__(self, checkpoint, data, classes=None):
+    def __init__(self, checkpoint, data, classes=None, arch=None, allow_custom=False):
         from scratchcnn.evaluate import load_backend
 
         self.checkpoint = checkpoint
         self.backends = {}
-        self.backends["scratch"], ckpt = load_backend(checkpoint, "scratch")
+        self.backends["scratch"], ckpt = load_backend(checkpoint, "scratch", arch=arch, allow_custom=allow_custom)
+        self.arch = ckpt["arch"]
+        self.specs = {s.name: s for s in self.arch.layers}
+        self.names = self.arch.layer_names
+        self.logits = self.names[-1]
+        self.view_layers = ("input", *self.names, "softmax")
         self.state_dict = ckpt["model"]
         self.config, self.epoch = ckpt["config"], ckpt["epoch"]
         self.ckpt_metrics = ckpt["metrics"]
         self.normalize = self.config.get("normalize_stats")
         self.data = data
         self.classes = list(classes or self.config.get("classes") or data.classes)
+        n_out = self.arch.layers[-1].out_shape[0]
+        self.outputs = self.classes[:n_out] + [f"output {k}" for k in range(len(self.classes), n_out)]
+        convs = self.arch.of_kind("Conv2d")
+        self.gradcam_layer = convs[-1].name if convs else None
         self.lock = threading.RLock()
         self.uploads = OrderedDict()
         self.upload_count = 0
         self.cache = OrderedDict()
         self.predictions = {}
         self.thumbs = {}
+        self._float64 = None
 
     # ------------------------------------------------------------ the models
     def backend(self, name):
         if name not in self.backends:
             from scratchcnn.backends import make_backend
-            b = make_backend(name)
+            b = make_backend(name, arch=self.arch)
             b.load_state_dict(self.state_dict)
             self.backends[name] = b
         return self.backends[name]
+
+    def float64(self):
+        """The float64 copy of the network the finite differences run on (built once)."""
+        from scratchcnn.explore.finite import Float64Network
+
+        with self.lock:
+            if self._float64 is None:
+                self._float64 = Float64Network(self.arch, self.state_dict)
+            return self._float64
 
     @staticmethod
     @contextmanager
@@ -112,15 +141,26 @@ class Explorer:
         finally:
             torch.set_num_threads(threads)
 
+    def warm(self):
+        """Everything the first clicks would otherwise wait for: both backends' predictions
+        (the grid), one image through both (the numba kernels), and one finite difference
+        (the float64 network and its kernels)."""
+        for name in BACKEND_NAMES:
+            self.predict_all(name)
+        if len(self.data):
+            mine, other = self.both("test:0", "scratch", None)
+            self._three_numbers("test:0", self.logits, (mine["target"],), mine, other)
+
     def predict_all(self, backend):
         """(pred (N,), confidence (N,)) over the test split, computed once per backend."""
-        from scratchcnn.backends import evaluate_logits
+        from scratchcnn.backends import evaluate_logits, predicted_class
         from scratchcnn.study.featuremaps import softmax
 
         with self.lock:
             if backend not in self.predictions:
                 p = softmax(evaluate_logits(self.backend(backend), self.data, 250, self.normalize))
-                self.predictions[backend] = (p.argmax(1), p.max(1))
+                pred = predicted_class(p, len(self.classes))
+                self.predictions[backend] = (pred, p[np.arange(len(pred)), pred])
             return self.predictions[backend]
 
     def image(self, key):
@@ -139,10 +179,14 @@ class Explorer:
             return self.uploads[rest]
         raise ApiError(404, f"no image {key!r}; use 'test:INDEX' or the 'upload:N' an upload returned")
 
+    def float_image(self, key):
+        from scratchcnn.data import to_float
+        return to_float(self.image(key)[None], self.normalize)
+
     def compute(self, key, backend, target):
         """class_gradients of one image through one backend (cached): logits, every layer's
-        output and ds/d(output), with the softmax probabilities, saliency map and Grad-CAM."""
-        from scratchcnn.data import to_float
+        output and ds/d(output), with the softmax probabilities, saliency map and Grad-CAM
+        (on the last Conv2d), and the scratch backend's ds/dW of every Conv2d."""
         from scratchcnn.study.featuremaps import softmax
         from scratchcnn.study.saliency import class_gradients, grad_cam, saliency_map
 
@@ -151,19 +195,49 @@ class Explorer:
             if cache_key in self.cache:
                 self.cache.move_to_end(cache_key)
                 return self.cache[cache_key]
-            x = to_float(self.image(key)[None], self.normalize)
+            x = self.float_image(key)
+            b = self.backend(backend)
             with self._one_thread():
-                r = class_gradients(self.backend(backend), x, target)
-            out = {"target": int(r["classes"][0]),
+                r = class_gradients(b, x, target)
+                if target is None and r["classes"][0] >= len(self.classes):
+                    # more outputs than classes (an old checkpoint on a small folder): predict among the classes
+                    r = class_gradients(b, x, int(r["logits"][0, :len(self.classes)].argmax()))
+            out = {"target": int(r["classes"][0]), "backend": backend, "key": key,
                    "acts": {"input": x[0], **{k: v[0] for k, v in r["acts"].items()}},
                    "grads": {k: v[0] for k, v in r["grads"].items()}}
-            out["acts"]["softmax"] = softmax(out["acts"]["fc4"]).astype(np.float32)
+            out["acts"]["softmax"] = softmax(out["acts"][self.logits]).astype(np.float32)
             out["saliency"] = saliency_map(r["grads"]["input"])[0]
-            out["gradcam"] = grad_cam(r["acts"]["conv2"], r["grads"]["conv2"])[0]
+            out["gradcam"] = None
+            if self.gradcam_layer:
+                L = self.gradcam_layer
+                out["gradcam"] = grad_cam(r["acts"][L], r["grads"][L])[0]
+            out["wgrads"] = None
+            if backend == "scratch":                    # its backward pass just filled every .grad
+                out["wgrads"] = {s.name: getattr(b.model, s.name).weight.grad.copy()
+                                 for s in self.arch.of_kind("Conv2d")}
             self.cache[cache_key] = self.cache[(key, backend, out["target"])] = out
             while len(self.cache) > CACHE_SIZE:
                 self.cache.popitem(last=False)
             return out
+
+    def weight_grads(self, result):
+        """ds/dW of every Conv2d for one compute() result: the scratch backend's own .grad, or
+        torch.autograd.grad of the class score with respect to those weights (computed here)."""
+        import torch
+
+        with self.lock:
+            if result["wgrads"] is None:
+                model = self.backend("torch").model
+                weights = [getattr(model, s.name).weight for s in self.arch.of_kind("Conv2d")]
+                param = next(model.parameters())
+                with self._one_thread():
+                    model.eval()
+                    x = torch.from_numpy(self.float_image(result["key"])).to(param.device)
+                    s = model(x)[0, result["target"]]
+                    got = torch.autograd.grad(s, weights)
+                result["wgrads"] = {spec.name: g.detach().cpu().numpy()
+                                    for spec, g in zip(self.arch.of_kind("Conv2d"), got)}
+            return result["wgrads"]
 
     def both(self, key, backend, target):
         """(this backend's result, the other backend's result for the same class)."""
@@ -173,24 +247,49 @@ class Explorer:
 
     # ------------------------------------------------------------ requests
     def info(self):
-        layers = [{"name": "input", "kind": "image", "shape": list(INPUT_SHAPE)}]
-        layers += [{"name": s.name, "kind": s.kind, "shape": list(s.out_shape), "args": s.args} for s in LAYERS]
-        layers.append({"name": "softmax", "kind": "Softmax", "shape": [NUM_CLASSES]})
+        signed = self._signed()
+        layers = [{"name": "input", "kind": "Input", "shape": list(self.arch.input_shape), "args": {},
+                   "signed": signed["input"], "channels": ["R", "G", "B"][:self.arch.input_shape[0]]}]
+        for s in self.arch.layers:
+            entry = {"name": s.name, "kind": short_kind(s.kind), "shape": list(s.out_shape),
+                     "in_shape": list(s.in_shape), "args": s.args, "signed": signed[s.name],
+                     "params": [[k, list(shape)] for k, shape in s.params],
+                     "explained": short_kind(s.kind) in formulas.FORWARD_KINDS}
+            if len(s.out_shape) == 3:
+                rf = self.arch.receptive_field(s.name)
+                entry["receptive_field"] = list(rf.size)
+            layers.append(entry)
+        layers.append({"name": "softmax", "kind": "Softmax", "shape": [len(self.outputs)], "args": {},
+                       "signed": False, "explained": True})
         run = self._run_metrics()
-        return {"classes": self.classes, "layers": layers, "dataset": self.data.name, "n_test": len(self.data),
-                "checkpoint": self.checkpoint, "epoch": self.epoch, "backends": list(BACKEND_NAMES),
-                "has_run": bool(run["epochs"]), "normalize": self.normalize is not None}
+        return {"classes": self.classes, "outputs": self.outputs, "layers": layers, "arch": self.arch.name,
+                "logits": self.logits, "gradcam_layer": self.gradcam_layer, "dataset": self.data.name,
+                "n_test": len(self.data), "checkpoint": self.checkpoint, "epoch": self.epoch,
+                "backends": list(BACKEND_NAMES), "has_run": bool(run["epochs"]),
+                "normalize": self.normalize is not None}
+
+    def _signed(self):
+        """{layer: can its output be negative?}: the image is not (unless normalised); ReLU and
+        Sigmoid never are; pooling, dropout and flatten keep their input's sign; all else can."""
+        prev = self.normalize is not None
+        out = {"input": prev}
+        for s in self.arch.layers:
+            kind = short_kind(s.kind)
+            prev = False if kind in NONNEGATIVE else prev if kind in SAME_SIGN else True
+            out[s.name] = prev
+        return out
 
     def images(self, query):
         backend = _choice(query.get("backend", "scratch"), BACKEND_NAMES, "backend")
-        cls = query.get("cls", "")
         offset = _int(query.get("offset", 0), "offset", 0, 10**9)
         limit = _int(query.get("limit", 48), "limit", 1, 500)
         sort = _choice(query.get("sort", "index"), ("index", "confidence", "-confidence"), "sort")
         pred, conf = self.predict_all(backend)
         keep = np.ones(len(self.data), bool)
-        if cls not in ("", None):
-            keep &= self.data.y == _int(cls, "cls", 0, len(self.classes) - 1)
+        if query.get("cls", "") not in ("", None):
+            keep &= self.data.y == _int(query["cls"], "cls", 0, len(self.classes) - 1)
+        if query.get("pred", "") not in ("", None):
+            keep &= pred == _int(query["pred"], "pred", 0, len(self.outputs) - 1)
         if str(query.get("wrong", "")).lower() in ("1", "true", "yes"):
             keep &= pred != self.data.y
         idx = np.flatnonzero(keep)
@@ -208,6 +307,16 @@ class Explorer:
         return {"total": int(idx.size), "offset": offset, "items": items,
                 "accuracy": 1 - wrong / max(len(self.data), 1), "wrong": wrong}
 
+    def confusion(self, query):
+        """{"matrix": K x K counts (rows: true class, columns: predicted), "classes", "accuracy"}."""
+        backend = _choice(query.get("backend", "scratch"), BACKEND_NAMES, "backend")
+        pred, _ = self.predict_all(backend)
+        k = len(self.outputs)
+        cm = np.zeros((len(self.classes), k), np.int64)
+        np.add.at(cm, (self.data.y, pred), 1)
+        return {"backend": backend, "matrix": cm.tolist(), "classes": self.classes, "outputs": self.outputs,
+                "n": len(self.data), "accuracy": float((pred == self.data.y).mean()) if len(self.data) else 0.0}
+
     def upload(self, body):
         image = decode_upload(body)
         with self.lock:
@@ -224,55 +333,153 @@ class Explorer:
         label = None
         if key.startswith("test:"):
             label = int(self.data.y[int(key.split(":")[1])])
-        probs = mine["acts"]["softmax"]
+        probs, logits = mine["acts"]["softmax"], mine["acts"][self.logits]
+        gradcam = mine["gradcam"]
         return {"image": key, "png": png_data_uri(self.image(key)), "label": label, "backend": backend,
-                "target": mine["target"], "pred": int(probs.argmax()),
-                "logits": mine["acts"]["fc4"].tolist(), "probs": probs.tolist(),
-                "saliency": encode(mine["saliency"]), "gradcam": encode(mine["gradcam"]),
-                "diff": {"logits": _maxdiff(mine["acts"]["fc4"], other["acts"]["fc4"]),
+                "target": mine["target"], "pred": int(probs[:len(self.classes)].argmax()),
+                "logits": logits.tolist(), "probs": probs.tolist(),
+                "saliency": encode(mine["saliency"]),
+                "gradcam": None if gradcam is None else encode(gradcam), "gradcam_layer": self.gradcam_layer,
+                "diff": {"logits": _maxdiff(logits, other["acts"][self.logits]),
                          "probs": _maxdiff(probs, other["acts"]["softmax"]),
                          "saliency": _maxdiff(mine["saliency"], other["saliency"]),
-                         "gradcam": _maxdiff(mine["gradcam"], other["gradcam"])}}
+                         "gradcam": None if gradcam is None else _maxdiff(gradcam, other["gradcam"])}}
 
     def layer(self, req):
         key, backend, target = self._image_args(req)
-        layer = _choice(req.get("layer"), VIEW_LAYERS, "layer")
-        mode = _choice(req.get("mode", "forward"), ("forward", "gradient"), "mode")
-        if mode == "gradient" and layer == "softmax":
-            raise ApiError(400, "the gradients start at the chosen class's logit (fc4), before the "
-                                "softmax; pick fc4 or an earlier layer")
+        layer, mode = self._layer_mode(req)
         mine, other = self.both(key, backend, target)
-        part = "acts" if mode == "forward" else "grads"
-        a, b = mine[part][layer], other[part][layer]
+        if mode == "weight":
+            a, b = self.weight_grads(mine)[layer], self.weight_grads(other)[layer]
+        else:
+            part = "acts" if mode == "forward" else "grads"
+            a, b = mine[part][layer], other[part][layer]
         return {"layer": layer, "mode": mode, "backend": backend, "target": mine["target"],
                 **encode(a), "diff": _maxdiff(a, b)}
 
+    def _layer_mode(self, req):
+        layer = _choice(req.get("layer"), self.view_layers, "layer")
+        mode = _choice(req.get("mode", "forward"), MODES, "mode")
+        if mode == "gradient" and layer == "softmax":
+            raise ApiError(400, f"the gradients start at the chosen class's logit ({self.logits}), before "
+                                f"the softmax; pick {self.logits} or an earlier layer")
+        if mode == "weight" and (layer not in self.specs or short_kind(self.specs[layer].kind) != "Conv2d"):
+            convs = ", ".join(s.name for s in self.arch.of_kind("Conv2d")) or "none in this network"
+            raise ApiError(400, f"mode 'weight' shows the weight gradient of a Conv2d layer ({convs}), "
+                                f"not of {layer}")
+        return layer, mode
+
     def pixel(self, req):
-        """One output pixel of conv1 or conv2 written out: out = bias + sum(patch * kernel)."""
+        """One number of a layer view written out (see the module docstring)."""
         key, backend, target = self._image_args(req)
-        layer = _choice(req.get("layer"), CONV_LAYERS, "layer")
-        weight = self.state_dict[f"{layer}.weight"]
-        n_out, n_in, kh, kw = weight.shape
-        c = _int(req.get("channel"), "channel", 0, n_out - 1)
-        y = _int(req.get("y"), "y", 0, INPUT_SHAPE[1] - 1)
-        x = _int(req.get("x"), "x", 0, INPUT_SHAPE[2] - 1)
+        layer, mode = self._layer_mode(req)
         mine, other = self.both(key, backend, target)
-        inp = mine["acts"][CONV_INPUT[layer]]                      # (C, 32, 32), padding 1
-        padded = np.pad(inp, ((0, 0), (1, 1), (1, 1)))
-        inside = np.pad(np.ones(inp.shape[1:], bool), 1)[y:y + kh, x:x + kw]
-        patch = padded[:, y:y + kh, x:x + kw]
-        kernel = weight[c]
-        products = patch.astype(np.float64) * kernel
-        total = float(products.sum())
-        bias = float(self.state_dict[f"{layer}.bias"][c])
-        value = float(mine["acts"][layer][c, y, x])
-        return {"layer": layer, "input": CONV_INPUT[layer], "channel": c, "y": y, "x": x, "backend": backend,
-                "patch": patch.tolist(), "kernel": kernel.tolist(), "products": products.tolist(),
-                "inside": inside.tolist(), "sum": total, "bias": bias, "computed": total + bias,
-                "value": value, "diff": abs(value - float(other["acts"][layer][c, y, x]))}
+        if mode == "weight":
+            return self._weight_pixel(req, key, layer, mine, other)
+        part = "acts" if mode == "forward" else "grads"
+        shape = mine[part][layer].shape
+        index = _index(req.get("index"), shape, layer)
+        value, other_value = float(mine[part][layer][index]), float(other[part][layer][index])
+        out = {"layer": layer, "mode": mode, "backend": backend, "target": mine["target"], "index": list(index),
+               "value": _finite(value), "other": _finite(other_value), "diff": _finite(abs(value - other_value)),
+               "region": self._region(layer, index)}
+        if mode == "forward":
+            out.update(self._forward_formula(layer, index, mine))
+        else:
+            out.update(self._backward_formula(layer, index, mine))
+            out.update(self._three_numbers(key, layer, index, mine, other))
+        return out
+
+    def _region(self, layer, index):
+        """The input pixels an output pixel depends on, (y0, y1, x0, x1) inclusive; None for a vector."""
+        if len(index) != 3:
+            return None
+        if layer == "input":
+            return [index[1], index[1], index[2], index[2]]
+        return list(self.arch.input_region(layer, index[1], index[2]))
+
+    def _params(self, name):
+        prefix = name + "."
+        return {k[len(prefix):]: v for k, v in self.state_dict.items() if k.startswith(prefix)}
+
+    def _input_of(self, name):
+        i = self.names.index(name)
+        return "input" if i == 0 else self.names[i - 1]
+
+    def _unflat(self, name):
+        """For a Linear: the (C, H, W) its input was flattened from (through elementwise layers), or None."""
+        i = self.names.index(name) - 1
+        while i >= 0 and short_kind(self.arch.layers[i].kind) in ("Dropout", "ReLU", "LeakyReLU", "Tanh", "Sigmoid"):
+            i -= 1
+        s = self.arch.layers[i] if i >= 0 else None
+        return list(s.in_shape) if s is not None and s.kind == "Flatten" and len(s.in_shape) == 3 else None
+
+    def _forward_formula(self, layer, index, r):
+        if layer == "input":
+            c, y, x = index
+            raw = int(self.image(r["key"])[c, y, x])
+            mean, std = (None, None) if self.normalize is None else (float(self.normalize[0][c]),
+                                                                      float(self.normalize[1][c]))
+            scaled = raw / 255
+            return {"formula": "input", "kind": "Input", "raw": raw, "scaled": scaled, "mean": mean, "std": std,
+                    "computed": scaled if mean is None else (scaled - mean) / std}
+        if layer == "softmax":
+            return {"kind": "Softmax", "input": self.logits,
+                    **formulas.softmax_forward(r["acts"][self.logits], index, r["acts"]["softmax"])}
+        s, source = self.specs[layer], self._input_of(layer)
+        res = formulas.forward(short_kind(s.kind), s.args, self._params(layer), r["acts"][source],
+                               r["acts"][layer], index, self._unflat(layer) if s.kind == "Linear" else None)
+        res.pop("value", None)
+        return {"kind": short_kind(s.kind), "input": source, **res}
+
+    def _backward_formula(self, layer, index, r):
+        if layer == self.logits:
+            return {"next": None, **formulas.score(r["target"], index, len(self.outputs))}
+        i = 0 if layer == "input" else self.names.index(layer) + 1
+        s = self.arch.layers[i]
+        res = formulas.backward(short_kind(s.kind), s.args, self._params(s.name), r["acts"][layer],
+                                r["acts"][s.name], r["grads"][s.name], index,
+                                self._unflat(s.name) if s.kind == "Linear" else None)
+        return {"next": {"name": s.name, "kind": short_kind(s.kind)}, **res}
+
+    def _three_numbers(self, key, layer, index, mine, other, weight=False):
+        """The scratch backend's value, torch's, and a float64 central difference, with their differences."""
+        by = {mine["backend"]: mine, other["backend"]: other}
+        if weight:
+            values = {b: float(self.weight_grads(by[b])[layer][index]) for b in BACKEND_NAMES}
+        else:
+            values = {b: float(by[b]["grads"][layer][index]) for b in BACKEND_NAMES}
+        x = self.float_image(key)[0]
+        with self.lock, self._one_thread():
+            net = self.float64()
+            fd = (net.weight_gradient(x, layer, "weight", index, mine["target"]) if weight
+                  else net.activation_gradient(x, layer, index, mine["target"]))
+        s, t, f = values["scratch"], values["torch"], fd["value"]
+        return {"scratch": _finite(s), "torch": _finite(t), "finite_difference": _finite(f), "step": fd["step"],
+                "kink": fd["kink"], "slopes": [_finite(fd["left"]), _finite(fd["right"])],
+                "differences": {"scratch_torch": _finite(abs(s - t)), "scratch_fd": _finite(abs(s - f)),
+                                "torch_fd": _finite(abs(t - f))}}
+
+    def _weight_pixel(self, req, key, layer, mine, other):
+        s = self.specs[layer]
+        shape = self.weight_grads(mine)[layer].shape
+        index = _index(req.get("index"), shape, f"{layer}.weight")
+        value = float(self.weight_grads(mine)[layer][index])
+        other_value = float(self.weight_grads(other)[layer][index])
+        res = formulas.weight_gradient(s.args, mine["acts"][self._input_of(layer)], mine["grads"][layer], index)
+        for k in ("upstream", "input", "products"):
+            res[k] = encode(res[k])
+        return {"layer": layer, "mode": "weight", "backend": mine["backend"], "target": mine["target"],
+                "index": list(index), "kind": "Conv2d", "input_layer": self._input_of(layer),
+                "value": _finite(value), "other": _finite(other_value), "diff": _finite(abs(value - other_value)),
+                "region": None, **res, **self._three_numbers(key, layer, index, mine, other, weight=True)}
 
     def filters(self):
-        return {"conv1": encode(self.state_dict["conv1.weight"]), "conv2": encode(self.state_dict["conv2.weight"])}
+        """Every Conv2d's weights, in forward order; ``reads_image``: it is the first layer (its
+        input channels are the image's R, G, B)."""
+        return {"layers": [{"name": s.name, "in_shape": list(s.in_shape), "reads_image": i == 0,
+                            "weight": encode(self.state_dict[f"{s.name}.weight"])}
+                           for i, s in enumerate(self.arch.layers) if s.kind == "Conv2d"]}
 
     def run(self):
         return self._run_metrics()
@@ -300,13 +507,27 @@ class Explorer:
         backend = _choice(req.get("backend", "scratch"), BACKEND_NAMES, "backend")
         target = req.get("class")
         if target is not None:
-            target = _int(target, "class", 0, len(self.classes) - 1)
+            target = _int(target, "class", 0, len(self.outputs) - 1)
         return key, backend, target
+
+
+def _finite(v):
+    v = float(v)
+    return v if math.isfinite(v) else None
 
 
 def _maxdiff(a, b):
     d = float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
     return d if math.isfinite(d) else None
+
+
+def _index(value, shape, what):
+    """A list of whole numbers, one per axis of ``shape``, each in range -> a tuple."""
+    dims = "(channel, y, x)" if len(shape) == 3 else "(unit)" if len(shape) == 1 else f"of {len(shape)} numbers"
+    if not isinstance(value, list) or len(value) != len(shape):
+        raise ApiError(400, f"index must be a list {dims} for {what}, whose shape is "
+                            f"{'x'.join(map(str, shape))}; got {json.dumps(value)[:40]}")
+    return tuple(_int(v, f"index[{k}]", 0, n - 1) for k, (v, n) in enumerate(zip(value, shape)))
 
 
 def _choice(value, allowed, what):
@@ -326,4 +547,3 @@ def _int(value, what, lo, hi):
     if not lo <= v <= hi:
         raise ApiError(400, f"{what} {v} is out of range {lo}..{hi}")
     return v
-

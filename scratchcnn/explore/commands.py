@@ -6,7 +6,7 @@ raises ``UserError`` (one line: what was wrong, what to do). Only the argparse
 side is imported when the parser is built; the model, the data and the server
 load when the command runs.
 """
-from scratchcnn.arguments import HelpFormatter, add_dataset_options
+from scratchcnn.arguments import HelpFormatter, add_checkpoint_arch_options, add_dataset_options
 from scratchcnn.errors import UserError
 
 
@@ -16,10 +16,12 @@ def register(sub):
                        help="a local web page to explore the network on your checkpoint",
                        description="Start a web server (127.0.0.1 by default) with a page that works offline: "
                                    "browse the test set, see every layer's activations and gradients, "
-                                   "saliency and Grad-CAM, a convolution written out for one output pixel, "
-                                   "the filters and the run's training curves, through either backend.")
+                                   "saliency and Grad-CAM, any number of any layer written out (forward, and "
+                                   "backward beside torch and a finite difference), the filters, the "
+                                   "confusion matrix and the run's training curves, through either backend.")
     p.add_argument("--checkpoint", required=True,
                    help="runs/NAME/checkpoint.pth, model.pth, or a state_dict saved by the tutorial")
+    add_checkpoint_arch_options(p)
     add_dataset_options(p, dataset_default_help="default: the checkpoint's dataset; cifar10 for a "
                                                 "bare state_dict",
                         data_dir_default_help="default: the checkpoint's, for its dataset; else data")
@@ -42,9 +44,10 @@ def cmd_explore(args):
 
     if not 0 <= args.port <= 65535:                 # before the slow part
         raise UserError(f"--port {args.port} is out of range 0..65535 (0: any free port)")
-    cfg = load_checkpoint(args.checkpoint)["config"]
+    cfg = load_checkpoint(args.checkpoint, arch=args.arch, allow_custom=args.allow_custom_layers)["config"]
     data = dataset_split(cfg, args.dataset, args.data_dir, "test")
-    explorer = Explorer(args.checkpoint, data, list(cfg.get("classes") or data.classes or CIFAR10_CLASSES))
+    explorer = Explorer(args.checkpoint, data, list(cfg.get("classes") or data.classes or CIFAR10_CLASSES),
+                        arch=args.arch, allow_custom=args.allow_custom_layers)
     if args.measure:
         print(measure(explorer))
         return 0

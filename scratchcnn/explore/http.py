@@ -2,8 +2,9 @@
 
 The server is the standard library's ``http.server.ThreadingHTTPServer``: no
 dependency, nothing to configure, and enough for one learner on localhost. The
-page (``static/``: index.html, app.js, style.css) is plain HTML, CSS and
-JavaScript, with no CDN and no build step; it draws every map on a <canvas>.
+page (``static/``: index.html, style.css and the ES modules of ``static/js/``,
+:data:`JS_MODULES`, one per view) is plain HTML, CSS and JavaScript, with no CDN
+and no build step; it draws every map on a <canvas>.
 
 The routes (:data:`ROUTES`), each answered by one method of
 ``scratchcnn.explore.analysis.Explorer``:
@@ -13,12 +14,16 @@ The routes (:data:`ROUTES`), each answered by one method of
                                          a page of the test set: thumbnails, label, prediction
     POST /api/upload   (the image file as the body, Content-Type image/* or
                        application/octet-stream)     -> {"image": "upload:N"}
+    GET  /api/confusion?backend=         the test split's confusion matrix
     POST /api/analyze  {image, backend, class}       logits, probabilities, saliency, Grad-CAM
-    POST /api/layer    {image, backend, class, layer, mode: "forward" | "gradient"}
-                                         every channel of one layer's output or ds/d(output)
-    POST /api/pixel    {image, backend, layer: conv1 | conv2, channel, y, x}
-                                         one output pixel of a convolution, written out
-    GET  /api/filters                    conv1's and conv2's weights
+    POST /api/layer    {image, backend, class, layer, mode: "forward" | "gradient" | "weight"}
+                                         every channel of one layer's output, ds/d(output),
+                                         or ds/d(a Conv2d's weight)
+    POST /api/pixel    {image, backend, class, layer, mode, index}
+                                         one number of that view written out: how the layer
+                                         computed it (forward), or how the layer above sent
+                                         it back, with scratch, torch and a finite difference
+    GET  /api/filters                    every Conv2d layer's weights
     GET  /api/run                        metrics.json of the run folder (curves, layer statistics)
 
 The JSON bodies are sent as Content-Type: application/json. HEAD answers like GET
@@ -55,20 +60,23 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from scratchcnn.errors import UserError
-from scratchcnn.explore.analysis import BACKEND_NAMES
 from scratchcnn.explore.errors import ApiError
 from scratchcnn.explore.uploads import MAX_UPLOAD_BYTES
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+# The page's ES modules (static/js/), one per view; index.html loads main.js, which imports the rest.
+JS_MODULES = ("main.js", "store.js", "api.js", "util.js", "grid.js", "network.js", "summary.js", "maps.js",
+              "formula.js", "filters.js", "run.js")
 STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
                 "/index.html": ("index.html", "text/html; charset=utf-8"),
-                "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
-                "/static/style.css": ("style.css", "text/css; charset=utf-8")}
+                "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+                **{f"/static/js/{m}": (f"js/{m}", "text/javascript; charset=utf-8") for m in JS_MODULES}}
 # path -> (method, the Explorer method answering it, what it is given: nothing, the
 # query string, the uploaded image's bytes or the JSON body)
 ROUTES = {"/api/info": ("GET", "info", None),
           "/api/images": ("GET", "images", "query"),
           "/api/filters": ("GET", "filters", None),
+          "/api/confusion": ("GET", "confusion", "query"),
           "/api/run": ("GET", "run", None),
           "/api/upload": ("POST", "upload", "image"),
           "/api/analyze": ("POST", "analyze", "json"),
@@ -384,9 +392,7 @@ def serve(explorer, host="127.0.0.1", port=8000):
               f"{server.server_address[1]} can use the page and upload images to it.", flush=True)
     print(f"loading: both backends' predictions for the {len(explorer.data)} {explorer.data.name} "
           f"test images ...", flush=True)
-    for name in BACKEND_NAMES:                                 # so the grid never waits for them
-        explorer.predict_all(name)
-    explorer.compute("test:0", "scratch", None)               # loads the numba kernels
+    explorer.warm()
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     print(f"scratchcnn explore: http://{shown}:{server.server_address[1]}/  (Ctrl-C to stop)", flush=True)
     try:

@@ -3,6 +3,12 @@
     measure(explorer, repeats=5)   time every request the page makes through
                                    ``http.dispatch`` (JSON included, no network);
                                    returns a printable table
+
+Each view's interactions are timed as the page makes them: choosing an image (both
+backends' forward and backward), opening a layer or switching mode (cached results),
+clicking a number of any layer (``/api/pixel``: forward for one layer of each kind,
+backward through each kind, with its finite difference, and a weight gradient) on an
+image whose maps are already on screen, the confusion matrix, the filters, the run.
 """
 import io
 import json
@@ -10,25 +16,27 @@ import time
 
 import numpy as np
 
+from scratchcnn.explore.analysis import short_kind
 from scratchcnn.explore.http import dispatch
 
 
 def measure(explorer, repeats=5):
     """Time every kind of request the page makes, server-side (``http.dispatch``, JSON
     included, no network), with warm caches of numba kernels but cold per-image results:
-    each timed request uses an image not asked for before. Returns a printable table."""
-    explorer.predict_all("scratch")
-    explorer.predict_all("torch")
-    explorer.compute("test:0", "scratch", None)
-    explorer.compute("test:0", "torch", None)
+    each timed request uses an image not asked for before (a click on a number: an image
+    whose maps are on screen, its finite differences not yet run). Returns a printable table."""
+    explorer.warm()
     n = len(explorer.data)
+    arch = explorer.arch
     rows = []
+    fresh = iter(range(1, 10**9))                    # images not asked for yet
 
-    def timed(label, fn):
+    def timed(label, fn, prepare=None):
         times = []
         for r in range(repeats):
+            args = prepare(r) if prepare else r
             t = time.perf_counter()
-            status, _, body = fn(r)
+            status, _, body = fn(args)
             times.append(1000 * (time.perf_counter() - t))
             if status != 200:
                 raise RuntimeError(f"{label}: status {status}: {body[:200]!r}")
@@ -37,22 +45,65 @@ def measure(explorer, repeats=5):
     def post(path, **req):
         return dispatch(explorer, "POST", path, json.dumps(req).encode())
 
+    def new_image(r=None):
+        return f"test:{next(fresh) % n}"
+
+    def on_screen(r=None):
+        """An image analysed already (its maps are on screen), as when a number is clicked."""
+        image = new_image()
+        post("/api/analyze", image=image)
+        return image
+
     timed("GET /api/images (48 thumbnails, new page)",
           lambda r: dispatch(explorer, "GET", f"/api/images?offset={48 * (r + 1)}&limit=48"))
     timed("GET /api/images (misclassified, by confidence)",
           lambda r: dispatch(explorer, "GET", f"/api/images?wrong=1&sort=-confidence&offset={r}"))
     timed("POST /api/analyze (new image: both backends' forward+backward)",
-          lambda r: post("/api/analyze", image=f"test:{(r + 1) % n}", backend="scratch"))
-    timed("POST /api/analyze (new class for the same image)",
-          lambda r: post("/api/analyze", image=f"test:{(r + 1) % n}", backend="scratch", **{"class": r}))
-    timed("POST /api/layer conv1 forward",
-          lambda r: post("/api/layer", image=f"test:{(r + 1) % n}", layer="conv1", mode="forward"))
-    timed("POST /api/layer conv2 gradient",
-          lambda r: post("/api/layer", image=f"test:{(r + 1) % n}", layer="conv2", mode="gradient"))
-    timed("POST /api/pixel conv2 (288 products)",
-          lambda r: post("/api/pixel", image=f"test:{(r + 1) % n}", layer="conv2", channel=r, y=5, x=r))
-    timed("POST /api/layer, backend switched to torch",
-          lambda r: post("/api/layer", image=f"test:{(r + 1) % n}", backend="torch", layer="act2"))
+          lambda image: post("/api/analyze", image=image, backend="scratch"), new_image)
+    timed("POST /api/analyze (another class for the same image)",
+          lambda r: post("/api/analyze", image="test:0", backend="scratch", **{"class": r % len(explorer.outputs)}))
+    first = arch.layers[0].name
+    timed(f"POST /api/layer {first} forward (image on screen)",
+          lambda image: post("/api/layer", image=image, layer=first, mode="forward"), on_screen)
+    timed(f"POST /api/layer {explorer.logits} gradient, backend switched to torch",
+          lambda image: post("/api/layer", image=image, backend="torch", layer=explorer.logits, mode="gradient"),
+          on_screen)
+    convs = arch.of_kind("Conv2d")
+    if convs:
+        last = convs[-1].name
+        timed(f"POST /api/layer {last} weight gradient (torch's by autograd)",
+              lambda image: post("/api/layer", image=image, layer=last, mode="weight"), on_screen)
+
+    # A click on a number: forward, one layer of each kind.
+    middle = lambda shape: [d // 2 for d in shape]          # noqa: E731
+    by_kind = {}
+    for s in arch.layers:
+        by_kind.setdefault(short_kind(s.kind), s)
+    for kind, s in by_kind.items():
+        timed(f"POST /api/pixel forward {kind} ({s.name})",
+              lambda image, s=s: post("/api/pixel", image=image, layer=s.name, mode="forward",
+                                      index=middle(s.out_shape)), on_screen)
+    timed("POST /api/pixel forward Softmax",
+          lambda image: post("/api/pixel", image=image, layer="softmax", index=[0]), on_screen)
+    # Backward: the gradient of a layer's output, sent back through each kind of layer above it,
+    # with its three numbers (the finite difference runs the float64 network twice).
+    above = {}
+    for i, s in enumerate(arch.layers):
+        above.setdefault(short_kind(s.kind), arch.layers[i - 1].name if i else "input")
+    for kind, name in above.items():
+        shape = arch.output_shape(name)
+        timed(f"POST /api/pixel gradient through {kind} ({name}), with its finite difference",
+              lambda image, name=name, shape=shape: post("/api/pixel", image=image, layer=name, mode="gradient",
+                                                         index=middle(shape)), on_screen)
+    timed(f"POST /api/pixel gradient of the logit ({explorer.logits})",
+          lambda image: post("/api/pixel", image=image, layer=explorer.logits, mode="gradient", index=[0]), on_screen)
+    for s in convs[:1] + convs[-1:] if len(convs) > 1 else convs:
+        shape = explorer.state_dict[f"{s.name}.weight"].shape
+        timed(f"POST /api/pixel weight gradient {s.name}, with its finite difference",
+              lambda image, s=s, shape=shape: post("/api/pixel", image=image, layer=s.name, mode="weight",
+                                                   index=middle(shape)), on_screen)
+
+    timed("GET /api/confusion", lambda r: dispatch(explorer, "GET", f"/api/confusion?backend={('scratch', 'torch')[r % 2]}"))
     timed("GET /api/filters", lambda r: dispatch(explorer, "GET", "/api/filters"))
     timed("GET /api/run", lambda r: dispatch(explorer, "GET", "/api/run"))
     timed("GET / (the page)", lambda r: dispatch(explorer, "GET", "/"))

@@ -83,8 +83,8 @@ def _decode(data):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ApiError(413, "Pillow's decompression-bomb guard refused the image (too many pixels); "
                             "upload a smaller picture") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
-        raise ApiError(400, f"the upload is not an image Pillow can read ({type(e).__name__}); "
-                            f"upload a PNG or JPEG") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        raise ApiError(400, "the upload is not an image that can be read (a whole PNG, JPEG, GIF, BMP "
+                            "or WebP file); upload a PNG or JPEG") from None
     return arr.transpose(2, 0, 1).copy()
 
