@@ -77,6 +77,12 @@ def _add_train(sub):
     p.add_argument("--layer-stats", action="store_true", default=None,
                    help="each epoch, record per-layer activation/gradient statistics, dead ReLU "
                         "units and update/weight ratios on a probe batch (metrics.json, layer_stats.png)")
+    p.add_argument("--snapshots", type=nonnegative_int, default=None, metavar="K",
+                   help="keep the weights K times per epoch (evenly spaced steps, the last at the epoch's "
+                        "end) in RUN/snapshots/ with an index.json, to watch the network change during "
+                        "training (scratchcnn.study.snapshots). Each costs 4 bytes per parameter: 4.2 M "
+                        "floats = 16.8 MB per snapshot for the tutorial's network. At most one per step "
+                        "and 2,000 in a run (default: 0, none)")
     p.add_argument("--no-fused", dest="fused", action="store_false", default=None,
                    help="scratch backend: train through the readable layer-by-layer path instead "
                         "of the fused fast path (same results to float rounding, several times slower; "
@@ -105,7 +111,8 @@ def _fresh_run_dir(backend, dataset):
 # Settings that change the result, so --resume refuses to change them.
 FIXED_ON_RESUME = ("arch", "backend", "dataset", "batch_size", "lr", "momentum", "seed", "train_size",
                    "test_size", "normalize", "recipe", "augment", "weight_decay", "lr_schedule",
-                   "schedule_per", "warmup_epochs", "warmup_factor", "lr_step", "lr_gamma", "lr_min")
+                   "schedule_per", "warmup_epochs", "warmup_factor", "lr_step", "lr_gamma", "lr_min",
+                   "snapshots")
 
 
 def _cmd_train(args):

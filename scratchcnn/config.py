@@ -11,6 +11,10 @@ from scratchcnn.data import check_sizes
 from scratchcnn.errors import UserError
 from scratchcnn.schedules import Schedule, check_schedule
 
+# The most snapshots (train --snapshots K: K per epoch) a run may keep; 2,000 of the
+# tutorial's network take 34 GB.
+MAX_SNAPSHOTS = 2000
+
 # What each --recipe changes from TrainConfig's defaults (which are the tutorial's).
 # The README's "Past 70%" section gives the reasoning for "improved".
 RECIPES = {
@@ -49,6 +53,7 @@ class TrainConfig:
     lr_step: int = 10            # step schedule: multiply the lr by lr_gamma every lr_step epochs
     lr_gamma: float = 0.1
     lr_min: float = 0.0          # cosine schedule: the lr it ends at
+    snapshots: int = 0           # weights kept this many times per epoch (scratchcnn.study.snapshots)
 
     def schedule(self, steps_per_epoch=1):
         """The :class:`scratchcnn.schedules.Schedule` these settings describe."""
@@ -73,6 +78,12 @@ class TrainConfig:
             raise UserError(f"--seed must be 0 or more (got {self.seed})")
         if self.recipe not in RECIPES:
             raise UserError(f"--recipe must be one of {', '.join(RECIPES)} (got {self.recipe!r})")
+        if self.snapshots < 0:
+            raise UserError(f"--snapshots must be 0 (none) or a number per epoch (got {self.snapshots})")
+        if self.snapshots * self.epochs > MAX_SNAPSHOTS:
+            raise UserError(f"--snapshots {self.snapshots} for {self.epochs} epochs keeps "
+                            f"{self.snapshots * self.epochs} snapshots, more than {MAX_SNAPSHOTS:,}; use at "
+                            f"most {max(MAX_SNAPSHOTS // self.epochs, 1)} per epoch")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise UserError(f"--weight-decay must be 0 or a positive number (got {self.weight_decay})")
         problems = check_schedule(self.schedule())
@@ -82,6 +93,10 @@ class TrainConfig:
         if n_train is not None and self.batch_size > n_train:
             raise UserError(f"--batch-size {self.batch_size} is larger than the training set "
                             f"({n_train} images); use a smaller --batch-size")
+        steps = -(-n_train // self.batch_size) if n_train is not None else None
+        if steps is not None and self.snapshots > steps:
+            raise UserError(f"--snapshots {self.snapshots} is more than the {steps} steps of an epoch; "
+                            f"use at most {steps} (one per step)")
 
     @classmethod
     def from_dict(cls, d, source="the settings"):

@@ -120,6 +120,7 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
     schedule = cfg.schedule(steps)
     config = {**asdict(cfg), "arch_spec": arch.to_json(), "normalize_stats": normalize,
               "classes": list(train_set.classes)}
+    snaps = _snapshot_writer(cfg, out, state, steps, len(train_set), arch, config, log)
     if cfg.layer_stats:             # one fixed probe batch: the first, unshuffled
         from scratchcnn.study.layer_stats import format_layer_stats, probe_layer_stats
         probe_x, probe_y = next(iterate_batches(train_set, cfg.batch_size, normalize=normalize))
@@ -144,6 +145,8 @@ def train(cfg, out, *, resume_from=None, overwrite=False, progress=True, log=pri
                 loss_sum += loss * len(y)
                 correct += n_right
                 seen += len(y)
+                if snaps is not None:
+                    snaps.after_step(backend, epoch, step)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
                                 refresh=False)
@@ -205,6 +208,26 @@ def check_layers_against_torch(arch, x, y, state_dict, log=print, n=8):
                     f"torch.nn.{bad.twin}: its {parity.quantity_name(what, params)} is off by "
                     f"{bad.errors[what]:.1e} (tolerance {parity.CHECK_LAYERS_TOL:g}, float64); training "
                     f"stopped{hint}")
+
+
+def _snapshot_writer(cfg, out, state, steps, n_train, arch, config, log):
+    """``--snapshots K`` (checked by ``cfg.validate``): say what it costs on disk and return the
+    writer that keeps the weights K times per epoch; None without it. A new run in a folder that
+    holds an earlier run's snapshots gets a writer too, which drops them."""
+    from scratchcnn.study import snapshots
+
+    if not cfg.snapshots and (state is not None or not os.path.isdir(os.path.join(out, snapshots.FOLDER))):
+        return None
+    if cfg.snapshots:
+        at = snapshots.snapshot_steps(steps, cfg.snapshots)
+        total = cfg.snapshots * cfg.epochs * snapshots.snapshot_cost(arch)[1]
+        log(f"snapshots: {cfg.snapshots} per epoch, after step{'s' if len(at) > 1 else ''} "
+            f"{', '.join(map(str, at[:6]))}{', ...' if len(at) > 6 else ''} of {steps}; "
+            f"{snapshots.describe_cost(arch)}, {snapshots.format_bytes(total)} for {cfg.epochs} epochs "
+            f"in {os.path.join(out, snapshots.FOLDER)}")
+    return snapshots.SnapshotWriter(out, cfg.snapshots, steps_per_epoch=steps, batch_size=cfg.batch_size,
+                                    n_train=n_train, start_epoch=state["epoch"] if state else 0, arch=arch,
+                                    config=config, log=log)
 
 
 def _describe_schedule(cfg):
