@@ -18,9 +18,13 @@ CONFIG is a base name and options joined by '+':
                          timed separately and reported as ``compile_s``
     +malloc              torch: glibc's allocator told to keep freed memory (the parent sets
                          ``_common.MALLOC_ENV`` before the process starts, when glibc reads it)
+    +arch=NAME           the network: a preset of ``scratchcnn.architecture.PRESETS`` (default
+                         tutorial). "scratch" runs the fused fast path where it supports the
+                         network and the layer path otherwise, as ``scratchcnn train`` does;
+                         ``info`` says which ran ("path")
 
 Thread counts are pinned by the parent's environment and again here.
-Commands: info, steps, profile, layers, predict, peak, bandwidth, memory,
+Commands: info, steps, profile, layer_profile, layers, predict, peak, bandwidth, memory,
 quit. Each reply is one JSON line on stdout; everything else goes to stderr.
 """
 import json
@@ -35,7 +39,8 @@ from benchmarks._workload import batch
 
 CONFIG, THREADS = sys.argv[1], int(sys.argv[2])
 BASE, *_opts = CONFIG.split("+")
-OPTIONS = set(_opts)
+ARCH = next((o.split("=", 1)[1] for o in _opts if o.startswith("arch=")), "tutorial")
+OPTIONS = {o for o in _opts if not o.startswith("arch=")}
 BASES = ("scratch", "scratch-layers", "scratch-reference", "torch", "torch-cuda", "machine")
 TORCH_OPTIONS = {"nodrop", "channels_last", "fused_sgd", "compile", "malloc"}
 _real_stdout = sys.stdout
@@ -50,21 +55,25 @@ def reply(obj):
 class Scratch:
     """scratchcnn's model and SGD; ``mode`` is 'fused', 'layers' or 'reference'."""
 
-    def __init__(self, mode, dropout=True):
+    def __init__(self, mode, dropout=True, arch="tutorial"):
         import numba
         from scratchcnn import fused, ops
+        from scratchcnn.backends import warm_layer_path
         from scratchcnn.layers import SoftmaxCrossEntropy
-        from scratchcnn.model import CIFAR10Model
+        from scratchcnn.model import Network
         from scratchcnn.optim import SGD
         numba.set_num_threads(THREADS)
+        self.model = Network(arch, rng=0).train()
+        if mode == "fused" and fused.unsupported_reason(self.model) is not None:
+            mode = "layers"                   # as scratchcnn train does: the layer path, knowingly
         t = time.perf_counter()
-        fused.warmup(verbose=False)
+        fused.warmup(verbose=False) if mode == "fused" else warm_layer_path(arch, verbose=False)
         self.warmup_s = time.perf_counter() - t
         ops.use_reference(mode == "reference")
         self.fused, self.mode = fused, mode
-        self.model = CIFAR10Model(rng=0).train()
         if not dropout:
-            self.model.drop1.p = self.model.drop3.p = 0.0
+            for _, layer in self.model.dropouts():
+                layer.p = 0.0
         self.opt = SGD(self.model.parameters(), lr=0.001, momentum=0.9)
         self.crit = SoftmaxCrossEntropy()
 
@@ -90,16 +99,17 @@ class Scratch:
 class Torch:
     """The tutorial's model, CrossEntropyLoss and SGD, with the options of CONFIG."""
 
-    def __init__(self, device="cpu", options=()):
+    def __init__(self, device="cpu", options=(), arch="tutorial"):
         import torch
-        from torch_reference.model import CIFAR10Model
+        from torch_reference.model import TorchNetwork
         torch.set_num_threads(THREADS)
         torch.manual_seed(0)
         self.torch, self.device = torch, device
-        self.model = CIFAR10Model().to(device).train()
+        self.model = TorchNetwork(arch).to(device).train()
         if "nodrop" in options:
-            self.model.drop1 = torch.nn.Identity()
-            self.model.drop3 = torch.nn.Identity()
+            for name, layer in list(self.model.named_children()):
+                if isinstance(layer, torch.nn.Dropout):
+                    setattr(self.model, name, torch.nn.Identity())
         self.memory_format = torch.channels_last if "channels_last" in options else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.001, momentum=0.9,
@@ -137,20 +147,23 @@ class Torch:
 
 
 def make():
+    from scratchcnn.architecture import PRESETS
     unknown = OPTIONS - TORCH_OPTIONS
     if BASE not in BASES or unknown or (BASE.startswith("scratch") and OPTIONS - {"nodrop"}):
         raise SystemExit(f"unknown configuration {CONFIG!r}")
+    if ARCH not in PRESETS:
+        raise SystemExit(f"unknown network {ARCH!r} in {CONFIG!r}: choose one of {', '.join(PRESETS)}")
     if "malloc" in OPTIONS and "MALLOC_TRIM_THRESHOLD_" not in os.environ:
         raise SystemExit(f"{CONFIG!r} needs glibc's MALLOC_* variables set before the process starts "
                          f"(benchmarks._common.Worker does it)")
     if BASE.startswith("scratch"):
         mode = {"scratch": "fused", "scratch-layers": "layers", "scratch-reference": "reference"}[BASE]
-        return Scratch(mode, dropout="nodrop" not in OPTIONS)
+        return Scratch(mode, dropout="nodrop" not in OPTIONS, arch=ARCH)
     if BASE == "machine":
         import numba
         numba.set_num_threads(THREADS)
         return None
-    return Torch(device="cuda" if BASE == "torch-cuda" else "cpu", options=OPTIONS)
+    return Torch(device="cuda" if BASE == "torch-cuda" else "cpu", options=OPTIONS, arch=ARCH)
 
 
 def info(fw):
@@ -169,7 +182,7 @@ def info(fw):
                             "MKL" if torch.backends.mkl.is_available() else "no MKL"))
         if BASE == "torch-cuda":
             versions["cuda_device"] = torch.cuda.get_device_name(0)
-    out = {"config": CONFIG, "threads": THREADS, "versions": versions, "threadpools": threadpool_info(),
+    out = {"config": CONFIG, "threads": THREADS, "arch": ARCH, "path": getattr(fw, "mode", None), "versions": versions, "threadpools": threadpool_info(),
            "warmup_s": getattr(fw, "warmup_s", 0.0), "maxrss_mib_after_setup": maxrss_mib()}
     if getattr(fw, "compile_s", None) is not None:
         out["compile_s"] = fw.compile_s
@@ -229,6 +242,31 @@ def fused_profile(fw, n_steps, batch_size):
     return {k: float(np.median(v)) for k, v in per.items()}
 
 
+def layer_profile(fw, n_steps, batch_size):
+    """Median seconds of each layer's forward and backward, and of the SGD step, on the layer path
+    (any network): {"conv1 forward": s, "conv1 backward": s, ..., "sgd": s}."""
+    from scratchcnn.layer_base import REGISTRY
+    x, y = batch(batch_size)
+    model, per = fw.model.train(), {}
+    for _ in range(n_steps):
+        a = x
+        for name, layer in model.layers:
+            t = time.perf_counter()
+            a = layer.forward(a)
+            per.setdefault(f"{name} forward", []).append(time.perf_counter() - t)
+        fw.crit.forward(a, y)
+        g = fw.crit.backward()
+        for i, (name, layer) in enumerate(reversed(model.layers)):
+            t = time.perf_counter()
+            first_conv = i == len(model.layers) - 1 and isinstance(layer, REGISTRY["Conv2d"])
+            g = layer.backward(g, input_grad=False) if first_conv else layer.backward(g)   # as Network.backward
+            per.setdefault(f"{name} backward", []).append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fw.opt.step()
+        per.setdefault("sgd", []).append(time.perf_counter() - t)
+    return {k: float(np.median(v)) for k, v in per.items()}
+
+
 def _proc_status_kib(field):
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):
@@ -285,6 +323,8 @@ def main():
                 reply({"times": timed_predict(fw, msg["n"], msg["batch"], msg.get("mode", "no_grad"))})
             elif cmd == "profile":
                 reply({"stages": fused_profile(fw, msg["n"], msg["batch"])})
+            elif cmd == "layer_profile":
+                reply({"stages": layer_profile(fw, msg["n"], msg["batch"])})
             elif cmd == "layers":
                 from benchmarks._layer_ops import time_layers
                 reply({"layers": time_layers(BASE, fw, msg["n"], msg["batch"])})

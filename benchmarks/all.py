@@ -2,8 +2,9 @@
 
     python -m benchmarks.all [--force] [--quick] [--out DIR] [--data-dir DIR]
 
-Order: step, ladder, inference, layers, scaling, memory, epoch (on ``--data-dir``
-when given, e.g. CIFAR-10 as JPEG folders, else on the built-in dataset); then
+Order: step, presets (every preset network's step), ladder, inference, layers,
+scaling, memory, epoch and epoch --arch vgg (on ``--data-dir`` when given, e.g.
+CIFAR-10 as JPEG folders, else on the built-in dataset); then
 ``python -m benchmarks.readme --write`` (only when the results went to
 benchmarks/results, the folder the README is generated from).
 """
@@ -12,7 +13,7 @@ import sys
 
 from benchmarks import _common as C
 
-BENCHMARKS = ("step", "ladder", "inference", "layers", "scaling", "memory", "epoch")
+BENCHMARKS = ("step", "presets", "ladder", "inference", "layers", "scaling", "memory", "epoch", "epoch --arch vgg")
 
 
 def main():
@@ -24,8 +25,9 @@ def main():
     failed = []
     for name in BENCHMARKS:
         print(f"\n=== benchmarks.{name} ===", flush=True)
-        extra = ["--data-dir", args.data_dir] if name == "epoch" and args.data_dir else []
-        rc = subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *flags, *extra])
+        module, *options = name.split()
+        extra = ["--data-dir", args.data_dir] if module == "epoch" and args.data_dir else []
+        rc = subprocess.call([sys.executable, "-m", f"benchmarks.{module}", *options, *flags, *extra])
         if rc:
             failed.append(f"{name} (exit {rc})")
     if failed:

@@ -1,6 +1,7 @@
 """End to end: one epoch of ``scratchcnn train`` per backend, data pipeline and evaluation included.
 
     python -m benchmarks.epoch [--force] [--quick] [--rounds 3] [--data-dir DIR] [--recipe tutorial]
+                               [--arch tutorial]
 
 The step benchmark times the step alone. This one times what a user waits
 for: each round runs ``python -m scratchcnn train --epochs 1`` once per
@@ -19,7 +20,10 @@ Data: without ``--data-dir``, the built-in synthetic dataset drawn at
 CIFAR-10's sizes (50,000 train / 10,000 test images of 3x32x32), which costs
 the same per image as CIFAR-10 and needs no download; with ``--data-dir DIR``,
 ``--dataset folder`` on DIR (for example CIFAR-10 as JPEG folders, see the
-README). Before the first timed round one short untimed run per backend loads
+README). ``--arch`` picks the network (a preset; default the tutorial's): results
+go to ``epoch.md/.json/.png`` for the tutorial's network and to
+``epoch-<arch>.*`` for any other (``benchmarks.all`` also runs ``--arch vgg``,
+the strong preset). Before the first timed round one short untimed run per backend loads
 numba's kernels into the cache and, for a folder, builds its decoded cache.
 """
 import json
@@ -44,7 +48,8 @@ def train_command(backend, out, args, sizes=None):
     data = (["--dataset", "folder", "--data-dir", str(args.data_dir)] if args.data_dir
             else ["--dataset", "synthetic"])
     cmd = [sys.executable, "-m", "scratchcnn", "train", "--backend", backend, *data, "--recipe", args.recipe,
-           "--epochs", "1", "--seed", str(args.train_seed), "--out", str(out), "--overwrite", "--no-progress"]
+           "--arch", args.arch, "--epochs", "1", "--seed", str(args.train_seed), "--out", str(out),
+           "--overwrite", "--no-progress"]
     for split, n in sizes.items():
         cmd += [f"--{split}-size", str(n)]
     return cmd
@@ -89,12 +94,16 @@ def main():
                    help="an ImageFolder-layout folder (DIR/train, DIR/test); default: the built-in synthetic dataset "
                         "at CIFAR-10's sizes")
     p.add_argument("--recipe", choices=("tutorial", "improved"), default="tutorial")
+    p.add_argument("--arch", default="tutorial", help="the network, a preset name (default: tutorial)")
     p.add_argument("--train-seed", type=int, default=0, help="the --seed of every training run")
     p.add_argument("--seed", type=int, default=None, help="seed of the round order and of the bootstrap")
     args = p.parse_args()
     if args.data_dir is not None and not (args.data_dir / "train").is_dir():
         sys.exit(f"error: {args.data_dir} has no train/ folder; pass a folder in ImageFolder layout "
                  f"(DIR/train/<class>/..., DIR/test/<class>/...) or leave out --data-dir")
+    from scratchcnn.architecture import PRESETS
+    if args.arch not in PRESETS:
+        p.error(f"unknown preset {args.arch!r}: choose one of {', '.join(PRESETS)}")
     quiet = C.check_quiet(args.force)
     rounds = 1 if args.quick else args.rounds
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
@@ -120,9 +129,10 @@ def main():
     import torch
     data = {"quiet_check": quiet, "load_during_run": during, "rounds": rounds, "seed": seed, "round_orders": orders,
             "dataset": f"folder {args.data_dir.name}" if args.data_dir else "synthetic", "recipe": args.recipe,
+            "arch": args.arch,
             "train_images": runs["scratch"][0]["images"], "threads": os.cpu_count(), "rows": rows,
             "torch": torch.__version__}
-    md = (f"One epoch of `scratchcnn train --recipe {args.recipe}` per backend on {data['dataset']} "
+    md = (f"One epoch of `scratchcnn train --arch {args.arch} --recipe {args.recipe}` per backend on {data['dataset']} "
           f"({data['train_images']:,} training images), all cores; median over {rounds} interleaved round(s); "
           f"paired bootstrap 95% intervals.\n\n" + R.epoch_table(data))
 
@@ -139,7 +149,7 @@ def main():
         fig.tight_layout()
         fig.savefig(path, dpi=110)
 
-    C.save("epoch", md, data, draw, out=args.out)
+    C.save("epoch" if args.arch == "tutorial" else f"epoch-{args.arch}", md, data, draw, out=args.out)
 
 
 if __name__ == "__main__":

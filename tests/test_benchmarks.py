@@ -235,13 +235,15 @@ def test_epoch_benchmark_summary_table_and_readme_section(tmp_path):
 def test_epoch_benchmark_runs_the_real_cli(tmp_path):
     from types import SimpleNamespace
     from benchmarks import epoch as EP
-    args = SimpleNamespace(data_dir=None, recipe="tutorial", train_seed=0)
+    args = SimpleNamespace(data_dir=None, recipe="tutorial", train_seed=0, arch="tutorial")
     r = EP.run_once("scratch", tmp_path / "run", args, {"train": 64, "test": 32})
     assert r["images"] == 64 and r["epoch_s"] == pytest.approx(r["loop_s"] + r["eval_s"])
     assert r["wall_s"] > r["epoch_s"] > 0
-    cmd = EP.train_command("torch", tmp_path, SimpleNamespace(data_dir=Path("/d"), recipe="improved", train_seed=3))
+    cmd = EP.train_command("torch", tmp_path, SimpleNamespace(data_dir=Path("/d"), recipe="improved", train_seed=3,
+                                                              arch="vgg"))
     assert cmd[cmd.index("--dataset") + 1:cmd.index("--dataset") + 4] == ["folder", "--data-dir", "/d"]
     assert "--train-size" not in cmd and cmd[cmd.index("--recipe") + 1] == "improved"
+    assert cmd[cmd.index("--arch") + 1] == "vgg"
 
 
 def test_readme_write_replaces_only_the_section():
@@ -334,3 +336,64 @@ def test_the_load_monitor_counts_a_reaped_childs_cpu_as_the_benchmarks_own():
                    check=True)
     rec = mon.stop(0.0)                      # told nothing about the child: it must find it itself
     assert rec["benchmark_cpu_s"] >= 1.0     # without it, the child's second counted as another process's
+
+
+# ---------------------------------------------------------------- every preset network
+def test_training_flops_of_a_preset_count_each_layer_with_weights_by_hand():
+    from benchmarks.presets import train_flops_per_image
+    from scratchcnn.architecture import load
+    assert train_flops_per_image(load("tutorial", 10)) == pytest.approx(MFLOP_PER_IMAGE * 1e6)
+    # k1: conv1 3->32 and conv2 32->32 with 1x1 kernels on 32x32, fc3 8192->512, fc4 512->10
+    conv1, conv2, fc3, fc4 = 32 * 32 * 32 * 3, 32 * 32 * 32 * 32, 8192 * 512, 512 * 10
+    # 2 FLOPs per multiply-add; forward + weight gradient everywhere, input gradient except for conv1
+    assert train_flops_per_image(load("k1", 10)) == 2 * (2 * conv1 + 3 * (conv2 + fc3 + fc4))
+
+
+def _fake_preset(ms):
+    times = {c: [[t / 1e3] * 2 for _ in range(4)] for c, t in ms.items()}
+    return times
+
+
+def test_preset_summary_picks_the_faster_torch_row_and_the_table_shows_its_ratio():
+    from benchmarks import presets as P
+    times = _fake_preset({"scratch": 50.0, "scratch-layers": 100.0, "torch": 80.0,
+                          "torch+channels_last+fused_sgd": 60.0})
+    rec = P.summarise("k5", times, flop_per_image=100e6, peak_gflops=400.0)
+    assert rec["torch_best"] == "torch+channels_last+fused_sgd"
+    sp = rec["speedup"]
+    assert sp["scratch vs torch+channels_last+fused_sgd"]["ratio"] == pytest.approx(60 / 50)
+    assert sp["scratch-layers vs torch"]["ratio"] == pytest.approx(80 / 100)
+    # 32 images x 100 MFLOP in 50 ms = 64 GFLOP/s = 16% of a 400 GFLOP/s peak
+    assert rec["rows"]["scratch"]["fma_peak_share"] == pytest.approx(64 / 400)
+    rec.update(mflop_per_image=100.0, scratch_path="layers", layer_profile={"conv2 backward": 3.0, "sgd": 1.0},
+               memory={"scratch": {"peak_during_training_mib": 300.0}, "torch": {"peak_during_training_mib": 900.0}})
+    data = {"presets": {"k5": rec}}
+    line = P.table(data).splitlines()[2]
+    assert line.startswith("| k5 | 100 | layers | 50.0 | 100.0 | 80.0 | 60.0 | 1.20x (1.20-1.20) | 1.60x")
+    assert "| 16% | 300 / 900 |" in line
+    assert "conv2 backward 75%, sgd 25%" in P.profile_table(data)
+
+
+def test_the_presets_benchmark_refuses_an_unknown_preset_in_one_line():
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-m", "benchmarks.presets", "--presets", "tutorial,k9", "--force"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "unknown preset(s) k9" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_a_worker_runs_any_preset_on_the_path_scratchcnn_train_would_choose():
+    w = C.Worker("scratch+nodrop+arch=k1", 1)
+    try:
+        assert w.info["arch"] == "k1" and w.info["path"] == "layers"     # the fused path runs the tutorial's only
+        assert len(w.call(cmd="steps", n=1, batch=4)["times"]) == 1
+        stages = w.call(cmd="layer_profile", n=1, batch=4)["stages"]
+        assert {"conv1 forward", "conv1 backward", "fc4 backward", "sgd"} <= set(stages)
+    finally:
+        w.close()
+    t = C.Worker("torch+nodrop+arch=vgg", 1)
+    try:
+        assert t.info["arch"] == "vgg" and len(t.call(cmd="steps", n=1, batch=4)["times"]) == 1
+    finally:
+        t.close()
