@@ -4,7 +4,9 @@
 
 CONFIG is a base name and options joined by '+':
 
-    scratch              the fused fast path, ``scratchcnn.fused.fused_train_step``
+    scratch              the fused fast path, ``scratchcnn.fused.fused_train_step`` (every scratch
+                         configuration runs with ``scratchcnn.allocator.keep_freed_memory()``,
+                         as ``scratchcnn train`` does)
     scratch-layers       the readable layer-by-layer path (numba kernels) + ``optim.SGD``
     scratch-reference    the same layers on their NumPy twins (``scratchcnn.ops.use_reference()``)
     torch                the tutorial loop on the CPU: zero_grad, forward, CrossEntropyLoss, backward, step
@@ -57,12 +59,13 @@ class Scratch:
 
     def __init__(self, mode, dropout=True, arch="tutorial"):
         import numba
-        from scratchcnn import fused, ops
+        from scratchcnn import allocator, fused, ops
         from scratchcnn.backends import warm_layer_path
         from scratchcnn.layers import SoftmaxCrossEntropy
         from scratchcnn.model import Network
         from scratchcnn.optim import SGD
         numba.set_num_threads(THREADS)
+        allocator.keep_freed_memory()         # as scratchcnn train does (backends.make_backend)
         self.model = Network(arch, rng=0).train()
         if mode == "fused" and fused.unsupported_reason(self.model) is not None:
             mode = "layers"                   # as scratchcnn train does: the layer path, knowingly

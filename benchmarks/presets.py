@@ -11,8 +11,11 @@ random images (forward, backward, SGD with momentum; dropout on):
                                       supports the network, the numba layer path otherwise
     scratch-layers                    the numba layer path
     torch                             the tutorial's PyTorch loop
-    torch+channels_last+fused_sgd     PyTorch's fastest CPU configuration without torch.compile
-                                      on these machines (``benchmarks.step`` times them all)
+    torch+channels_last+fused_sgd+malloc
+                                      PyTorch's fastest CPU configuration without torch.compile
+                                      on these machines (``benchmarks.step`` times them all),
+                                      glibc's allocator tuned as scratch's is
+                                      (``scratchcnn.allocator``)
 
 A preset's four workers take turns in ``--rounds`` rounds in a fresh random
 order (``_common.run_rounds``), so each ratio compares steps taken seconds
@@ -37,8 +40,9 @@ from benchmarks import _report as R
 from benchmarks import _stats as S
 
 BATCH = 32
-CONFIGS = ("scratch", "scratch-layers", "torch", "torch+channels_last+fused_sgd")
-TORCH_CONFIGS = ("torch", "torch+channels_last+fused_sgd")
+BEST = "torch+channels_last+fused_sgd+malloc"
+CONFIGS = ("scratch", "scratch-layers", "torch", BEST)
+TORCH_CONFIGS = ("torch", BEST)
 
 
 def train_flops_per_image(arch):

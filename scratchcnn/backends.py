@@ -17,6 +17,7 @@ distributions.
 """
 import numpy as np
 
+from scratchcnn import allocator
 from scratchcnn.errors import UserError
 
 BACKENDS = ("scratch", "torch")
@@ -39,7 +40,10 @@ def make_backend(name, *, arch="tutorial", device="cpu", lr=0.001, momentum=0.9,
     """``n_classes``: how many of the network's outputs are classes of the data (default: all;
     an old checkpoint may have 10 outputs for a folder of fewer classes); ``train_step`` counts
     a prediction among those only. ``fused``: the scratch backend's fast path where it
-    supports the network (``ScratchBackend.path`` says which runs)."""
+    supports the network (``ScratchBackend.path`` says which runs). Either backend first tells
+    glibc to keep freed memory for reuse (``scratchcnn.allocator``)."""
+    if name in BACKENDS:
+        allocator.keep_freed_memory()
     if name == "torch":
         return TorchBackend(arch=arch, device=device, lr=lr, momentum=momentum, weight_decay=weight_decay,
                             seed=seed, n_classes=n_classes)

@@ -356,12 +356,11 @@ def _fake_preset(ms):
 
 def test_preset_summary_picks_the_faster_torch_row_and_the_table_shows_its_ratio():
     from benchmarks import presets as P
-    times = _fake_preset({"scratch": 50.0, "scratch-layers": 100.0, "torch": 80.0,
-                          "torch+channels_last+fused_sgd": 60.0})
+    times = _fake_preset({"scratch": 50.0, "scratch-layers": 100.0, "torch": 80.0, P.BEST: 60.0})
     rec = P.summarise("k5", times, flop_per_image=100e6, peak_gflops=400.0)
-    assert rec["torch_best"] == "torch+channels_last+fused_sgd"
+    assert rec["torch_best"] == P.BEST
     sp = rec["speedup"]
-    assert sp["scratch vs torch+channels_last+fused_sgd"]["ratio"] == pytest.approx(60 / 50)
+    assert sp[f"scratch vs {P.BEST}"]["ratio"] == pytest.approx(60 / 50)
     assert sp["scratch-layers vs torch"]["ratio"] == pytest.approx(80 / 100)
     # 32 images x 100 MFLOP in 50 ms = 64 GFLOP/s = 16% of a 400 GFLOP/s peak
     assert rec["rows"]["scratch"]["fma_peak_share"] == pytest.approx(64 / 400)
