@@ -21,7 +21,11 @@ words and as many numbers, and each number must match the committed one:
   values under ``z`` counting as ``z``: with f = 10, a committed 2.7e-15 accepts
   2.7e-16 .. 2.7e-14, never 1e-6, and with z = 0 a committed 0.0e+00 stays 0.
   ``z`` is the size under which the magnitude is rounding noise (1e-16 for a
-  float64 relative error, about 1e-8 for a float32 difference of values near 1);
+  float64 relative error, about 1e-8 for a float32 difference of values near 1).
+  Both stay relative to what the cell publishes: ``f`` is at most 100, and ``z`` at
+  most 10 times the smallest nonzero magnitude the cell prints, so no published
+  number may grow more than 1000-fold unnoticed (a floor of 1e-9 sized for a cell's
+  float32 errors would let its float64 errors of 1e-16 grow to 1e-7);
 * every other number must be within ``atol + rtol * |committed|`` of the
   committed one, plus one unit in the last printed digit for a number printed
   with a decimal point or exponent (so 0.12345 printed as 0.1235 or 0.1234 both
@@ -110,6 +114,8 @@ def last_digit(token):
 
 MAGNITUDE = re.compile(r"[-+]?\d\.\d{1,2}[eE][-+]?\d+")
 TOLERANCE_KEYS = {"rtol": 0.0, "atol": 0.0, "factor": 10.0, "floor": 0.0}
+MAX_FACTOR = 100.0              # a magnitude may change at most this many times...
+FLOOR_SLACK = 10.0              # ...and the floor may lie at most this far above a published magnitude
 
 
 def is_magnitude(token):
@@ -154,7 +160,8 @@ def checked_cells(nb):
 
 def spec_problems(nb):
     """[message, ...] for check specs with unknown keys (a typo would silently mean a default),
-    a factor below 1, or a negative tolerance."""
+    a factor below 1 or above MAX_FACTOR, a negative tolerance, or a floor more than FLOOR_SLACK
+    times the smallest nonzero magnitude the cell publishes (which it would let grow unnoticed)."""
     problems = []
     for i, cell in enumerate(nb.cells):
         spec = cell.get("metadata", {}).get(CHECK_KEY)
@@ -163,10 +170,17 @@ def spec_problems(nb):
         unknown = sorted(set(spec) - set(TOLERANCE_KEYS))
         if unknown:
             problems.append(f"cell {i}: unknown {CHECK_KEY} keys {unknown}; known: {sorted(TOLERANCE_KEYS)}")
-        if float(spec.get("factor", TOLERANCE_KEYS["factor"])) < 1:
-            problems.append(f"cell {i}: {CHECK_KEY} factor must be at least 1")
+        factor = float(spec.get("factor", TOLERANCE_KEYS["factor"]))
+        if not 1 <= factor <= MAX_FACTOR:
+            problems.append(f"cell {i}: {CHECK_KEY} factor must be between 1 and {MAX_FACTOR:g}, not {factor:g}")
         if any(float(spec.get(k, 0)) < 0 for k in ("rtol", "atol", "floor")):
             problems.append(f"cell {i}: {CHECK_KEY} tolerances must not be negative")
+        floor = float(spec.get("floor", 0))
+        published = [abs(float(t)) for t in split_numbers(cell_text(cell))[1] if is_magnitude(t) and float(t)]
+        if published and floor > FLOOR_SLACK * min(published):
+            problems.append(f"cell {i}: {CHECK_KEY} floor {floor:g} is more than {FLOOR_SLACK:g} times the "
+                            f"published {min(published):.2g}, which it would let grow to {factor * floor:g} "
+                            f"unnoticed; lower it (or print that number in another cell)")
     return problems
 
 

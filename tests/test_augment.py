@@ -117,6 +117,66 @@ def test_both_backends_receive_identical_augmented_batches(tmp_path, monkeypatch
         assert not np.array_equal(x, xp), f"batch {i} reached the backend unaugmented"
 
 
+def _crops_and_flips(x, pad=PAD):
+    """{image bytes: [(index, dy, dx, flip), ...]}: every image of x (N, C, H, W) uint8 under each
+    of the (2 pad + 1)^2 zero-padded crops and both flips, written here with np.pad and slicing
+    (not with scratchcnn.augment), so it says what augmentation must do, not what the code does."""
+    n, c, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    table = {}
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            window = padded[:, :, dy:dy + h, dx:dx + w]
+            for flip in (False, True):
+                view = window[:, :, :, ::-1] if flip else window
+                for i in range(n):
+                    table.setdefault(view[i].tobytes(), []).append((i, dy, dx, flip))
+    return table
+
+
+@pytest.mark.usefixtures("one_thread_per_pool")
+def test_train_with_augment_hands_both_backends_cropped_and_flipped_training_images(tmp_path, monkeypatch):
+    """train() with augment=True, as ``scratchcnn train --augment`` calls it: every image a backend
+    receives is one training image (each exactly once per epoch, with its label) shifted by a
+    zero-padded crop and perhaps mirrored, about half of them mirrored, nearly none left as they
+    were; and both backends receive the same batches. Checked against the raw images, not against
+    iterate_batches, so it fails whether train() or the data pipeline stops augmenting."""
+    seen = {}
+    for backend in ("scratch", "torch"):
+        seen[backend] = []
+        monkeypatch.setattr(train_mod, "make_backend",
+                            lambda *a, _s=seen[backend], **k: _RecordBatches(REAL_MAKE_BACKEND(*a, **k), _s))
+        cfg = TrainConfig(backend=backend, dataset="synthetic", train_size=64, test_size=32,
+                          epochs=1, augment=True)         # pixels in [0, 1]: the uint8 image * 1/255
+        train(cfg, str(tmp_path / backend), progress=False, log=lambda m: None)
+    assert [len(y) for _, y in seen["scratch"]] == [len(y) for _, y in seen["torch"]] == [32, 32]
+    for (xs, ys), (xt, yt) in zip(seen["scratch"], seen["torch"]):
+        np.testing.assert_array_equal(xs, xt)
+        np.testing.assert_array_equal(ys, yt)
+
+    train_set, _ = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.seed,
+                                cfg.train_size, cfg.test_size)
+    table = _crops_and_flips(train_set.x)
+    used, unchanged, flipped, shifted = [], 0, 0, 0
+    for b, (x, y) in enumerate(seen["torch"]):
+        pixels = np.rint(x * 255).astype(np.uint8)
+        assert np.abs(x * 255 - pixels).max() < 1e-3                  # really uint8 pixels / 255
+        for j in range(len(y)):
+            found = table.get(pixels[j].tobytes())
+            assert found, f"batch {b} image {j} is no crop or flip of a training image"
+            [i] = {f[0] for f in found}
+            assert y[j] == train_set.y[i], f"batch {b} image {j} has another image's label"
+            used.append(i)
+            unchanged += (i, PAD, PAD, False) in found
+            flipped += all(f[3] for f in found)
+            shifted += all((f[1], f[2]) != (PAD, PAD) for f in found)
+    n = len(train_set)
+    assert sorted(used) == list(range(n))                    # each training image once per epoch
+    assert unchanged <= 2, f"{unchanged} of {n} images reached the backend as they are"
+    assert 0.25 * n <= flipped <= 0.75 * n, f"{flipped} of {n} images mirrored"
+    assert shifted >= 0.8 * n, f"only {shifted} of {n} images shifted"
+
+
 def test_a_flip_turns_synthetic_diagonal_stripes_into_antidiagonal_ones(tmp_path):
     """Why training notes that --augment changes labels on the built-in dataset."""
     from scratchcnn.data import SYNTHETIC_CLASSES, _class_mask

@@ -122,6 +122,32 @@ def test_the_check_catches_a_float64_parity_error_growing_to_1e_6(path):
     assert len(problems) == 1 and f"{e64} is now 1.0e-06" in problems[0], problems
 
 
+def _replace_number(text, k, new):
+    """``text`` with its k-th number (as split_numbers counts them) replaced by the string ``new``."""
+    m = list(nbexec.NUMBER.finditer(text))[k]
+    return text[:m.start()] + new + text[m.end():]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_every_published_magnitude_is_stale_when_it_grows_a_thousandfold(path):
+    """Each parity error, difference or relative error a checked cell publishes is guarded
+    relative to ITS OWN value, whatever the cell's spec: a published 1.5e-16 that a rerun prints
+    as 1.5e-13 (or a published 0.0e+00 printed as 1.0e-10) is stale. A cell-wide floor or atol
+    sized for its float32 numbers must not let its float64 numbers grow unnoticed."""
+    nb = nbformat.read(path, as_version=4)
+    checked = 0
+    for i, cell, tol in nbexec.checked_cells(nb):
+        text = nbexec.cell_text(cell)
+        for k, token in enumerate(nbexec.split_numbers(text)[1]):
+            if not nbexec.is_magnitude(token):
+                continue
+            grown = f"{1e3 * abs(float(token)):.2e}" if float(token) else "1.0e-10"
+            assert nbexec.compare_cell(text, _replace_number(text, k, grown), **tol) != [], \
+                f"cell {i}: published {token}, a rerun printing {grown} would pass ({tol})"
+            checked += 1
+    assert checked >= 20                       # the float64 / float32 error tables are really read
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_committed_check_specs_are_valid(path):
     assert nbexec.spec_problems(nbformat.read(path, as_version=4)) == []
@@ -129,11 +155,26 @@ def test_committed_check_specs_are_valid(path):
 
 def test_spec_problems_names_unknown_keys_and_bad_values():
     cells = [nbformat.v4.new_code_cell("1", metadata={nbexec.CHECK_KEY: spec})
-             for spec in ({"rtol": 1e-4, "flor": 1e-16}, {"factor": 0.5}, {"atol": -1}, {"factor": 4})]
+             for spec in ({"rtol": 1e-4, "flor": 1e-16}, {"factor": 0.5}, {"atol": -1}, {"factor": 4},
+                          {"factor": 1000}, {"factor": 100})]
     problems = nbexec.spec_problems(nbformat.v4.new_notebook(cells=cells))
-    assert len(problems) == 3
+    assert len(problems) == 4
     assert "cell 0: unknown" in problems[0] and "'flor'" in problems[0]
     assert problems[1].startswith("cell 1") and problems[2].startswith("cell 2")
+    assert problems[3].startswith("cell 4: scratchcnn_check factor must be between 1 and 100")
+
+
+@pytest.mark.parametrize("floor, ok", [(1e-16, True), (1.5e-15, True), (1.6e-15, False), (1e-9, False)])
+def test_a_floor_may_not_hide_the_smallest_published_magnitude(floor, ok):
+    """A floor is rounding noise for the cell's numbers: at most 10 times the smallest nonzero one it
+    prints (zeros do not count), else a published 1.5e-16 could grow to factor * floor unnoticed."""
+    cell = nbformat.v4.new_code_cell("print(errors)", metadata={nbexec.CHECK_KEY: {"factor": 100, "floor": floor}})
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout",
+                                           text="float64 1.5e-16 0.0e+00\nfloat32 4.1e-08 loss 2.3279\n")]
+    problems = nbexec.spec_problems(nbformat.v4.new_notebook(cells=[cell]))
+    assert (problems == []) is ok, problems
+    if not ok:
+        assert "floor" in problems[0] and "1.5e-16" in problems[0]
 
 
 def test_stale_outputs_names_the_cell_that_changed():

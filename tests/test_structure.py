@@ -191,7 +191,8 @@ _OURS = "    from scratchcnn.kernels import fused\n"
     "except ImportError:", "except ModuleNotFoundError:", "except Exception:",
     "except BaseException:", "except:", "except (ValueError, ImportError):",
     "except (OSError, Exception) as e:", "except builtins.ImportError:", "except ERRORS:",
-    "except KeyError:\n    pass\nexcept Exception:",
+    "except KeyError:\n    pass\nexcept Exception:", "except Exception as e:", "except (Exception,):",
+    "except (KeyError, BaseException):", "except* Exception:",
 ])
 def test_the_guard_checker_refuses_any_handler_that_can_catch_the_import_error(handler):
     assert _guarded_imports(f"try:\n{_OURS}{handler}\n    pass\n") == ["scratchcnn.kernels"]
