@@ -232,3 +232,20 @@ def test_the_readme_is_a_landing_page():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 150
     assert (ROOT / "README.md").read_text().splitlines()[0].count("README.zh-CN.md") == 1
     assert (ROOT / "README.zh-CN.md").read_text().splitlines()[0].count("README.md") == 1
+
+
+def test_the_notebooks_links_into_the_docs_resolve():
+    """The notebook's markdown cells point readers at the guides (they once said "README, 'Your
+    own images'"): each relative link and anchor resolves."""
+    import json
+    nb = ROOT / "notebooks" / "walkthrough.ipynb"
+    text = "\n".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "markdown")
+    targets = [t for t in LINK.findall(text) if not re.match(r"[a-z]+:", t)]
+    assert any("docs/" in t for t in targets)
+    assert "(README," not in text
+    for target in targets:
+        path, _, anchor = target.partition("#")
+        dest = (nb.parent / path).resolve()
+        assert dest.exists(), target
+        if anchor:
+            assert anchor in anchors(dest), target
