@@ -249,3 +249,21 @@ def test_the_notebooks_links_into_the_docs_resolve():
         assert dest.exists(), target
         if anchor:
             assert anchor in anchors(dest), target
+
+
+def test_every_figure_in_docs_is_shown_somewhere():
+    linked = set()
+    for page in PAGES:
+        linked |= {(page.parent / t).resolve() for t in LINK.findall(page.read_text()) if t.endswith(".png")}
+    assert sorted(p.name for p in (ROOT / "docs").glob("*.png") if p.resolve() not in linked) == []
+
+
+def test_the_lessons_prose_still_describes_the_committed_runs():
+    """docs/networks-and-presets.md reads the lessons table in words (k1 and deep behind the
+    tutorial, k5 a little ahead, average and max pooling within a point); new runs that say
+    otherwise must come with new words."""
+    from scratchcnn.compare import load_run
+    acc = {p.name: load_run(str(p))["epochs"][-1]["test_acc"]
+           for p in (ROOT / "docs" / "results" / "lessons-10k").iterdir()}
+    assert acc["k1"] < acc["tutorial"] and acc["deep"] < acc["tutorial"] and acc["k5"] > acc["tutorial"]
+    assert abs(acc["avgpool"] - acc["tutorial"]) < 0.01
