@@ -71,7 +71,9 @@ def _pct(x):
     return f"{100 * x:.2f}%"
 
 
-def _iv(sp):
+def _iv(sp, lang="en"):
+    if lang == "zh":
+        return f"{sp['ratio']:.2f} 倍（95% 置信区间 {sp['low']:.2f}-{sp['high']:.2f} 倍）"
     return f"{sp['ratio']:.2f}x (95% interval {sp['low']:.2f}-{sp['high']:.2f}x)"
 
 
@@ -119,6 +121,8 @@ def headline(lang):
     cfg, last = run["config"], run["epochs"][-1]
     n_test = "10,000"
     machine = f"{RM.R.machine_line(s['step'])}, {s['step']['date'][:10]}"
+    m = s["step"].get("machine", {})
+    machine_zh = f"{m.get('cpu', '?')} 的 {m.get('logical_cpus', '?')} 个 vCPU，{s['step']['date'][:10]}"
     if lang == "zh":
         lines = [
             f"- **与 PyTorch 数值一致。** 每个层的反向传播都通过 float64 中心差分梯度检验（{gc['passed']}/{gc['total']} "
@@ -127,9 +131,9 @@ def headline(lang):
             f"`scratchcnn train` 实际运行的快速路径 {fused['steps']} 步后为 {fused['weights']:.1e}（float32）。"
             f"详见 [验证](docs/verification.md)。",
             f"- **CPU 上更快。** 批大小 32、{h['threads']} 线程的一个训练步：比教程的 PyTorch 循环快 "
-            f"{_iv(h['vs_tutorial'])}，比测得最快的 PyTorch 配置快 {_iv(h['vs_best'])}"
-            + (f"；一个完整 epoch（含评估）快 {_iv(epoch_sp)}" if epoch_sp else "")
-            + f"（{machine}；详见 [速度](docs/speed.md)）。",
+            f"{_iv(h['vs_tutorial'], 'zh')}，比测得最快的 PyTorch 配置快 {_iv(h['vs_best'], 'zh')}"
+            + (f"；一个完整 epoch（含评估）快 {_iv(epoch_sp, 'zh')}" if epoch_sp else "")
+            + f"（{machine_zh}；详见 [速度](docs/speed.md)）。",
             f"- **真实数据。** 在完整的 CIFAR-10 上（JPEG 版本，50,000 张训练图、{n_test} 张测试图），"
             f"教程的训练配置（`--recipe {cfg.get('recipe')}`，{cfg.get('backend')} 后端，{last['epoch']} 个 epoch）"
             f"达到 **{_pct(last['test_acc'])}** 的测试集准确率（`docs/results/cifar10/{name}/metrics.json`；"
