@@ -34,8 +34,8 @@ test: $(VENV)/.test-installed
 gradcheck: $(VENV)/.installed
 	$(PY) -m scratchcnn gradcheck
 
-# every benchmark into benchmarks/results/ (tables, charts, JSON with intervals), then the README's
-# Speed section regenerated from them; run it on an otherwise idle machine
+# every benchmark into benchmarks/results/ (tables, charts, JSON with intervals), then docs/speed.md
+# and the README's headline regenerated from them (python -m benchmarks.docs --write); run it on an otherwise idle machine
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.all $(ARGS)
 

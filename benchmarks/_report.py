@@ -1,7 +1,7 @@
-"""Tables from the benchmarks' JSON results: the same text in results/*.md and in the README.
+"""Tables from the benchmarks' JSON results: the same text in results/*.md and in docs/speed.md.
 
 Everything here reads the saved JSON only (never a live run), so
-``benchmarks.readme`` regenerates the README's Speed section from the
+``benchmarks.readme`` regenerates docs/speed.md's Speed section from the
 committed results, and a test checks the two agree. It also reads results
 written by older versions of the harness (no rounds, no intervals, the config
 "torch-nodrop"): what they lack is shown as "n/a".

@@ -1,12 +1,13 @@
-"""Run every benchmark in turn, then regenerate the README's Speed section; extra flags go to each.
+"""Run every benchmark in turn, then regenerate the docs' generated blocks; extra flags go to each.
 
     python -m benchmarks.all [--force] [--quick] [--out DIR] [--data-dir DIR]
 
 Order: step, presets (every preset network's step), ladder, inference, layers,
 scaling, memory, epoch and epoch --arch vgg (on ``--data-dir`` when given, e.g.
 CIFAR-10 as JPEG folders, else on the built-in dataset); then
-``python -m benchmarks.readme --write`` (only when the results went to
-benchmarks/results, the folder the README is generated from).
+``python -m benchmarks.docs --write`` (only when the results went to
+benchmarks/results, the folder the docs are generated from): docs/speed.md's Speed section and
+the speed figures of the README's headline, so neither drifts from the new results.
 """
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def main():
         print("error: failed: " + ", ".join(failed), file=sys.stderr)
         sys.exit(1)
     if args.out.resolve() == C.RESULTS.resolve():
-        sys.exit(subprocess.call([sys.executable, "-m", "benchmarks.readme", "--write"]))
+        sys.exit(subprocess.call([sys.executable, "-m", "benchmarks.docs", "--write"]))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ MAX_LAYERS = 200
 MAX_CLASSES = 1000                 # as scratchcnn.folder.MAX_CLASSES
 
 # The tutorial's network. Every other preset changes one thing, so the difference in
-# their results is that one thing's lesson (the README's lessons table).
+# their results is that one thing's lesson (the lessons table in docs/networks-and-presets.md).
 _TUTORIAL = [
     {"kind": "Conv2d", "in_channels": 3, "out_channels": 32, "kernel_size": 3, "padding": 1},
     {"kind": "ReLU"},

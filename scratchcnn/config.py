@@ -16,7 +16,7 @@ from scratchcnn.schedules import Schedule, check_schedule
 MAX_SNAPSHOTS = 2000
 
 # What each --recipe changes from TrainConfig's defaults (which are the tutorial's).
-# The README's "Past 70%" section gives the reasoning for "improved".
+# docs/training-and-recipes.md ("Past the tutorial's 70%") gives the reasoning for "improved".
 RECIPES = {
     "tutorial": {},
     "improved": {"epochs": 30, "lr": 0.02, "augment": True, "weight_decay": 5e-4,

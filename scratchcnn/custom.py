@@ -6,8 +6,8 @@ subclass of ``scratchcnn.layer_base.Layer`` with ``forward(x)`` and ``backward(d
 declare ``torch_kind``, the ``torch.nn`` class it computes the same thing as (so the torch
 backend, the parity checks and ``scratchcnn checklayer`` have a twin to compare with).
 A layer that changes the shape of its input also overrides ``output_shape``; arguments
-are those of its constructor. See ``examples/my_layers.py`` and the README's guide
-"Write your own layer".
+are those of its constructor. See ``examples/my_layers.py`` and the guide
+docs/write-your-own-layer.md.
 
 Loading a file runs its code, so only files the user names are loaded: a spec given to
 ``train --arch`` or ``checklayer``, never one only named inside a checkpoint someone sent

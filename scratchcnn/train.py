@@ -16,7 +16,7 @@ explicitly wins:
 
 * ``tutorial``: the tutorial's settings (lr 0.001, momentum 0.9, batch 32, 20
   epochs, constant lr, no augmentation, no weight decay, pixels in [0, 1]).
-* ``improved``: see ``scratchcnn.config.RECIPES`` and the README for the reasoning.
+* ``improved``: see ``scratchcnn.config.RECIPES`` and docs/training-and-recipes.md for the reasoning.
 """
 import json
 import math

@@ -1,7 +1,7 @@
-"""The README's verification table is the measurement, and the measurement has not drifted.
+"""The verification table (docs/verification.md) is the measurement, and the measurement has not drifted.
 
 ``python -m scratchcnn.parity --write`` wrote ``docs/verification.json`` and the tables in
-README.md (every layer kind, every preset, the tutorial's longer runs). Here the tables must
+docs/verification.md (every layer kind, every preset, the tutorial's longer runs). Here the tables must
 be exactly what that JSON formats to, with a row for every registered layer and every preset, and a fresh
 measurement (the same code, single-threaded) must not exceed twice any published error,
 nor turn a published 0 (bit-identical) into anything else. Errors within 4 units of
@@ -26,7 +26,7 @@ def published():
 
 
 def test_the_readme_table_is_the_generated_one(published):
-    readme = open(os.path.join(ROOT, "README.md")).read()
+    readme = open(os.path.join(ROOT, "docs", "verification.md")).read()
     start = readme.index(parity.MARKERS[0]) + len(parity.MARKERS[0])
     end = readme.index(parity.MARKERS[1])
     assert readme[start:end].strip() == parity.format_table(published).strip()

@@ -228,7 +228,8 @@ def test_the_guard_checker_resolves_relative_imports_in_a_package():
 _CITED = re.compile(r"`((?:scratchcnn|torch_reference|benchmarks|tests|docs|notebooks)/[\w./-]*)`")
 
 
-@pytest.mark.parametrize("doc", ["README.md", "benchmarks/README.md"])
+@pytest.mark.parametrize("doc", ["README.md", "README.zh-CN.md", "benchmarks/README.md",
+                                 *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))])
 def test_docs_cite_only_files_that_exist(doc):
     text = (ROOT / doc).read_text()
     cited = set(_CITED.findall(text))
@@ -240,7 +241,8 @@ def test_docs_cite_only_files_that_exist(doc):
 def test_no_file_cites_notes_outside_the_repository():
     """Facts are carried into the repository with how they were measured, not cited from elsewhere."""
     files = [p for pkg in (*PACKAGES, "tests") for p in (ROOT / pkg).rglob("*.py")]
-    files += [ROOT / "README.md", ROOT / "benchmarks" / "README.md"]
+    files += [ROOT / "README.md", ROOT / "README.zh-CN.md", ROOT / "benchmarks" / "README.md",
+              *(ROOT / "docs").glob("*.md")]
     offenders = [str(p.relative_to(ROOT)) for p in files
                  if p != Path(__file__) and re.search(r"\bPERF\.md\b|\.\./shared/", p.read_text())]
     assert offenders == []
