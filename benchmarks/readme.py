@@ -10,7 +10,7 @@ rewrites this section together with every other generated block.)
 
 The section lies between ``BEGIN`` and ``END`` (HTML comments, invisible on
 GitHub). Every figure in it comes from ``step.json`` (required) and, when
-present, ``epoch.json``, ``ladder.json``, ``inference.json``, ``memory.json`` and
+present, ``epoch.json``, ``epoch-vgg.json``, ``presets.json``, ``ladder.json``, ``inference.json``, ``memory.json`` and
 ``step_history.json`` (every step run's headline, for the run-to-run range); the machine
 and the date come from the same files. ``tests/test_benchmarks.py`` and ``tests/test_docs.py`` check
 that docs/speed.md holds exactly what this module generates, so a hand-edited
@@ -36,7 +36,7 @@ def load(results_dir=RESULTS):
     """{name: parsed JSON} of the results present in ``results_dir``; step.json is required."""
     results_dir = Path(results_dir)
     out = {}
-    for name in ("step", "step_history", "epoch", "ladder", "inference", "memory"):
+    for name in ("step", "step_history", "epoch", "epoch-vgg", "presets", "ladder", "inference", "memory"):
         path = results_dir / f"{name}.json"
         if path.exists():
             out[name] = json.loads(path.read_text())
@@ -110,6 +110,22 @@ def generate(results):
                       f"--epochs 1` per backend on {ep['dataset']} ({ep['train_images']:,} training images and the "
                       f"evaluation of the test set; `python -m benchmarks.epoch`, all cores, {ep['rounds']} interleaved "
                       f"rounds, {ep['date'][:10]}, {R.status_line(ep)}):", "", R.epoch_table(ep)]
+    if "epoch-vgg" in results:
+        ep = results["epoch-vgg"]
+        lines += ["", f"**One epoch of the strong preset**, `scratchcnn train --arch vgg --recipe {ep['recipe']} "
+                      f"--epochs 1` per backend on {ep['dataset']} ({ep['train_images']:,} training images; "
+                      f"`python -m benchmarks.epoch --arch vgg`, {ep['rounds']} interleaved round(s), "
+                      f"{ep['date'][:10]}, {R.status_line(ep)}):", "", R.epoch_table(ep)]
+    if "presets" in results:
+        from benchmarks import presets as P
+        pr = results["presets"]
+        lines += ["", f"**Every preset network** (`python -m benchmarks.presets`, {pr['threads']} threads, "
+                      f"{pr['rounds']} interleaved rounds of {pr['steps_per_round']} steps, {pr['date'][:10]}, "
+                      f"{R.status_line(pr)}): the training step at batch 32. \"scratch\" is what `scratchcnn train` "
+                      f"runs (the fused path for the tutorial's network, the layer path for the others); \"torch "
+                      f"best\" is the faster of the tutorial's loop and channels_last + fused SGD with glibc's "
+                      f"allocator tuned. Ratios above 1: scratch is faster.", "", P.table(pr), "",
+                  "Where the layer path's step goes, per preset (its per-layer profile):", "", P.profile_table(pr)]
     if "ladder" in results:
         lad = results["ladder"]
         lines += ["", f"**What each step of optimisation bought** (`python -m benchmarks.ladder`, {lad['threads']} "

@@ -397,3 +397,21 @@ def test_a_worker_runs_any_preset_on_the_path_scratchcnn_train_would_choose():
         assert t.info["arch"] == "vgg" and len(t.call(cmd="steps", n=1, batch=4)["times"]) == 1
     finally:
         t.close()
+
+
+def test_the_speed_section_shows_the_per_preset_table_when_presets_json_exists(tmp_path):
+    from benchmarks import presets as P
+    (tmp_path / "step.json").write_text(json.dumps(_fake_step()))
+    assert "Every preset network" not in RM.generate(RM.load(tmp_path))
+    rec = P.summarise("vgg", _fake_preset({"scratch": 90.0, "scratch-layers": 90.0, "torch": 45.0, P.BEST: 60.0}),
+                      flop_per_image=200e6, peak_gflops=300.0)
+    rec.update(mflop_per_image=200.0, scratch_path="layers", layer_profile={"conv2 backward": 1.0}, memory=None)
+    data = {"date": "2026-12-03 08:00:00", "threads": 2, "rounds": 4, "steps_per_round": 2,
+            "quiet_check": {"forced": True}, "presets": {"vgg": rec}}
+    (tmp_path / "presets.json").write_text(json.dumps(data))
+    text = RM.generate(RM.load(tmp_path))
+    assert "**Every preset network** (`python -m benchmarks.presets`, 2 threads, 4 interleaved rounds" in text
+    assert "FORCED" in text.split("**Every preset network**")[1].split("\n")[0]
+    # torch's tutorial loop (45 ms) is the best here: scratch (90 ms) is half as fast
+    assert "| vgg | 200 | layers | 90.0 | 90.0 | 45.0 | 45.0 | 0.50x (0.50-0.50) | 0.50x (0.50-0.50) |" in text
+    assert "| vgg | conv2 backward 100% |" in text
