@@ -93,7 +93,7 @@ def final_backend(explorer, name="scratch"):
 def test_class_dream_raises_the_class_score_and_both_backends_agree(explorer, data):
     a = ok(explorer, "POST", "/api/dream", {"class": 3, "backend": "scratch", "seed": 7, "steps": 30})
     b = ok(explorer, "POST", "/api/dream", {"class": 3, "backend": "torch", "seed": 7, "steps": 30})
-    assert a["score"] > a["start_score"] and len(a["scores"]) == 31 and a["class"] == 3
+    assert a["score"] > a["start_score"] and len(a["scores"]) == 31 and a["class"] == 3 and a["ranked"] == 30
     assert np.abs(png(a["png"]).astype(int) - png(b["png"]).astype(int)).max() <= PIXEL_TOLERANCE
     np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-4, atol=1e-4)
     # the same as study.dreams, called directly
@@ -295,3 +295,23 @@ def test_a_confusion_cell_lists_exactly_its_images(explorer, data):
                 expected = np.flatnonzero((data.y == i) & (pred == j)).tolist()
                 assert [t["index"] for t in r["items"]] == expected and r["total"] == cm[i][j]
                 assert all(t["label"] == i and t["pred"] == j for t in r["items"])
+
+
+def test_the_top_images_are_ranked_among_the_first_ranked(explorer, monkeypatch):
+    from scratchcnn.explore import dreaming
+
+    monkeypatch.setattr(dreaming, "RANKED", 10)
+    for body in ({"class": 2}, {"layer": "again", "channel": 1, "backend": "torch"}):
+        r = ok(explorer, "POST", "/api/dream", {**body, "steps": 2})
+        assert r["ranked"] == 10 and sorted(t["index"] for t in r["top"]) == sorted(set(t["index"] for t in r["top"]))
+        assert len(r["top"]) == 9 and all(t["index"] < 10 for t in r["top"])
+
+
+def test_measure_times_the_dreams_and_the_time_slider(explorer):
+    from scratchcnn.explore.measure import measure
+
+    table = measure(explorer, repeats=1)
+    for row in ("POST /api/dream class", "POST /api/dream one channel of look", "first (+ ranking the test split)",
+                "POST /api/fool steps", "POST /api/fool fgsm", "POST /api/occlusion",
+                "POST /api/analyze at a snapshot not loaded yet", "POST /api/analyze at a snapshot kept in memory"):
+        assert row in table, row

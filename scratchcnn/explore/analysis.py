@@ -156,15 +156,16 @@ class Explorer(DreamRequests):
             self._three_numbers("test:0", self.logits, (mine["target"],), mine, other)
 
     def predict_all(self, backend):
-        """(pred (N,), confidence (N,)) over the test split, computed once per backend."""
+        """(pred (N,), confidence (N,), logits (N, K)) over the test split, computed once per backend."""
         from scratchcnn.backends import evaluate_logits, predicted_class
         from scratchcnn.study.featuremaps import softmax
 
         with self.lock:
             if backend not in self.predictions:
-                p = softmax(evaluate_logits(self.backend(backend), self.data, 250, self.normalize))
+                logits = evaluate_logits(self.backend(backend), self.data, 250, self.normalize)
+                p = softmax(logits)
                 pred = predicted_class(p, len(self.classes))
-                self.predictions[backend] = (pred, p[np.arange(len(pred)), pred])
+                self.predictions[backend] = (pred, p[np.arange(len(pred)), pred], logits)
             return self.predictions[backend]
 
     def image(self, key):
@@ -290,7 +291,7 @@ class Explorer(DreamRequests):
         offset = _int(query.get("offset", 0), "offset", 0, 10**9)
         limit = _int(query.get("limit", 48), "limit", 1, 500)
         sort = _choice(query.get("sort", "index"), ("index", "confidence", "-confidence"), "sort")
-        pred, conf = self.predict_all(backend)
+        pred, conf, _ = self.predict_all(backend)
         keep = np.ones(len(self.data), bool)
         if query.get("cls", "") not in ("", None):
             keep &= self.data.y == _int(query["cls"], "cls", 0, len(self.classes) - 1)
@@ -316,7 +317,7 @@ class Explorer(DreamRequests):
     def confusion(self, query):
         """{"matrix": K x K counts (rows: true class, columns: predicted), "classes", "accuracy"}."""
         backend = _choice(query.get("backend", "scratch"), BACKEND_NAMES, "backend")
-        pred, _ = self.predict_all(backend)
+        pred, _, _ = self.predict_all(backend)
         k = len(self.outputs)
         cm = np.zeros((len(self.classes), k), np.int64)
         np.add.at(cm, (self.data.y, pred), 1)

@@ -3,7 +3,7 @@
     Weights(arch, state_dict, ident)    one set of weights in both backends (built when first
                                         asked for), with what is computed once per set of
                                         weights: the float64 copy for finite differences and
-                                        every test image's channel means (``responses``)
+                                        the test images' channel means (``responses``)
     Timeline(run_folder, arch)          the snapshots ``train --snapshots K`` kept in the run
                                         folder (``scratchcnn.study.snapshots``): ``entries()``
                                         lists them, ``weights(i)`` loads snapshot i, keeping the
@@ -37,7 +37,7 @@ class Weights:
         self.backends = dict(backends or {})
         self.lock = threading.RLock()
         self._float64 = None
-        self._responses = {}
+        self.responses_cache = {}          # backend name -> responses(); cleared to time it
 
     def backend(self, name):
         with self.lock:
@@ -57,52 +57,52 @@ class Weights:
                 self._float64 = Float64Network(self.arch, self.state_dict)
             return self._float64
 
-    def responses(self, name, images, normalize):
-        """How much every test image excites every channel, through backend ``name`` (computed
-        once, in one pass over ``images``): {layer: float32 (N, C)}, for each layer with (C, h, w)
-        outputs the mean of each channel over its h x w positions, and for the logits layer the
-        logits themselves. The dreams' top-9 images are the largest of one column."""
+    def responses(self, name, layer, images, normalize):
+        """How much every test image excites each channel of ``layer``, through backend ``name``
+        (computed once per backend, layer and number of images): float32 (N, C), for a layer with (C, h, w) outputs
+        the mean of each channel over its h x w positions; for the logits layer the logits. The
+        dreams' top-9 images are the largest of one column."""
         with self.lock:
-            if name not in self._responses:
-                self._responses[name] = channel_means(self.backend(name), images, normalize)
-            return self._responses[name]
+            key = (name, layer, len(images))
+            if key not in self.responses_cache:
+                self.responses_cache[key] = channel_means(self.backend(name), layer, images, normalize)
+            return self.responses_cache[key]
 
 
-def channel_means(backend, images, normalize, batch_size=250):
-    """{layer: float32 (N, C)} for uint8 ``images`` (N, C, H, W), eval mode (see Weights.responses)."""
+def channel_means(backend, layer, images, normalize, batch_size=250):
+    """float32 (N, C): each channel's mean over its positions of ``layer``'s output (or the
+    logits, for the last layer), for uint8 ``images`` (N, C, H, W), in eval mode. Only the
+    layers up to ``layer`` run (both backends run their layers in order): ranking the test
+    split by a first convolution's channel costs a tenth of a whole forward pass."""
     from scratchcnn.data import to_float
 
     arch = backend.model.arch
-    maps = [s.name for s in arch.layers if len(s.out_shape) == 3]
-    logits = arch.layer_names[-1]
-    chunks = {name: [] for name in (*maps, logits)}
+    names = arch.layer_names
+    chunks = []
     for i in range(0, len(images), batch_size):
         x = np.ascontiguousarray(to_float(images[i:i + batch_size], normalize), np.float32)
-        acts = _activations(backend, x, list(chunks))
-        for name in maps:
-            chunks[name].append(acts[name].mean(axis=(2, 3), dtype=np.float64).astype(np.float32))
-        chunks[logits].append(np.asarray(acts[logits], np.float32))
-    return {name: (np.concatenate(c) if c else np.zeros((0, arch.output_shape(name)[0]), np.float32))
-            for name, c in chunks.items()}
+        if layer == names[-1]:
+            chunks.append(np.asarray(backend.predict(x), np.float32))
+            continue
+        out = _forward_to(backend, x, names[:names.index(layer) + 1])
+        chunks.append(out.mean(axis=(2, 3), dtype=np.float64).astype(np.float32))
+    return np.concatenate(chunks) if chunks else np.zeros((0, arch.output_shape(layer)[0]), np.float32)
 
 
-def _activations(backend, x, names):
-    """The outputs of the layers ``names`` for the batch ``x``: the scratch model keeps every
-    layer's output anyway; torch's are recorded by forward hooks."""
+def _forward_to(backend, x, names):
+    """The output of the last of ``names`` (the network's first layers, in order) for ``x``."""
     if backend.name == "scratch":
-        acts = backend.model.eval().forward_intermediates(x)
-        return {n: acts[n] for n in names}
+        model = backend.model.eval()
+        for _, lyr in model.layers[:len(names)]:
+            x = lyr.forward(x)
+        return x
     torch, model = backend.torch, backend.model
-    found = {}
-    hooks = [getattr(model, n).register_forward_hook(lambda m, i, o, n=n: found.__setitem__(n, o)) for n in names]
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.from_numpy(x).to(backend.device))
-    finally:
-        for h in hooks:
-            h.remove()
-    return {n: found[n].float().cpu().numpy() for n in names}
+    model.eval()
+    with torch.no_grad():
+        t = torch.from_numpy(x).to(backend.device)
+        for name in names:
+            t = getattr(model, name)(t)
+    return t.float().cpu().numpy()
 
 
 class Timeline:

@@ -81,8 +81,9 @@ async function dream() {
     `the network says ${names[r.pred]} ${(100 * r.probs[r.pred]).toFixed(1)}%`;
   plotLines($("dream-scores"), [{label: channel ? "channel mean" : "logit", colour: "#1c7ed6",
                                  points: r.scores.map((s, i) => [i, s])}], {xlabel: "step"});
-  $("dream-top-title").textContent = channel ? `the 9 test images it responds to most` :
-    `the 9 test images with the largest '${names[r.class]}' logit`;
+  const among = r.ranked < state.info.n_test ? ` (of the first ${r.ranked})` : "";
+  $("dream-top-title").textContent = (channel ? `the 9 test images it responds to most` :
+    `the 9 test images with the largest '${names[r.class]}' logit`) + among;
   $("dream-top").replaceChildren(...r.top.map((t) => {
     const b = el("button", {title: `#${t.index}, ${state.info.classes[t.label]}: ${fmt(t.value)} (click: explore it)`,
                             "data-image": t.image}, [el("img", {src: t.png, alt: `test image ${t.index}`}),

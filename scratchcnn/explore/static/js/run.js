@@ -15,7 +15,7 @@ export function plotLines(canvas, series, {ymin = null, ymax = null, xlabel = "e
   const xs = series.flatMap((s) => s.points.map((p) => p[0])).concat(marker === null ? [] : [marker]), ys = series.flatMap((s) => s.points.map((p) => p[1]));
   const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
   const yt = niceTicks(ymin ?? Math.min(...ys), ymax ?? Math.max(...ys), 5);
-  const lo = ymin ?? yt.ticks[0], hi = ymax ?? Math.max(yt.ticks[yt.ticks.length - 1], Math.max(...ys));
+  const lo = ymin ?? Math.min(yt.ticks[0], ...ys), hi = ymax ?? Math.max(yt.ticks[yt.ticks.length - 1], Math.max(...ys));
   const px = (x) => L + (x - x0) / (x1 - x0) * (W - L - R), py = (y) => H - B - (y - lo) / (hi - lo || 1) * (H - B - T);
   ctx.font = "11px sans-serif"; ctx.lineWidth = 1;
   ctx.strokeStyle = "#e4e4e4"; ctx.fillStyle = "#444"; ctx.textAlign = "right"; ctx.textBaseline = "middle";
