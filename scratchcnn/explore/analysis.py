@@ -36,7 +36,6 @@ predicted class). Arrays travel as base64 of little-endian float32 with their sh
 Every answer that shows numbers also gives ``diff``: the largest |scratch - torch| over
 exactly what it returned, the other backend run on the same image and class.
 """
-import base64
 import json
 import math
 import os
@@ -47,6 +46,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from scratchcnn.explore import formulas
+from scratchcnn.explore.arrays import encode
 from scratchcnn.explore.dreaming import DreamRequests
 from scratchcnn.explore.errors import ApiError
 from scratchcnn.explore.uploads import decode_upload, png_data_uri
@@ -59,13 +59,6 @@ MODES = ("forward", "gradient", "weight")
 # Kinds whose output is never negative (given an input that is not): how each map is coloured.
 NONNEGATIVE = ("ReLU", "Sigmoid")
 SAME_SIGN = ("MaxPool2d", "AvgPool2d", "Dropout", "Flatten")
-
-
-def encode(a):
-    """float array -> {"shape", "data": base64 of little-endian float32, "min", "max"}."""
-    a = np.ascontiguousarray(a, dtype="<f4")
-    return {"shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii"),
-            "min": float(a.min()) if a.size else 0.0, "max": float(a.max()) if a.size else 0.0}
 
 
 def short_kind(kind):

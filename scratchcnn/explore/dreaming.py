@@ -31,6 +31,7 @@ import math
 import numpy as np
 
 from scratchcnn.errors import UserError
+from scratchcnn.explore.arrays import encode
 from scratchcnn.explore.errors import ApiError
 from scratchcnn.explore.uploads import png_data_uri
 
@@ -148,8 +149,6 @@ class DreamRequests:
             b = self.backend(backend, snapshot)
             heat = _user(occlusion_map, b, self.image(key), target, patch=patch, stride=stride, fill=fill,
                          normalize=self.normalize)
-        from scratchcnn.explore.analysis import encode
-
         return {"image": key, "backend": backend, "snapshot": snapshot, "target": target, "patch": patch,
                 "stride": stride, "fill": fill, "map": encode(heat)}
 
