@@ -11,6 +11,7 @@ import {$, el, fmt, legend, loadImage, makeScale} from "./util.js";
 
 let onOpen = () => {};
 let dreamVersion = 0, foolVersion = 0, occVersion = 0;     // an answer for an older request is dropped
+const drawn = {dream: null, occlusion: null, foolImage: null};  // what is on screen: not asked for again
 
 // Layers whose output has channels of feature maps (C, h, w): a Conv2d, its activation, a pooling ...
 const mapLayers = () => state.info.layers.filter((L) => L.kind !== "Input" && L.shape.length === 3);
@@ -54,8 +55,11 @@ export function initDreams(openImage) {
 
 // Everything the tab shows, for the image, backend and moment chosen now.
 export async function showDreams() {
-  if (state.analysis) $("fool-target").value = String((state.analysis.pred + 1) % outputs().length);
-  await Promise.all([dream(), occlusion()]);
+  if (state.analysis && drawn.foolImage !== state.image) {    // another image: fool it into the next class
+    drawn.foolImage = state.image;
+    $("fool-target").value = String((state.analysis.pred + 1) % outputs().length);
+  }
+  await Promise.all([dream(true), occlusion(true)]);
 }
 
 // What the tab shows after the image, backend or moment changed (only while it is open).
@@ -65,13 +69,16 @@ export function dreamsChanged() {
 
 const snapshot = () => state.snapshot;
 
-async function dream() {
-  const v = ++dreamVersion;
+// unlessShown: skip the request when its answer is already on screen (the tab opened again).
+async function dream(unlessShown = false) {
   const channel = $("dream-what").value === "channel";
   const body = {backend: state.backend, snapshot: snapshot(), seed: Number($("dream-seed").value),
                 steps: Number($("dream-steps").value)};
   if (channel) Object.assign(body, {layer: $("dream-layer").value, channel: Number($("dream-channel").value)});
   else body.class = Number($("dream-class").value);
+  const key = JSON.stringify(body);
+  if (unlessShown && key === drawn.dream) return;
+  const v = ++dreamVersion;
   const r = await api("/api/dream", body);
   if (v !== dreamVersion) return;
   const names = outputs();
@@ -91,6 +98,7 @@ async function dream() {
     b.addEventListener("click", () => onOpen(t.image));
     return b;
   }));
+  drawn.dream = key;
   $("tab-dreams").dataset.dream = `${r.backend} ${channel ? `${r.layer}:${r.channel}` : `class:${r.class}`} ${r.snapshot ?? "final"}`;
 }
 
@@ -115,12 +123,14 @@ async function fool() {
   $("tab-dreams").dataset.fool = `${r.backend} ${r.image} ${r.target} ${r.method} ${r.success}`;
 }
 
-async function occlusion() {
+async function occlusion(unlessShown = false) {
   if (!state.image) return;
+  const body = {image: state.image, backend: state.backend, snapshot: snapshot(), class: state.target,
+                patch: Number($("occ-patch").value), stride: Number($("occ-stride").value), fill: $("occ-fill").value};
+  const key = JSON.stringify(body);
+  if (unlessShown && key === drawn.occlusion) return;
   const v = ++occVersion;
-  const r = await api("/api/occlusion", {image: state.image, backend: state.backend, snapshot: snapshot(),
-                                          class: state.target, patch: Number($("occ-patch").value),
-                                          stride: Number($("occ-stride").value), fill: $("occ-fill").value});
+  const r = await api("/api/occlusion", body);
   if (v !== occVersion) return;
   const a = state.analysis;
   if (a) {                                         // saliency and Grad-CAM of the same image and class
@@ -132,6 +142,7 @@ async function occlusion() {
   await drawSigned($("occ-map"), a ? a.png : null, r.map, scale);
   $("occ-caption").textContent = `drop of p('${outputs()[r.target]}') when a ${r.patch}\u00d7${r.patch} patch covers it`;
   $("occ-legend").replaceChildren(legend(scale, "red: covering it lowers the probability"));
+  drawn.occlusion = key;
   $("tab-dreams").dataset.occlusion = `${r.backend} ${r.image} ${r.target}`;
 }
 
