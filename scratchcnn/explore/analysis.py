@@ -53,7 +53,7 @@ from scratchcnn.explore.uploads import decode_upload, png_data_uri
 from scratchcnn.explore.weights import Timeline, Weights
 
 MAX_UPLOADS_KEPT = 32                    # in memory; the oldest is forgotten first
-CACHE_SIZE = 48                          # (image, backend, class) keys kept (a result is ~1.5 MB)
+CACHE_SIZE = 48                          # (image, backend, class, weights) keys kept (a result is ~1.5 MB)
 BACKEND_NAMES = ("scratch", "torch")
 MODES = ("forward", "gradient", "weight")
 # Kinds whose output is never negative (given an input that is not): how each map is coloured.
