@@ -433,6 +433,13 @@ def test_dreams_tab_time_slider_and_confusion_cells(browser, tmp_path):
         page.wait_for_selector("#filters-body[data-snapshot='0']")
         page.click(".tab[data-tab='run']")
         page.wait_for_selector("#confusion[data-backend='torch']")
+        marker = page.evaluate("""() => {         // the moment's line on the curves (#f08c00)
+            const d = document.getElementById('curve-loss').getContext('2d').getImageData(0, 40, 440, 190).data;
+            const xs = new Set();
+            for (let i = 0; i < d.length; i += 4) if (d[i] > 230 && d[i + 1] > 120 && d[i + 1] < 160 && d[i + 2] < 30) xs.add((i / 4) % 440);
+            return [...xs];
+        }""")
+        assert marker and max(marker) - min(marker) <= 3, marker
         page.click("#play")                                     # 1, 2, 3, then the checkpoint
         page.wait_for_selector("body[data-moment='final']", timeout=120_000)
         # A confusion cell: its images in the grid; one of them opens.
