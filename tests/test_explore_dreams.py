@@ -315,3 +315,24 @@ def test_measure_times_the_dreams_and_the_time_slider(explorer):
                 "POST /api/fool steps", "POST /api/fool fgsm", "POST /api/occlusion",
                 "POST /api/analyze at a snapshot not loaded yet", "POST /api/analyze at a snapshot kept in memory"):
         assert row in table, row
+
+
+ODD = [None, True, -1, 0, 1.5, 1e308, "1", "", [], {}, [1], {"a": 1}, 2**64]
+
+
+@pytest.mark.parametrize("path, base", [
+    ("/api/dream", {"class": 1, "steps": 1}),
+    ("/api/dream", {"layer": "look", "channel": 1, "steps": 1}),
+    ("/api/fool", {"image": "test:1", "target": 2, "max_steps": 1}),
+    ("/api/occlusion", {"image": "test:1", "patch": 16, "stride": 16}),
+])
+def test_odd_values_in_any_field_never_give_a_5xx(explorer, path, base):
+    fields = {*base, "backend", "seed", "steps", "snapshot", "method", "epsilon", "step_size", "fill", "class",
+              "layer", "channel", "image", "target"}
+    for field in sorted(fields):
+        for value in ODD:
+            status, r = call(explorer, "POST", path, {**base, field: value})
+            assert status == 200 or (400 <= status < 500 and "\n" not in r["error"]), (field, value, r)
+    for raw in (b"", b"null", b"1", b'"x"', b"[]", b'{"class": NaN}', b'{"epsilon": -Infinity}'):
+        status, _, out = dispatch(explorer, "POST", path, raw)
+        assert 400 <= status < 500, (raw, out)
