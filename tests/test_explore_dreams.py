@@ -29,9 +29,11 @@ SPEC = [{"kind": "Conv2d", "name": "look", "out_channels": 6, "kernel_size": 3, 
         {"kind": "ReLU"},
         {"kind": "Flatten"},
         {"kind": "Linear", "name": "answer"}]
-# Measured: the dreamt images of the two backends (30 steps, same seed) differ by at most
-# 1 level of 255 (float32 rounding near a .5 before the uint8 rounding), the scores by ~1e-6.
-PIXEL_TOLERANCE = 2
+# Measured (same seed, 25-30 steps, 12 dreams of classes and channels): through this network the
+# two backends' images were identical and the scores agreed to 2e-7 (relative); through the
+# tutorial's network (trained 3 epochs, 57%) 94 of 36,864 values differed, by at most 3 levels of
+# 255, the scores by 2e-4: float32 rounding, carried along by every step of the ascent.
+PIXEL_TOLERANCE = 3
 
 
 @pytest.fixture(scope="module")
