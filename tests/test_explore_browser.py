@@ -453,6 +453,7 @@ def test_dreams_tab_time_slider_and_confusion_cells(browser, tmp_path):
         thumb.click()
         page.wait_for_selector(f"#image-caption:has-text('test:{index},')")
         assert data.classes[int(i)] in page.inner_text("#image-caption")
+        page.wait_for_load_state("networkidle")           # the image's maps too: closing aborts what is in flight
         page.close()
         assert not problems, problems
     finally:
