@@ -590,7 +590,7 @@ def test_server_survives_bad_requests(server, explorer, monkeypatch):
     assert status == 403 and "127.0.0.1" in json.loads(body)["error"]
 
     # A bug inside a request: a one-line 500, and the server keeps serving.
-    def broken():
+    def broken(*args):
         raise RuntimeError("boom\nsecond line")
     monkeypatch.setattr(explorer, "filters", broken)
     status, _, body = request(port, "GET", "/api/filters")

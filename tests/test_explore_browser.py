@@ -377,3 +377,85 @@ def test_a_network_of_every_kind_explores_in_the_browser(browser, tmp_path):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_dreams_tab_time_slider_and_confusion_cells(browser, tmp_path):
+    """A run trained with --snapshots (a network of its own names): the Dreams tab dreams,
+    fools and occludes through both backends; the time slider moves every view to a snapshot's
+    weights (the probabilities equal that snapshot's, the filters are its, the curves get a
+    marker) and plays; a confusion cell lists its images and one of them opens. No console errors."""
+    from scratchcnn.backends import make_backend
+    from scratchcnn.cli import main
+    from scratchcnn.study.snapshots import load_snapshot
+    from test_explore_dreams import SPEC
+
+    (tmp_path / "net.json").write_text(json.dumps(SPEC))
+    out = tmp_path / "run"
+    assert main(["train", "--arch", str(tmp_path / "net.json"), "--dataset", "synthetic", "--train-size", "160",
+                 "--test-size", "30", "--epochs", "2", "--snapshots", "2", "--lr", "0.05", "--seed", "1",
+                 "--no-progress", "--out", str(out)]) == 0
+    data = load_dataset("synthetic", n_train=10, n_test=30)[1]
+    srv, url = serve(Explorer(str(out / "checkpoint.pth"), data))
+    try:
+        page, problems = open_page(browser, url)
+        # Dreams: a class, then a channel of the first layer of kind Conv2d; a fooling image; occlusion.
+        page.click(".tab[data-tab='dreams']")
+        page.wait_for_selector("#tab-dreams[data-dream='scratch class:0 final']")
+        page.wait_for_selector("#tab-dreams[data-occlusion^='scratch test:0 ']")
+        assert page.locator("#dream-top button").count() == 9
+        page.select_option("#dream-what", "channel")
+        page.wait_for_selector("#tab-dreams[data-dream='scratch look:0 final']")
+        assert page.input_value("#dream-layer") == "look" and "Conv2d" in page.inner_text("#dream-layer")
+        page.select_option("#backend", "torch")
+        page.wait_for_selector("#tab-dreams[data-dream='torch look:0 final']")
+        page.click("#fool-go")
+        page.wait_for_selector("#tab-dreams[data-fool^='torch test:0 ']")
+        assert page.locator("#fool-bars-after .bar").count() == 10 and page.inner_text("#fool-message")
+        page.select_option("#fool-method", "fgsm")
+        page.click("#fool-go")
+        page.wait_for_selector("#tab-dreams[data-fool*=' fgsm ']")
+        # The time slider: snapshot 0 (epoch 1, step 2); the probabilities are that snapshot's.
+        assert page.is_visible("#timeline") and page.get_attribute("#moment", "max") == "4"
+        page.click(".tab[data-tab='explore']")
+        page.fill("#moment", "0")
+        page.dispatch_event("#moment", "change")
+        page.wait_for_selector("body[data-moment='0']")
+        assert page.inner_text("#moment-label").startswith("epoch 1, step 2")
+        s = load_snapshot(str(out), 0)
+        b = make_backend("scratch", arch=s["arch"])
+        b.load_state_dict(s["model"])
+        logits = b.predict(to_float(data.x[:1]))[0].astype(np.float64)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        shown = float(page.inner_text(f"#prob-bars .bar[data-class='{int(probs.argmax())}'] .num").rstrip("%"))
+        assert abs(shown - 100 * probs.max()) <= 0.006
+        page.click(".tab[data-tab='filters']")
+        page.wait_for_selector("#filters-body[data-snapshot='0']")
+        page.click(".tab[data-tab='run']")
+        page.wait_for_selector("#confusion[data-backend='torch']")
+        marker = page.evaluate("""() => {         // the moment's line on the curves (#f08c00)
+            const d = document.getElementById('curve-loss').getContext('2d').getImageData(0, 40, 440, 190).data;
+            const xs = new Set();
+            for (let i = 0; i < d.length; i += 4) if (d[i] > 230 && d[i + 1] > 120 && d[i + 1] < 160 && d[i + 2] < 30) xs.add((i / 4) % 440);
+            return [...xs];
+        }""")
+        assert marker and max(marker) - min(marker) <= 3, marker
+        page.click("#play")                                     # 1, 2, 3, then the checkpoint
+        page.wait_for_selector("body[data-moment='final']", timeout=120_000)
+        # A confusion cell: its images in the grid; one of them opens.
+        cell = page.locator(".cm:not([disabled])").first
+        i, j = cell.get_attribute("data-true"), cell.get_attribute("data-pred")
+        cell.click()
+        page.wait_for_selector(f"#grid[data-query*='cls={i}&pred={j}']")
+        assert page.locator(".thumb").count() == int(cell.inner_text())
+        thumb = page.locator(".thumb").last
+        index = thumb.get_attribute("data-image").split(":")[1]
+        thumb.click()
+        page.wait_for_selector(f"#image-caption:has-text('test:{index},')")
+        assert data.classes[int(i)] in page.inner_text("#image-caption")
+        page.wait_for_load_state("networkidle")           # the image's maps too: closing aborts what is in flight
+        page.close()
+        assert not problems, problems
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -19,8 +19,15 @@ the requests to these methods and turns :class:`ApiError` into a 4xx answer):
                             forward, how the layer computed it from its input; gradient, how
                             the layer above sent it back, beside the scratch and torch values
                             and a float64 finite difference (``scratchcnn.explore.finite``)
-    filters()               every Conv2d layer's weights
+    filters(query)          every Conv2d layer's weights (query snapshot: that snapshot's)
     run()                   metrics.json of the run folder (curves, layer statistics)
+    snapshots()             the snapshots train --snapshots K kept in the run folder
+    dream(req), fool(req), occlusion(req)
+                            the Dreams tab (``scratchcnn.explore.dreaming``)
+
+analyze, layer, pixel, filters, dream, fool and occlusion take ``snapshot`` (an index into
+snapshots(); absent or null: the checkpoint's weights): the time slider. A snapshot's
+weights are loaded when first asked for and a few are kept (``scratchcnn.explore.weights``).
 
 The layers are those of the checkpoint's network; the page dispatches on each layer's
 KIND (``info()["layers"]``), never on its name. ``image`` is ``"test:INDEX"`` or
@@ -29,7 +36,6 @@ predicted class). Arrays travel as base64 of little-endian float32 with their sh
 Every answer that shows numbers also gives ``diff``: the largest |scratch - torch| over
 exactly what it returned, the other backend run on the same image and class.
 """
-import base64
 import json
 import math
 import os
@@ -40,11 +46,14 @@ from contextlib import contextmanager
 import numpy as np
 
 from scratchcnn.explore import formulas
+from scratchcnn.explore.arrays import encode
+from scratchcnn.explore.dreaming import DreamRequests
 from scratchcnn.explore.errors import ApiError
 from scratchcnn.explore.uploads import decode_upload, png_data_uri
+from scratchcnn.explore.weights import Timeline, Weights
 
 MAX_UPLOADS_KEPT = 32                    # in memory; the oldest is forgotten first
-CACHE_SIZE = 48                          # (image, backend, class) keys kept (a result is ~1.5 MB)
+CACHE_SIZE = 48                          # (image, backend, class, weights) keys kept (a result is ~1.5 MB)
 BACKEND_NAMES = ("scratch", "torch")
 MODES = ("forward", "gradient", "weight")
 # Kinds whose output is never negative (given an input that is not): how each map is coloured.
@@ -52,19 +61,12 @@ NONNEGATIVE = ("ReLU", "Sigmoid")
 SAME_SIGN = ("MaxPool2d", "AvgPool2d", "Dropout", "Flatten")
 
 
-def encode(a):
-    """float array -> {"shape", "data": base64 of little-endian float32, "min", "max"}."""
-    a = np.ascontiguousarray(a, dtype="<f4")
-    return {"shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii"),
-            "min": float(a.min()) if a.size else 0.0, "max": float(a.max()) if a.size else 0.0}
-
-
 def short_kind(kind):
     """A learner's own layer "path/to/file.py:MyLayer" -> "MyLayer"; built-in kinds unchanged."""
     return kind.rsplit(":", 1)[-1]
 
 
-class Explorer:
+class Explorer(DreamRequests):
     """Everything the page asks for, computed from one checkpoint and its test split.
 
     ``Explorer(checkpoint, data, classes=None, arch=None, allow_custom=False)``: loads the
@@ -80,9 +82,10 @@ class Explorer:
         from scratchcnn.evaluate import load_backend
 
         self.checkpoint = checkpoint
-        self.backends = {}
-        self.backends["scratch"], ckpt = load_backend(checkpoint, "scratch", arch=arch, allow_custom=allow_custom)
+        scratch, ckpt = load_backend(checkpoint, "scratch", arch=arch, allow_custom=allow_custom)
         self.arch = ckpt["arch"]
+        self.final = Weights(self.arch, ckpt["model"], "final", {"scratch": scratch})
+        self.timeline = Timeline(os.path.dirname(os.path.abspath(checkpoint)), self.arch, allow_custom)
         self.specs = {s.name: s for s in self.arch.layers}
         self.names = self.arch.layer_names
         self.logits = self.names[-1]
@@ -103,25 +106,19 @@ class Explorer:
         self.cache = OrderedDict()
         self.predictions = {}
         self.thumbs = {}
-        self._float64 = None
 
     # ------------------------------------------------------------ the models
-    def backend(self, name):
-        if name not in self.backends:
-            from scratchcnn.backends import make_backend
-            b = make_backend(name, arch=self.arch)
-            b.load_state_dict(self.state_dict)
-            self.backends[name] = b
-        return self.backends[name]
+    def at(self, snapshot):
+        """The Weights of a moment of training: None, the checkpoint's; i, snapshot i of the run."""
+        return self.final if snapshot is None else self.timeline.weights(snapshot)
 
-    def float64(self):
+    def backend(self, name, snapshot=None):
+        return self.at(snapshot).backend(name)
+
+    def float64(self, snapshot=None):
         """The float64 copy of the network the finite differences run on (built once)."""
-        from scratchcnn.explore.finite import Float64Network
-
         with self.lock:
-            if self._float64 is None:
-                self._float64 = Float64Network(self.arch, self.state_dict)
-            return self._float64
+            return self.at(snapshot).float64()
 
     @staticmethod
     @contextmanager
@@ -152,15 +149,16 @@ class Explorer:
             self._three_numbers("test:0", self.logits, (mine["target"],), mine, other)
 
     def predict_all(self, backend):
-        """(pred (N,), confidence (N,)) over the test split, computed once per backend."""
+        """(pred (N,), confidence (N,), logits (N, K)) over the test split, computed once per backend."""
         from scratchcnn.backends import evaluate_logits, predicted_class
         from scratchcnn.study.featuremaps import softmax
 
         with self.lock:
             if backend not in self.predictions:
-                p = softmax(evaluate_logits(self.backend(backend), self.data, 250, self.normalize))
+                logits = evaluate_logits(self.backend(backend), self.data, 250, self.normalize)
+                p = softmax(logits)
                 pred = predicted_class(p, len(self.classes))
-                self.predictions[backend] = (pred, p[np.arange(len(pred)), pred])
+                self.predictions[backend] = (pred, p[np.arange(len(pred)), pred], logits)
             return self.predictions[backend]
 
     def image(self, key):
@@ -183,26 +181,28 @@ class Explorer:
         from scratchcnn.data import to_float
         return to_float(self.image(key)[None], self.normalize)
 
-    def compute(self, key, backend, target):
+    def compute(self, key, backend, target, snapshot=None):
         """class_gradients of one image through one backend (cached): logits, every layer's
         output and ds/d(output), with the softmax probabilities, saliency map and Grad-CAM
-        (on the last Conv2d), and the scratch backend's ds/dW of every Conv2d."""
+        (on the last Conv2d), and the scratch backend's ds/dW of every Conv2d; with the
+        checkpoint's weights, or those of snapshot ``snapshot`` of the run."""
         from scratchcnn.study.featuremaps import softmax
         from scratchcnn.study.saliency import class_gradients, grad_cam, saliency_map
 
-        cache_key = (key, backend, target)
         with self.lock:
+            weights = self.at(snapshot)
+            cache_key = (key, backend, target, weights.ident)
             if cache_key in self.cache:
                 self.cache.move_to_end(cache_key)
                 return self.cache[cache_key]
             x = self.float_image(key)
-            b = self.backend(backend)
+            b = weights.backend(backend)
             with self._one_thread():
                 r = class_gradients(b, x, target)
                 if target is None and r["classes"][0] >= len(self.classes):
                     # more outputs than classes (an old checkpoint on a small folder): predict among the classes
                     r = class_gradients(b, x, int(r["logits"][0, :len(self.classes)].argmax()))
-            out = {"target": int(r["classes"][0]), "backend": backend, "key": key,
+            out = {"target": int(r["classes"][0]), "backend": backend, "key": key, "snapshot": snapshot,
                    "acts": {"input": x[0], **{k: v[0] for k, v in r["acts"].items()}},
                    "grads": {k: v[0] for k, v in r["grads"].items()}}
             out["acts"]["softmax"] = softmax(out["acts"][self.logits]).astype(np.float32)
@@ -215,7 +215,7 @@ class Explorer:
             if backend == "scratch":                    # its backward pass just filled every .grad
                 out["wgrads"] = {s.name: getattr(b.model, s.name).weight.grad.copy()
                                  for s in self.arch.of_kind("Conv2d")}
-            self.cache[cache_key] = self.cache[(key, backend, out["target"])] = out
+            self.cache[cache_key] = self.cache[(key, backend, out["target"], weights.ident)] = out
             while len(self.cache) > CACHE_SIZE:
                 self.cache.popitem(last=False)
             return out
@@ -227,7 +227,7 @@ class Explorer:
 
         with self.lock:
             if result["wgrads"] is None:
-                model = self.backend("torch").model
+                model = self.backend("torch", result["snapshot"]).model
                 weights = [getattr(model, s.name).weight for s in self.arch.of_kind("Conv2d")]
                 param = next(model.parameters())
                 with self._one_thread():
@@ -239,11 +239,11 @@ class Explorer:
                                     for spec, g in zip(self.arch.of_kind("Conv2d"), got)}
             return result["wgrads"]
 
-    def both(self, key, backend, target):
+    def both(self, key, backend, target, snapshot=None):
         """(this backend's result, the other backend's result for the same class)."""
-        mine = self.compute(key, backend, target)
+        mine = self.compute(key, backend, target, snapshot)
         other = "torch" if backend == "scratch" else "scratch"
-        return mine, self.compute(key, other, mine["target"])
+        return mine, self.compute(key, other, mine["target"], snapshot)
 
     # ------------------------------------------------------------ requests
     def info(self):
@@ -284,7 +284,7 @@ class Explorer:
         offset = _int(query.get("offset", 0), "offset", 0, 10**9)
         limit = _int(query.get("limit", 48), "limit", 1, 500)
         sort = _choice(query.get("sort", "index"), ("index", "confidence", "-confidence"), "sort")
-        pred, conf = self.predict_all(backend)
+        pred, conf, _ = self.predict_all(backend)
         keep = np.ones(len(self.data), bool)
         if query.get("cls", "") not in ("", None):
             keep &= self.data.y == _int(query["cls"], "cls", 0, len(self.classes) - 1)
@@ -310,7 +310,7 @@ class Explorer:
     def confusion(self, query):
         """{"matrix": K x K counts (rows: true class, columns: predicted), "classes", "accuracy"}."""
         backend = _choice(query.get("backend", "scratch"), BACKEND_NAMES, "backend")
-        pred, _ = self.predict_all(backend)
+        pred, _, _ = self.predict_all(backend)
         k = len(self.outputs)
         cm = np.zeros((len(self.classes), k), np.int64)
         np.add.at(cm, (self.data.y, pred), 1)
@@ -329,13 +329,15 @@ class Explorer:
 
     def analyze(self, req):
         key, backend, target = self._image_args(req)
-        mine, other = self.both(key, backend, target)
+        snapshot = self._snapshot(req)
+        mine, other = self.both(key, backend, target, snapshot)
         label = None
         if key.startswith("test:"):
             label = int(self.data.y[int(key.split(":")[1])])
         probs, logits = mine["acts"]["softmax"], mine["acts"][self.logits]
         gradcam = mine["gradcam"]
         return {"image": key, "png": png_data_uri(self.image(key)), "label": label, "backend": backend,
+                "snapshot": snapshot,
                 "target": mine["target"], "pred": int(probs[:len(self.classes)].argmax()),
                 "logits": logits.tolist(), "probs": probs.tolist(),
                 "saliency": encode(mine["saliency"]),
@@ -348,13 +350,14 @@ class Explorer:
     def layer(self, req):
         key, backend, target = self._image_args(req)
         layer, mode = self._layer_mode(req)
-        mine, other = self.both(key, backend, target)
+        snapshot = self._snapshot(req)
+        mine, other = self.both(key, backend, target, snapshot)
         if mode == "weight":
             a, b = self.weight_grads(mine)[layer], self.weight_grads(other)[layer]
         else:
             part = "acts" if mode == "forward" else "grads"
             a, b = mine[part][layer], other[part][layer]
-        return {"layer": layer, "mode": mode, "backend": backend, "target": mine["target"],
+        return {"layer": layer, "mode": mode, "backend": backend, "target": mine["target"], "snapshot": snapshot,
                 **encode(a), "diff": _maxdiff(a, b)}
 
     def _layer_mode(self, req):
@@ -373,14 +376,16 @@ class Explorer:
         """One number of a layer view written out (see the module docstring)."""
         key, backend, target = self._image_args(req)
         layer, mode = self._layer_mode(req)
-        mine, other = self.both(key, backend, target)
+        snapshot = self._snapshot(req)
+        mine, other = self.both(key, backend, target, snapshot)
         if mode == "weight":
             return self._weight_pixel(req, key, layer, mine, other)
         part = "acts" if mode == "forward" else "grads"
         shape = mine[part][layer].shape
         index = _index(req.get("index"), shape, layer)
         value, other_value = float(mine[part][layer][index]), float(other[part][layer][index])
-        out = {"layer": layer, "mode": mode, "backend": backend, "target": mine["target"], "index": list(index),
+        out = {"layer": layer, "mode": mode, "backend": backend, "target": mine["target"], "snapshot": snapshot,
+               "index": list(index),
                "value": _finite(value), "other": _finite(other_value), "diff": _finite(abs(value - other_value)),
                "region": self._region(layer, index)}
         if mode == "forward":
@@ -398,9 +403,9 @@ class Explorer:
             return [index[1], index[1], index[2], index[2]]
         return list(self.arch.input_region(layer, index[1], index[2]))
 
-    def _params(self, name):
+    def _params(self, name, snapshot=None):
         prefix = name + "."
-        return {k[len(prefix):]: v for k, v in self.state_dict.items() if k.startswith(prefix)}
+        return {k[len(prefix):]: v for k, v in self.at(snapshot).state_dict.items() if k.startswith(prefix)}
 
     def _input_of(self, name):
         i = self.names.index(name)
@@ -427,7 +432,7 @@ class Explorer:
             return {"kind": "Softmax", "input": self.logits,
                     **formulas.softmax_forward(r["acts"][self.logits], index, r["acts"]["softmax"])}
         s, source = self.specs[layer], self._input_of(layer)
-        res = formulas.forward(short_kind(s.kind), s.args, self._params(layer), r["acts"][source],
+        res = formulas.forward(short_kind(s.kind), s.args, self._params(layer, r["snapshot"]), r["acts"][source],
                                r["acts"][layer], index, self._unflat(layer) if s.kind == "Linear" else None)
         res.pop("value", None)
         return {"kind": short_kind(s.kind), "input": source, **res}
@@ -437,7 +442,7 @@ class Explorer:
             return {"next": None, **formulas.score(r["target"], index, len(self.outputs))}
         i = 0 if layer == "input" else self.names.index(layer) + 1
         s = self.arch.layers[i]
-        res = formulas.backward(short_kind(s.kind), s.args, self._params(s.name), r["acts"][layer],
+        res = formulas.backward(short_kind(s.kind), s.args, self._params(s.name, r["snapshot"]), r["acts"][layer],
                                 r["acts"][s.name], r["grads"][s.name], index,
                                 self._unflat(s.name) if s.kind == "Linear" else None)
         return {"next": {"name": s.name, "kind": short_kind(s.kind)}, **res}
@@ -451,7 +456,7 @@ class Explorer:
             values = {b: float(by[b]["grads"][layer][index]) for b in BACKEND_NAMES}
         x = self.float_image(key)[0]
         with self.lock, self._one_thread():
-            net = self.float64()
+            net = self.float64(mine["snapshot"])
             fd = (net.weight_gradient(x, layer, "weight", index, mine["target"]) if weight
                   else net.activation_gradient(x, layer, index, mine["target"]))
         s, t, f = values["scratch"], values["torch"], fd["value"]
@@ -470,16 +475,41 @@ class Explorer:
         for k in ("upstream", "input", "products"):
             res[k] = encode(res[k])
         return {"layer": layer, "mode": "weight", "backend": mine["backend"], "target": mine["target"],
-                "index": list(index), "kind": "Conv2d", "input_layer": self._input_of(layer),
+                "snapshot": mine["snapshot"], "index": list(index), "kind": "Conv2d", "input_layer": self._input_of(layer),
                 "value": _finite(value), "other": _finite(other_value), "diff": _finite(abs(value - other_value)),
                 "region": None, **res, **self._three_numbers(key, layer, index, mine, other, weight=True)}
 
-    def filters(self):
-        """Every Conv2d's weights, in forward order; ``reads_image``: it is the first layer (its
-        input channels are the image's R, G, B)."""
-        return {"layers": [{"name": s.name, "in_shape": list(s.in_shape), "reads_image": i == 0,
-                            "weight": encode(self.state_dict[f"{s.name}.weight"])}
+    def filters(self, query=None):
+        """Every Conv2d's weights, in forward order (query ``snapshot``: that snapshot's);
+        ``reads_image``: it is the first layer (its input channels are the image's R, G, B)."""
+        snapshot = self._snapshot(query or {}, text=True)
+        state = self.at(snapshot).state_dict
+        return {"snapshot": snapshot,
+                "layers": [{"name": s.name, "in_shape": list(s.in_shape), "reads_image": i == 0,
+                            "weight": encode(state[f"{s.name}.weight"])}
                            for i, s in enumerate(self.arch.layers) if s.kind == "Conv2d"]}
+
+    def snapshots(self):
+        """The run's snapshots (``train --snapshots K``), in training order: index, epoch, step
+        (within the epoch), global_step, images_seen, and "at", the position on the curves'
+        epoch axis (epoch - 1 + step / steps per epoch). [] when the run kept none."""
+        keep = ("index", "epoch", "step", "global_step", "images_seen", "at", "file")
+        return {"snapshots": [{k: e[k] for k in keep} for e in self.timeline.entries()]}
+
+    def _snapshot(self, req, text=False):
+        """The request's "snapshot": None (the checkpoint's weights) or a snapshot index in range.
+        In a query string (``text``) it is text, and "" is None."""
+        value = req.get("snapshot")
+        if value is None or (text and value == ""):
+            return None
+        if text:
+            value = _int(value, "snapshot", -10**9, 10**9)
+        elif isinstance(value, str):
+            raise ApiError(400, f"snapshot must be a whole number (an index into /api/snapshots), got {value!r}")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        self.timeline.check(value)
+        return value
 
     def run(self):
         return self._run_metrics()

@@ -18,7 +18,10 @@ def register(sub):
                                    "browse the test set, see every layer's activations and gradients, "
                                    "saliency and Grad-CAM, any number of any layer written out (forward, and "
                                    "backward beside torch and a finite difference), the filters, the "
-                                   "confusion matrix and the run's training curves, through either backend.")
+                                   "confusion matrix and the run's training curves, what the network dreams "
+                                   "of (class and channel visualisation, fooling images, occlusion), through "
+                                   "either backend; with a time slider over the weights a run trained with "
+                                   "--snapshots kept.")
     p.add_argument("--checkpoint", required=True,
                    help="runs/NAME/checkpoint.pth, model.pth, or a state_dict saved by the tutorial")
     add_checkpoint_arch_options(p)

@@ -23,8 +23,19 @@ The routes (:data:`ROUTES`), each answered by one method of
                                          one number of that view written out: how the layer
                                          computed it (forward), or how the layer above sent
                                          it back, with scratch, torch and a finite difference
-    GET  /api/filters                    every Conv2d layer's weights
+    GET  /api/filters?snapshot=          every Conv2d layer's weights
     GET  /api/run                        metrics.json of the run folder (curves, layer statistics)
+    GET  /api/snapshots                  the weights train --snapshots K kept, in training order
+    POST /api/dream    {backend, seed, steps, class | layer + channel}
+                                         the image gradient ascent dreams up, and the 9 test
+                                         images that score highest
+    POST /api/fool     {image, backend, target, method, epsilon, max_steps, step_size}
+                                         a fooling image, the change, probabilities before/after
+    POST /api/occlusion {image, backend, class, patch, stride, fill}
+                                         the probability drop when a patch covers each part
+
+analyze, layer, pixel, filters, dream, fool and occlusion take "snapshot" (an index into
+/api/snapshots; absent or null: the checkpoint's weights).
 
 The JSON bodies are sent as Content-Type: application/json. HEAD answers like GET
 without the body; any other method gets a 405 (404 where nothing is).
@@ -66,7 +77,7 @@ from scratchcnn.explore.uploads import MAX_UPLOAD_BYTES
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 # The page's ES modules (static/js/), one per view; index.html loads main.js, which imports the rest.
 JS_MODULES = ("main.js", "store.js", "api.js", "util.js", "grid.js", "network.js", "summary.js", "maps.js",
-              "formula.js", "filters.js", "run.js")
+              "formula.js", "filters.js", "run.js", "dreams.js", "timeline.js")
 STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
                 "/index.html": ("index.html", "text/html; charset=utf-8"),
                 "/static/style.css": ("style.css", "text/css; charset=utf-8"),
@@ -75,13 +86,17 @@ STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
 # query string, the uploaded image's bytes or the JSON body)
 ROUTES = {"/api/info": ("GET", "info", None),
           "/api/images": ("GET", "images", "query"),
-          "/api/filters": ("GET", "filters", None),
+          "/api/filters": ("GET", "filters", "query"),
+          "/api/snapshots": ("GET", "snapshots", None),
           "/api/confusion": ("GET", "confusion", "query"),
           "/api/run": ("GET", "run", None),
           "/api/upload": ("POST", "upload", "image"),
           "/api/analyze": ("POST", "analyze", "json"),
           "/api/layer": ("POST", "layer", "json"),
-          "/api/pixel": ("POST", "pixel", "json")}
+          "/api/pixel": ("POST", "pixel", "json"),
+          "/api/dream": ("POST", "dream", "json"),
+          "/api/fool": ("POST", "fool", "json"),
+          "/api/occlusion": ("POST", "occlusion", "json")}
 MAX_JSON_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32                      # our requests are flat objects; json.loads recurses
 READ_TIMEOUT = 15.0                      # s for a request to arrive whole, or a connection to idle

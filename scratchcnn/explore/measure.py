@@ -8,7 +8,10 @@ Each view's interactions are timed as the page makes them: choosing an image (bo
 backends' forward and backward), opening a layer or switching mode (cached results),
 clicking a number of any layer (``/api/pixel``: forward for one layer of each kind,
 backward through each kind, with its finite difference, and a weight gradient) on an
-image whose maps are already on screen, the confusion matrix, the filters, the run.
+image whose maps are already on screen, the Dreams tab (a dream, the first one of a layer
+through a backend also ranking the test split for its top-9; a fooling image by steps and by FGSM; an
+occlusion map), the time slider when the run has snapshots (an image at a snapshot not yet
+loaded, and at one kept), the confusion matrix, the filters, the run.
 """
 import io
 import json
@@ -103,6 +106,9 @@ def measure(explorer, repeats=5):
               lambda image, s=s, shape=shape: post("/api/pixel", image=image, layer=s.name, mode="weight",
                                                    index=middle(shape)), on_screen)
 
+    _dreams(explorer, timed, post, new_image)
+    _moments(explorer, timed, post, new_image)
+
     timed("GET /api/confusion", lambda r: dispatch(explorer, "GET", f"/api/confusion?backend={('scratch', 'torch')[r % 2]}"))
     timed("GET /api/filters", lambda r: dispatch(explorer, "GET", "/api/filters"))
     timed("GET /api/run", lambda r: dispatch(explorer, "GET", "/api/run"))
@@ -116,6 +122,62 @@ def measure(explorer, repeats=5):
     slowest = max(rows, key=lambda r: r[2])
     lines.append(f"slowest: {slowest[0]}, {slowest[2]:.1f} ms ({repeats} repeats each)")
     return "\n".join(lines)
+
+
+def _dreams(explorer, timed, post, new_image):
+    """The Dreams tab: a dream (the first through a backend also ranks every test image, once),
+    a fooling image by steps and by FGSM, an occlusion map; through both backends."""
+    from scratchcnn.explore.dreaming import DREAM_STEPS, FOOL_STEPS
+
+    k = len(explorer.outputs)
+    maps = [s.name for s in explorer.arch.layers if len(s.out_shape) == 3]
+
+    def forget(backend, layer, r):
+        """The test split's ranking by ``layer`` is computed again by the next dream of it."""
+        for key in [k for k in explorer.final.responses_cache if k[:2] == (backend, layer)]:
+            del explorer.final.responses_cache[key]
+        return r
+
+    for backend in ("scratch", "torch"):
+        timed(f"POST /api/dream class, {DREAM_STEPS} steps, {backend}",
+              lambda r, b=backend: post("/api/dream", backend=b, seed=r, **{"class": r % k}))
+        for layer in maps[:1] + maps[-1:] if len(maps) > 1 else maps:
+            timed(f"POST /api/dream one channel of {layer}, {DREAM_STEPS} steps, {backend}, first (+ ranking "
+                  f"the test split)", lambda r, b=backend, L=layer: post("/api/dream", backend=b, layer=L, channel=r),
+                  lambda r, b=backend, L=layer: forget(b, L, r))
+            timed(f"POST /api/dream one channel of {layer}, {DREAM_STEPS} steps, {backend}",
+                  lambda r, b=backend, L=layer: post("/api/dream", backend=b, layer=L, channel=r, seed=r))
+
+        def another_class(r, b=backend):
+            """An image on screen, and a class it is not predicted as."""
+            image = new_image()
+            return image, (json.loads(post("/api/analyze", image=image, backend=b)[2])["pred"] + 1) % k
+        timed(f"POST /api/fool steps (at most {FOOL_STEPS}), {backend}",
+              lambda it, b=backend: post("/api/fool", image=it[0], target=it[1], backend=b), another_class)
+        timed(f"POST /api/fool fgsm, {backend}",
+              lambda it, b=backend: post("/api/fool", image=it[0], target=it[1], backend=b, method="fgsm"),
+              another_class)
+        timed(f"POST /api/occlusion patch 8 stride 4, {backend}",
+              lambda image, b=backend: post("/api/occlusion", image=image, backend=b), new_image)
+
+
+def _moments(explorer, timed, post, new_image):
+    """The time slider: an image at a snapshot not loaded yet (its file read, both backends
+    built), and at one kept in memory; the filters of a snapshot."""
+    entries = explorer.timeline.entries()
+    if not entries:
+        return
+    last = len(entries) - 1
+
+    def unloaded(r):
+        explorer.timeline.kept.clear()
+        return new_image()
+    timed("POST /api/analyze at a snapshot not loaded yet", lambda image: post("/api/analyze", image=image,
+                                                                               snapshot=last), unloaded)
+    timed("POST /api/analyze at a snapshot kept in memory", lambda image: post("/api/analyze", image=image,
+                                                                               snapshot=last), new_image)
+    timed("GET /api/filters?snapshot= (kept)", lambda r: dispatch(explorer, "GET", f"/api/filters?snapshot={last}"))
+    timed("GET /api/snapshots", lambda r: dispatch(explorer, "GET", "/api/snapshots"))
 
 
 def _example_png(size=256):

@@ -2,7 +2,7 @@
 // the image (3 input channels: R, G, B) is drawn as colour images; any other as a grid of
 // kernels (rows: output channel, columns: input channel) on a diverging scale.
 import {api, decode} from "./api.js";
-import {setBadge} from "./store.js";
+import {setBadge, state} from "./store.js";
 import {$, el, fmt, legend, makeScale, minmax} from "./util.js";
 
 function rgbTiles(name, v, F, KH, KW) {
@@ -39,7 +39,7 @@ function kernelGrid(name, w, v, F, C, KH, KW) {
 }
 
 export async function showFilters() {
-  const f = await api("/api/filters");
+  const f = await api(state.snapshot === null ? "/api/filters" : `/api/filters?snapshot=${state.snapshot}`);
   const box = $("filters-body");
   box.replaceChildren();
   setBadge("filters", null);              // the weights are the checkpoint's, the same in both backends
@@ -59,4 +59,5 @@ export async function showFilters() {
     }
   }
   box.dataset.loaded = "1";
+  box.dataset.snapshot = f.snapshot === null ? "final" : String(f.snapshot);
 }

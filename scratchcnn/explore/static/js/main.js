@@ -9,19 +9,22 @@ import {filterGrid, initGrid, loadGrid, markSelected} from "./grid.js";
 import {markPick, renderLayer, renderWeights} from "./maps.js";
 import {drawNetwork, kindNote, markLayer} from "./network.js";
 import {showFilters} from "./filters.js";
-import {initConfusion, showConfusion, showRun} from "./run.js";
+import {initConfusion, markMoment, showConfusion, showRun} from "./run.js";
+import {dreamsChanged, initDreams, showDreams} from "./dreams.js";
+import {initTimeline} from "./timeline.js";
 import {layerInfo, outputs, setBadge, showBadge, state} from "./store.js";
 import {renderSummary, showRegion} from "./summary.js";
 import {$, el, fmt} from "./util.js";
 
 let layerVersion = 0, pickVersion = 0;      // an answer for an older request is dropped
-const TABS = ["explore", "filters", "run"];
+const TABS = ["explore", "filters", "run", "dreams"];
 
 // ------------------------------------------------------------------ actions
 async function selectImage(image) {
   state.image = image;
   markSelected();
   await refresh(true);
+  dreamsChanged();
 }
 
 async function setBackend(name) {
@@ -29,6 +32,22 @@ async function setBackend(name) {
   const work = [loadGrid(), refresh(true)];
   if (state.tab === "run") work.push(showConfusion());
   await Promise.all(work);
+  dreamsChanged();
+}
+
+// The time slider: every view again, with the weights of that moment of training.
+async function setMoment() {
+  const work = [refresh(true)];
+  if (state.tab === "filters") work.push(showFilters());
+  await Promise.all(work);
+  markMoment();
+  if (state.tab === "dreams") await showDreams();
+}
+
+// Open an image (a dream's top-9) in the Explore tab.
+async function openImage(image) {
+  switchTab("explore");
+  await selectImage(image);
 }
 
 async function setMode(mode) { state.mode = mode; await refresh(false); }
@@ -63,7 +82,8 @@ async function refresh(analysis) {
   pickVersion++;
   if (!state.image) return;
   if (analysis || !state.analysis) {
-    const a = await api("/api/analyze", {image: state.image, backend: state.backend, class: state.target});
+    const a = await api("/api/analyze", {image: state.image, backend: state.backend, class: state.target,
+                                         snapshot: state.snapshot});
     if (v !== layerVersion) return;
     state.analysis = a;
     await renderSummary(a, (i) => setTarget(i).catch(showError));
@@ -89,12 +109,13 @@ async function showLayer(v) {
   const L = layerInfo(state.layer);
   const grad = state.mode === "gradient" && L.kind !== "Softmax";
   const r = await api("/api/layer", {image: state.image, backend: state.backend, class: state.target,
-                                     layer: L.name, mode: grad ? "gradient" : "forward"});
+                                     snapshot: state.snapshot, layer: L.name, mode: grad ? "gradient" : "forward"});
   if (v !== layerVersion) return;
   state.layerData = r;
   let w = null;
   if (grad && L.kind === "Conv2d") {
-    w = await api("/api/layer", {image: state.image, backend: state.backend, class: state.target, layer: L.name, mode: "weight"});
+    w = await api("/api/layer", {image: state.image, backend: state.backend, class: state.target,
+                                 snapshot: state.snapshot, layer: L.name, mode: "weight"});
     if (v !== layerVersion) return;
   }
   state.weightData = w;
@@ -127,7 +148,7 @@ async function showPick(scroll) {
     return;
   }
   const r = await api("/api/pixel", {image: state.image, backend: state.backend, class: state.target,
-                                     layer: p.layer, mode: p.mode, index: p.index});
+                                     snapshot: state.snapshot, layer: p.layer, mode: p.mode, index: p.index});
   if (v !== pickVersion) return;
   renderFormula(r);
   showRegion(r.region);
@@ -148,6 +169,7 @@ function switchTab(name) {
   showBadge();
   if (name === "filters") showFilters().catch(showError);
   if (name === "run") showRun().catch(showError);
+  if (name === "dreams") showDreams().catch(showError);
 }
 
 // ------------------------------------------------------------------ start
@@ -161,6 +183,8 @@ async function main() {
   drawNetwork((name) => setLayer(name).catch(showError));
   initGrid((image) => selectImage(image));
   initConfusion((i, j) => { switchTab("explore"); filterGrid(i, j).catch(showError); });
+  initDreams((image) => openImage(image).catch(showError));
+  await initTimeline(() => setMoment());
   for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => switchTab(b.dataset.tab));
   $("backend").addEventListener("change", (ev) => setBackend(ev.target.value).catch(showError));
   $("mode").addEventListener("change", (ev) => setMode(ev.target.value).catch(showError));

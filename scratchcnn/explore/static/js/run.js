@@ -12,10 +12,10 @@ export function plotLines(canvas, series, {ymin = null, ymax = null, xlabel = "e
   ctx.clearRect(0, 0, W, H);
   series = series.filter((s) => s.points.length);
   if (!series.length) return;
-  const xs = series.flatMap((s) => s.points.map((p) => p[0])), ys = series.flatMap((s) => s.points.map((p) => p[1]));
+  const xs = series.flatMap((s) => s.points.map((p) => p[0])).concat(marker === null ? [] : [marker]), ys = series.flatMap((s) => s.points.map((p) => p[1]));
   const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
   const yt = niceTicks(ymin ?? Math.min(...ys), ymax ?? Math.max(...ys), 5);
-  const lo = ymin ?? yt.ticks[0], hi = ymax ?? Math.max(yt.ticks[yt.ticks.length - 1], Math.max(...ys));
+  const lo = ymin ?? Math.min(yt.ticks[0], ...ys), hi = ymax ?? Math.max(yt.ticks[yt.ticks.length - 1], Math.max(...ys));
   const px = (x) => L + (x - x0) / (x1 - x0) * (W - L - R), py = (y) => H - B - (y - lo) / (hi - lo || 1) * (H - B - T);
   ctx.font = "11px sans-serif"; ctx.lineWidth = 1;
   ctx.strokeStyle = "#e4e4e4"; ctx.fillStyle = "#444"; ctx.textAlign = "right"; ctx.textBaseline = "middle";
@@ -59,15 +59,23 @@ export function drawCurves(epochs, marker = null) {
             {ymin: 0, ymax: 100, marker});
 }
 
+let runEpochs = [];
+
+// The time slider moved: the curves again, with a line where the chosen snapshot was taken.
+export function markMoment() {
+  if (runEpochs.length) drawCurves(runEpochs, state.snapshotAt);
+}
+
 export async function showRun() {
   const r = await api("/api/run");
+  runEpochs = r.epochs;
   setBadge("run", null);
   const has = r.epochs.length > 0;
   $("run-none").hidden = has;
   $("run-body").hidden = !has;
   if (has) {
     $("run-source").textContent = `from ${r.source}; ${r.epochs.length} epochs`;
-    drawCurves(r.epochs);
+    drawCurves(r.epochs, state.snapshotAt);
     showStats(r.epochs);
   }
   await showConfusion();

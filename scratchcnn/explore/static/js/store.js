@@ -14,6 +14,8 @@ export const state = {
   grid: {offset: 0, limit: 48, cls: "", pred: "", wrong: false, sort: "index"},
   analysis: null,         // /api/analyze of (image, backend, target)
   layerData: null,        // /api/layer of the shown layer
+  snapshot: null,         // the time slider: null, the checkpoint's weights; i, snapshot i of the run
+  snapshotAt: null,       // where that snapshot is on the curves' epoch axis (epoch - 1 + step / steps)
   pick: null,             // {layer, mode: "forward" | "gradient" | "weight", index}: the number explained
   version: 0,             // bumped by every change; an answer for an older version is dropped
 };
