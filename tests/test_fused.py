@@ -16,6 +16,7 @@ results agree to float32 rounding, not bitwise; relative errors of a few
 """
 import threading
 
+import numba
 import numpy as np
 import pytest
 
@@ -467,3 +468,57 @@ def test_two_models_in_one_process_do_not_share_the_fast_paths_buffers():
     for seed, model in models.items():
         np.testing.assert_array_equal(model.flat_data, alone[seed])
     assert fused._workspace(models[1], 16, 10) is not fused._workspace(models[2], 16, 10)
+
+
+# ---------------------------------------------------------------- register blocks per CPU
+@numba.njit(parallel=True)
+def _forward_with_8px(xp, wk, koff, bias, out):
+    for r in numba.prange(xp.shape[0] * (xp.shape[1] - 2)):
+        fc.conv3x3_row_8px(xp, wk, koff, bias, out, r)
+
+
+@numba.njit(parallel=True)
+def _forward_with_2px(xp, wk, koff, bias, out):
+    for r in numba.prange(xp.shape[0] * (xp.shape[1] - 2)):
+        fc.conv3x3_row_2px(xp, wk, koff, bias, out, r)
+
+
+@numba.njit
+def _weight_grad_with(taps, xp, g, koff):
+    n_img, hp, wp, c = xp.shape
+    h_out, w_out = hp - 2, wp - 2
+    dw = np.zeros(koff.size * fc.COUT, np.float32)
+    xf, gf = xp.reshape(-1), g.reshape(-1)
+    for r in range(n_img * h_out):
+        n, h = r // h_out, r % h_out
+        x_row, g_row = (n * hp + h) * wp * c, (n * h_out + h) * w_out * fc.COUT
+        for k0 in range(0, koff.size, taps):
+            if taps == 8:
+                fc._wgrad_block_8taps(dw, xf, gf, koff, k0, x_row, g_row, c, w_out)
+            else:
+                fc._wgrad_block_2taps(dw, xf, gf, koff, k0, x_row, g_row, c, w_out)
+    return dw.reshape(koff.size, fc.COUT)
+
+
+def test_both_register_blocks_of_the_conv_kernels_give_the_same_bits_as_each_other_and_the_reference():
+    """8 pixels / 8 taps per block (AVX-512) or 2 (AVX2): the same sums in the same order. Both run
+    on every CPU (the big block only slower where it spills), so both are checked wherever tests run."""
+    rng = np.random.default_rng(7)
+    n, c, size = 3, 32, 16
+    xp = np.zeros((n, size + 2, size + 2, c), np.float32)
+    xp[:, 1:-1, 1:-1] = rng.standard_normal((n, size, size, c))
+    koff = fc.tap_offsets(size, c)
+    wk = fc.pack_weights(rng.standard_normal((32, c, 3, 3)).astype(np.float32), koff.size)
+    bias = rng.standard_normal(32).astype(np.float32)
+    out8, out2 = (np.empty((n, size, size, 32), np.float32) for _ in range(2))
+    _forward_with_8px(xp, wk, koff, bias, out8)
+    _forward_with_2px(xp, wk, koff, bias, out2)
+    np.testing.assert_array_equal(out8, out2)
+    np.testing.assert_allclose(out2, fc.conv3x3_forward_reference(xp, wk, koff, bias), rtol=1e-5, atol=1e-4)
+    g = rng.standard_normal((n, size, size, 32)).astype(np.float32)
+    dw8, dw2 = _weight_grad_with(8, xp, g, koff), _weight_grad_with(2, xp, g, koff)
+    np.testing.assert_array_equal(dw8, dw2)
+    np.testing.assert_allclose(dw2, fc.conv3x3_weight_grad_reference(xp, g, koff)[0], rtol=1e-4, atol=1e-3)
+    # this CPU's choice is one of the two
+    assert fc.conv3x3_row is (fc.conv3x3_row_8px if fc.AVX512 else fc.conv3x3_row_2px)
+    assert fc.WGRAD_TAPS == (8 if fc.AVX512 else 2)

@@ -39,6 +39,17 @@ LANES = 16
 _VEC = ir.VectorType(ir.FloatType(), LANES)
 
 
+def _host_has_avx512():
+    """True when this CPU has AVX-512 (32 vector registers of 16 floats); without it an
+    ``f32x16`` is two 8-float ymm registers and only 16 of those exist, so register-blocked
+    kernels use smaller blocks (see ``fused_conv``) rather than spill their accumulators."""
+    import llvmlite.binding as llvm
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+
+
+AVX512 = _host_has_avx512()
+
+
 class F32x16(types.Type):
     """numba type of a 16-lane float32 vector value."""
 
