@@ -147,7 +147,8 @@ def limits_text(data):
         lines.append(f"| {th} | {m['fma_gflops']:.0f} | {nominal} | {ghz:.2f} | {m['copy_gbs']:.1f} | "
                      f"{m['triad_gbs']:.1f} |")
     fma = first["fma_instructions"]
-    lines += ["", f"FMA peak: 16 independent chains of 512-bit FMAs per thread ({fma['zmm']} zmm, {fma['ymm']} ymm, "
+    chains = "16 independent chains of 512-bit FMAs" if fma["zmm"] else "6 independent chains of two 256-bit FMAs"
+    lines += ["", f"FMA peak: {chains} per thread ({fma['zmm']} zmm, {fma['ymm']} ymm, "
               f"{fma['xmm']} xmm FMA instructions in the compiled loop). Nominal and implied clock assume 2 FMA "
               f"pipes of {lanes} float32 lanes per core (CPU flags: {', '.join(machine.get('fma_flags') or ['?'])}"
               + (f"; /proc/cpuinfo reports {mhz / 1e3:.2f} GHz, on a VM usually the base clock" if mhz else "")

@@ -309,6 +309,23 @@ def test_fma_peak_runs_independent_512_bit_chains():
     assert fma["ymm"] == fma["xmm"] == 0 and fma["zmm"] >= CHAINS and fma["zmm"] % CHAINS == 0
 
 
+def test_without_avx512_the_peak_probe_runs_chains_that_fit_16_ymm_registers():
+    from benchmarks._peak import NARROW_CHAINS, fma_flops, fma_instructions, fma_peak_avx2, peak_kernel
+    out = fma_peak_avx2(10, 2)
+    starts = np.array([t + 0.1 * j for t in range(2) for j in range(NARROW_CHAINS)]).reshape(2, NARROW_CHAINS)
+    expect = starts * 0.999999 ** 10 + 1e-7 * sum(0.999999 ** k for k in range(10))
+    np.testing.assert_allclose(out, np.repeat(expect.sum(axis=1)[:, None], 16, axis=1), rtol=1e-5)
+    assert fma_flops(10, 2, NARROW_CHAINS) == 2 * 10 * NARROW_CHAINS * 16 * 2
+    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
+    if " avx512f" in flags:
+        assert peak_kernel()[1] == 16
+        pytest.skip("this CPU has AVX-512: the 16-chain probe runs")
+    assert peak_kernel() == (fma_peak_avx2, NARROW_CHAINS)
+    fma = fma_instructions()
+    # 6 chains of 16 floats = 12 ymm FMAs per iteration (or a multiple, unrolled), nothing spilled to zmm/xmm
+    assert fma["zmm"] == fma["xmm"] == 0 and fma["ymm"] >= 2 * NARROW_CHAINS and fma["ymm"] % (2 * NARROW_CHAINS) == 0
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK),
                     reason="the peak-RSS reset needs a writable /proc/self/clear_refs (Linux)")
