@@ -119,26 +119,3 @@ def test_keep_mask_streams_differ():
     a = rng.keep_mask(1, 0, 4096, 0.5)
     assert not np.array_equal(a, rng.keep_mask(1, 1, 4096, 0.5))   # next counter
     assert not np.array_equal(a, rng.keep_mask(2, 0, 4096, 0.5))   # other seed
-
-
-def test_the_parallel_layer_kernels_give_the_same_bits_on_one_thread_and_on_all():
-    import numba
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((3, 5, 9, 8)).astype(np.float32)
-
-    def run():
-        cols = conv.im2col(x, 3, 2, 2, 1, 1, 0)
-        out, idx = pool.max_pool2d_forward(x, 2, 2, 2, 2)
-        return [cols, conv.col2im(cols, 9, 8, 3, 2, 2, 1, 1, 0), out, idx,
-                pool.max_pool2d_backward(out, idx, 9, 8), pool.avg_pool2d_forward(x, 3, 3, 2, 2),
-                pool.avg_pool2d_backward(out, 9, 8, 2, 2, 2, 2)]
-
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = run()
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        for a, b in zip(one, run()):
-            np.testing.assert_array_equal(a, b)
-    finally:
-        numba.set_num_threads(before)

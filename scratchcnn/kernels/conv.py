@@ -20,10 +20,6 @@ numba does the gather (``im2col``) and the scatter-add (``col2im``); the matrix
 multiplies go to NumPy's BLAS (numba's own ``np.dot`` would need SciPy). This is
 the clear, general path (any kernel size, stride, padding); a fused NHWC fast
 path lives elsewhere. The plain NumPy twins are in ``scratchcnn.reference``.
-
-``im2col`` and ``col2im`` run the N*C (image, channel) planes in parallel
-(``numba.prange``): each plane's rows of ``cols`` and each plane of ``dx`` are
-written by one thread only, so the results do not depend on the number of threads.
 """
 import numba
 import numpy as np
@@ -34,37 +30,30 @@ def output_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
 
-@numba.njit(cache=True, inline="always")
-def _inside(j, pad, stride, size, n_out):
-    """(lo, hi): the outputs xo in [lo, hi) whose tap j reads inside the input,
-    0 <= xo*stride + j - pad < size (the others read the zero padding)."""
-    lo = max(0, -((j - pad) // stride))
-    hi = min(n_out, (size - 1 + pad - j) // stride + 1)
-    return lo, max(lo, hi)
-
-
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def im2col(x, kh, kw, sh, sw, ph, pw):
     """(N, C, H, W) -> cols (N, C*KH*KW, OH*OW); padding reads as 0."""
     n_img, n_ch, height, width = x.shape
     oh = (height + 2 * ph - kh) // sh + 1
     ow = (width + 2 * pw - kw) // sw + 1
     cols = np.zeros((n_img, n_ch * kh * kw, oh * ow), dtype=x.dtype)
-    for plane in numba.prange(n_img * n_ch):      # the (image, channel) planes are independent
-        n, c = plane // n_ch, plane % n_ch
-        for i in range(kh):
-            for j in range(kw):
-                row = (c * kh + i) * kw + j
-                lo, hi = _inside(j, pw, sw, width, ow)
-                for y in range(oh):
-                    h = y * sh + i - ph
-                    if 0 <= h < height:
-                        for xo in range(lo, hi):
-                            cols[n, row, y * ow + xo] = x[n, c, h, xo * sw + j - pw]
+    for n in range(n_img):
+        for c in range(n_ch):
+            for i in range(kh):
+                for j in range(kw):
+                    row = (c * kh + i) * kw + j
+                    for y in range(oh):
+                        h = y * sh + i - ph
+                        if h < 0 or h >= height:
+                            continue
+                        for xo in range(ow):
+                            w = xo * sw + j - pw
+                            if 0 <= w < width:
+                                cols[n, row, y * ow + xo] = x[n, c, h, w]
     return cols
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def col2im(dcols, height, width, kh, kw, sh, sw, ph, pw):
     """Adjoint of im2col: cols (N, C*KH*KW, OH*OW) -> dx (N, C, H, W).
 
@@ -76,17 +65,19 @@ def col2im(dcols, height, width, kh, kw, sh, sw, ph, pw):
     oh = (height + 2 * ph - kh) // sh + 1
     ow = (width + 2 * pw - kw) // sw + 1
     dx = np.zeros((n_img, n_ch, height, width), dtype=dcols.dtype)
-    for plane in numba.prange(n_img * n_ch):      # the (image, channel) planes are independent
-        n, c = plane // n_ch, plane % n_ch
-        for i in range(kh):
-            for j in range(kw):
-                row = (c * kh + i) * kw + j
-                lo, hi = _inside(j, pw, sw, width, ow)
-                for y in range(oh):
-                    h = y * sh + i - ph
-                    if 0 <= h < height:
-                        for xo in range(lo, hi):
-                            dx[n, c, h, xo * sw + j - pw] += dcols[n, row, y * ow + xo]
+    for n in range(n_img):
+        for c in range(n_ch):
+            for i in range(kh):
+                for j in range(kw):
+                    row = (c * kh + i) * kw + j
+                    for y in range(oh):
+                        h = y * sh + i - ph
+                        if h < 0 or h >= height:
+                            continue
+                        for xo in range(ow):
+                            w = xo * sw + j - pw
+                            if 0 <= w < width:
+                                dx[n, c, h, w] += dcols[n, row, y * ow + xo]
     return dx
 
 

@@ -13,16 +13,12 @@ from best = -inf and the window's first element. So among tied maxima the FIRST
 wins, a NaN beats every number (and a later NaN beats an earlier one), and an
 all -inf window picks its first element. The backward pass routes each output
 gradient to that one input element; overlapping windows (stride < kernel) add up.
-
-Every kernel runs its N*C (image, channel) planes in parallel (``numba.prange``):
-a plane is read and written by one thread only, so the results do not depend on
-the number of threads.
 """
 import numba
 import numpy as np
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def max_pool2d_forward(x, kh, kw, sh, sw):
     """x (N, C, H, W) -> out, indices (N, C, OH, OW); tie rule in the module docstring."""
     n_img, n_ch, height, width = x.shape
@@ -30,34 +26,34 @@ def max_pool2d_forward(x, kh, kw, sh, sw):
     ow = (width - kw) // sw + 1
     out = np.empty((n_img, n_ch, oh, ow), dtype=x.dtype)
     indices = np.empty((n_img, n_ch, oh, ow), dtype=np.int64)
-    for plane in numba.prange(n_img * n_ch):      # the (image, channel) planes are independent
-        n, c = plane // n_ch, plane % n_ch
-        for y in range(oh):
-            for xo in range(ow):
-                h0, w0 = y * sh, xo * sw
-                best = -np.inf
-                best_index = h0 * width + w0
-                for h in range(h0, h0 + kh):
-                    for w in range(w0, w0 + kw):
-                        v = x[n, c, h, w]
-                        if v > best or np.isnan(v):
-                            best = v
-                            best_index = h * width + w
-                out[n, c, y, xo] = best
-                indices[n, c, y, xo] = best_index
+    for n in range(n_img):
+        for c in range(n_ch):
+            for y in range(oh):
+                for xo in range(ow):
+                    h0, w0 = y * sh, xo * sw
+                    best = -np.inf
+                    best_index = h0 * width + w0
+                    for h in range(h0, h0 + kh):
+                        for w in range(w0, w0 + kw):
+                            v = x[n, c, h, w]
+                            if v > best or np.isnan(v):
+                                best = v
+                                best_index = h * width + w
+                    out[n, c, y, xo] = best
+                    indices[n, c, y, xo] = best_index
     return out, indices
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def max_pool2d_backward(dout, indices, height, width):
     """dx (N, C, H, W): dx[n, c].flat[indices[n, c, y, x]] += dout[n, c, y, x]."""
     n_img, n_ch, oh, ow = dout.shape
     dx = np.zeros((n_img, n_ch, height * width), dtype=dout.dtype)
-    for plane in numba.prange(n_img * n_ch):      # the (image, channel) planes are independent
-        n, c = plane // n_ch, plane % n_ch
-        for y in range(oh):
-            for xo in range(ow):
-                dx[n, c, indices[n, c, y, xo]] += dout[n, c, y, xo]
+    for n in range(n_img):
+        for c in range(n_ch):
+            for y in range(oh):
+                for xo in range(ow):
+                    dx[n, c, indices[n, c, y, xo]] += dout[n, c, y, xo]
     return dx.reshape(n_img, n_ch, height, width)
 
 
@@ -74,7 +70,7 @@ def _window_size(x, kh, kw):
     return count[0]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def avg_pool2d_forward(x, kh, kw, sh, sw):
     """x (N, C, H, W) -> out (N, C, OH, OW): the mean of each KHxKW window."""
     n_img, n_ch, height, width = x.shape
@@ -82,30 +78,30 @@ def avg_pool2d_forward(x, kh, kw, sh, sw):
     ow = (width - kw) // sw + 1
     out = np.empty((n_img, n_ch, oh, ow), dtype=x.dtype)
     count = _window_size(x, kh, kw)
-    for plane in numba.prange(n_img * n_ch):      # the (image, channel) planes are independent
-        n, c = plane // n_ch, plane % n_ch
-        for y in range(oh):
-            for xo in range(ow):
-                total = count - count                  # 0 in x's dtype
-                for h in range(y * sh, y * sh + kh):
-                    for w in range(xo * sw, xo * sw + kw):
-                        total += x[n, c, h, w]
-                out[n, c, y, xo] = total / count
+    for n in range(n_img):
+        for c in range(n_ch):
+            for y in range(oh):
+                for xo in range(ow):
+                    total = count - count                  # 0 in x's dtype
+                    for h in range(y * sh, y * sh + kh):
+                        for w in range(xo * sw, xo * sw + kw):
+                            total += x[n, c, h, w]
+                    out[n, c, y, xo] = total / count
     return out
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def avg_pool2d_backward(dout, height, width, kh, kw, sh, sw):
     """dx (N, C, H, W): each dout[n, c, y, x] / (KH*KW) added to every pixel of window (y, x)."""
     n_img, n_ch, oh, ow = dout.shape
     dx = np.zeros((n_img, n_ch, height, width), dtype=dout.dtype)
     count = _window_size(dout, kh, kw)
-    for plane in numba.prange(n_img * n_ch):      # the (image, channel) planes are independent
-        n, c = plane // n_ch, plane % n_ch
-        for y in range(oh):
-            for xo in range(ow):
-                g = dout[n, c, y, xo] / count
-                for h in range(y * sh, y * sh + kh):
-                    for w in range(xo * sw, xo * sw + kw):
-                        dx[n, c, h, w] += g
+    for n in range(n_img):
+        for c in range(n_ch):
+            for y in range(oh):
+                for xo in range(ow):
+                    g = dout[n, c, y, xo] / count
+                    for h in range(y * sh, y * sh + kh):
+                        for w in range(xo * sw, xo * sw + kw):
+                            dx[n, c, h, w] += g
     return dx
