@@ -87,6 +87,12 @@ def speed():
     return RM.load(RM.RESULTS)
 
 
+def _cpu(result):
+    """(model name, family, model) of the CPU a benchmark result was measured on."""
+    m = result.get("machine", {})
+    return m.get("cpu"), m.get("cpu_family"), m.get("cpu_model")
+
+
 def cifar10_runs():
     """[(folder name, load_run dict, wall time text or None)] of docs/results/cifar10/*."""
     from scratchcnn.compare import load_run
@@ -117,6 +123,14 @@ def headline(lang):
     h = RM.headline(s["step"])
     ep = RM._epoch_row(s, "torch")
     epoch_sp = ep["speedup"]["epoch_s"] if ep and ep.get("speedup") else None
+    # the epoch figure goes beside the step's only when both were measured on the same kind of CPU
+    epoch_cpu = _cpu(s["epoch"]) if "epoch" in s else None
+    step_cpu = _cpu(s["step"])
+    elsewhere = epoch_sp is not None and epoch_cpu != step_cpu
+    where_en = (f" ({RM.R.machine_line(s['epoch'])}, family {epoch_cpu[1]} model {epoch_cpu[2]}, "
+                f"{s['epoch']['date'][:10]}: another CPU)" if elsewhere else "")
+    where_zh = (f"（另一种 CPU：{epoch_cpu[0]}，family {epoch_cpu[1]} model {epoch_cpu[2]}，"
+                f"{s['epoch']['date'][:10]}）" if elsewhere else "")
     name, run, _ = cifar10_runs()[0]
     cfg, last = run["config"], run["epochs"][-1]
     n_test = "10,000"
@@ -132,8 +146,9 @@ def headline(lang):
             f"详见 [验证](docs/verification.md)。",
             f"- **CPU 上更快。** 批大小 32、{h['threads']} 线程的一个训练步：比教程的 PyTorch 循环快 "
             f"{_iv(h['vs_tutorial'], 'zh')}，比测得最快的 PyTorch 配置快 {_iv(h['vs_best'], 'zh')}"
-            + (f"；一个完整 epoch（含评估）快 {_iv(epoch_sp, 'zh')}" if epoch_sp else "")
-            + f"（{machine_zh}；详见 [速度](docs/speed.md)）。",
+            + (f"（{machine_zh}，family {step_cpu[1]} model {step_cpu[2]}）" if elsewhere else "")
+            + (f"；一个完整 epoch（含评估）快 {_iv(epoch_sp, 'zh')}{where_zh}" if epoch_sp else "")
+            + ("；详见 [速度](docs/speed.md)。" if elsewhere else f"（{machine_zh}；详见 [速度](docs/speed.md)）。"),
             f"- **真实数据。** 在完整的 CIFAR-10 上（JPEG 版本，50,000 张训练图、{n_test} 张测试图），"
             f"教程的训练配置（`--recipe {cfg.get('recipe')}`，{cfg.get('backend')} 后端，{last['epoch']} 个 epoch）"
             f"达到 **{_pct(last['test_acc'])}** 的测试集准确率（`docs/results/cifar10/{name}/metrics.json`；"
@@ -150,8 +165,9 @@ def headline(lang):
             f"- **Fast on a CPU.** One training step of batch 32 at {h['threads']} threads is "
             f"{_iv(h['vs_tutorial'])} faster than the tutorial's PyTorch loop and {_iv(h['vs_best'])} faster "
             f"than the best PyTorch configuration measured"
-            + (f"; one epoch end to end, evaluation included, {_iv(epoch_sp)}" if epoch_sp else "")
-            + f" ({machine}). [Speed](docs/speed.md).",
+            + (f" ({machine}, family {step_cpu[1]} model {step_cpu[2]})" if elsewhere else "")
+            + (f"; one epoch end to end, evaluation included, {_iv(epoch_sp)}{where_en}" if epoch_sp else "")
+            + ("" if elsewhere else f" ({machine})") + ". [Speed](docs/speed.md).",
             f"- **Real data.** On the full CIFAR-10 (the JPEG copy: 50,000 training and {n_test} test images), "
             f"the tutorial's recipe (`--recipe {cfg.get('recipe')}`, {cfg.get('backend')} backend, "
             f"{last['epoch']} epochs) reaches **{_pct(last['test_acc'])}** test accuracy "

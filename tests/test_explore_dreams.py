@@ -338,3 +338,25 @@ def test_odd_values_in_any_field_never_give_a_5xx(explorer, path, base):
     for raw in (b"", b"null", b"1", b'"x"', b"[]", b'{"class": NaN}', b'{"epsilon": -Infinity}'):
         status, _, out = dispatch(explorer, "POST", path, raw)
         assert 400 <= status < 500, (raw, out)
+
+
+def test_start_up_ranks_the_test_images_by_every_channel_in_one_pass_as_each_layer_alone_would(run, data):
+    from scratchcnn.explore import dreaming
+    from scratchcnn.explore.weights import channel_means
+
+    fresh = Explorer(f"{run}/checkpoint.pth", data)
+    fresh.warm()
+    images = data.x[:dreaming.RANKED]
+    maps = [s.name for s in fresh.arch.layers if len(s.out_shape) == 3]
+    assert maps[:4] == ["look", "fire", "shrink", "again"] and len(maps) == 5      # and again's ReLU
+    for backend in ("scratch", "torch"):
+        for layer in maps:
+            cached = fresh.final.responses_cache[(backend, layer, len(images))]
+            alone = channel_means(fresh.final.backend(backend), layer, images, fresh.normalize)
+            np.testing.assert_array_equal(cached, alone)
+    # a channel dream at the checkpoint's weights then ranks nothing: its top-9 come from that cache
+    before = dict(fresh.final.responses_cache)
+    r = ok(fresh, "POST", "/api/dream", {"layer": "again", "channel": 3, "steps": 1})
+    assert fresh.final.responses_cache == before
+    top = np.argsort(-before[("scratch", "again", len(images))][:, 3], kind="stable")[:9]
+    assert [t["index"] for t in r["top"]] == top.tolist()

@@ -140,10 +140,13 @@ class Explorer(DreamRequests):
 
     def warm(self):
         """Everything the first clicks would otherwise wait for: both backends' predictions
-        (the grid), one image through both (the numba kernels), and one finite difference
-        (the float64 network and its kernels)."""
+        (the grid) and rankings of the test images by each channel (the dreams' top-9), one
+        image through both (the numba kernels), and one finite difference (the float64 network
+        and its kernels)."""
+        from scratchcnn.explore.dreaming import RANKED
         for name in BACKEND_NAMES:
             self.predict_all(name)
+            self.final.rank_all(name, self.data.x[:RANKED], self.normalize)   # the dreams' top-9
         if len(self.data):
             mine, other = self.both("test:0", "scratch", None)
             self._three_numbers("test:0", self.logits, (mine["target"],), mine, other)

@@ -69,6 +69,50 @@ class Weights:
                 self.responses_cache[key] = channel_means(self.backend(name), layer, images, normalize)
             return self.responses_cache[key]
 
+    def rank_all(self, name, images, normalize):
+        """Fill ``responses`` for every layer with feature maps in one pass (the explorer's start-up
+        does it for the checkpoint's weights, so no channel dream waits for its ranking)."""
+        with self.lock:
+            for layer, means in all_channel_means(self.backend(name), images, normalize).items():
+                self.responses_cache.setdefault((name, layer, len(images)), means)
+
+
+def all_channel_means(backend, images, normalize, batch_size=250):
+    """{layer: float32 (N, C)} for every layer with (C, h, w) outputs, in one pass of ``images``
+    through the network: ``channel_means`` of each, for the price of the deepest one."""
+    from scratchcnn.data import to_float
+
+    arch = backend.model.arch
+    maps = [s.name for s in arch.layers if len(s.out_shape) == 3]
+    if not maps:
+        return {}
+    last = arch.layer_names.index(maps[-1])
+    chunks = {name: [] for name in maps}
+    for i in range(0, len(images), batch_size):
+        x = np.ascontiguousarray(to_float(images[i:i + batch_size], normalize), np.float32)
+        for name, out in _forward_each(backend, x, arch.layer_names[:last + 1]):
+            if name in chunks:
+                chunks[name].append(out.mean(axis=(2, 3), dtype=np.float64).astype(np.float32))
+    return {name: (np.concatenate(c) if c else np.zeros((0, arch.output_shape(name)[0]), np.float32))
+            for name, c in chunks.items()}
+
+
+def _forward_each(backend, x, names):
+    """(name, output) of each of ``names`` (the network's first layers, in order) for ``x``."""
+    if backend.name == "scratch":
+        model = backend.model.eval()
+        for name, lyr in model.layers[:len(names)]:
+            x = lyr.forward(x)
+            yield name, x
+        return
+    torch, model = backend.torch, backend.model
+    model.eval()
+    with torch.no_grad():
+        t = torch.from_numpy(x).to(backend.device)
+        for name in names:
+            t = getattr(model, name)(t)
+            yield name, t.float().cpu().numpy()
+
 
 def channel_means(backend, layer, images, normalize, batch_size=250):
     """float32 (N, C): each channel's mean over its positions of ``layer``'s output (or the
