@@ -122,7 +122,8 @@ def generate(results):
         lines += ["", f"**Every preset network** (`python -m benchmarks.presets`, {pr['threads']} threads, "
                       f"{pr['rounds']} interleaved rounds of {pr['steps_per_round']} steps, {pr['date'][:10]}, "
                       f"{R.status_line(pr)}): the training step at batch 32. \"scratch\" is what `scratchcnn train` "
-                      f"runs (the fused path for the tutorial's network, the layer path for the others); \"torch "
+                      f"runs (the fused path where it supports the network, the layer path otherwise; the column "
+                      f"\"scratch runs\" says which); \"torch "
                       f"best\" is the faster of the tutorial's loop and channels_last + fused SGD with glibc's "
                       f"allocator tuned. Ratios above 1: scratch is faster.", "", P.table(pr), "",
                   "Where the layer path's step goes, per preset (its per-layer profile):", "", P.profile_table(pr)]

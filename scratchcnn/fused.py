@@ -38,8 +38,11 @@ How it is organised:
   taps are padded to 32 with zero weights, and 0 * inf = NaN, so an infinite
   input pixel can give NaN where the layer path gives inf (both not finite).
 
-Only the tutorial's network at float32 is supported (any batch size, any number
-of classes), with ``scratchcnn.optim.SGD`` over the model's own parameters for the
+Only the tutorial's network at float32 is supported, with square filters of any
+odd size up to 7 and "same" padding in either convolution (the presets tutorial,
+k1, k5 and k7; any batch size, any number of classes; the pictures below show
+3x3, where every padded buffer has a 1-pixel border: a KxK convolution's has
+(K-1)/2), with ``scratchcnn.optim.SGD`` over the model's own parameters for the
 update: ``SUPPORTED`` states it as data and ``unsupported_reason(model)`` checks the
 model's real layers against it. Anything else raises ``NotImplementedError`` saying
 why; nothing falls back in silence, so the caller (``backends.ScratchBackend``)
@@ -82,7 +85,8 @@ _CIN, _H, _W = 3, 32, 32                    # the input image
 _C = 32                                     # channels out of both convolutions: two 16-lane vectors
 _FLAT = _C * (_H // 2) * (_W // 2)          # 8192 after the 2x2 max-pool
 _HIDDEN = 512                               # fc3's outputs
-_CONV = {"kernel_size": (3, 3), "stride": (1, 1), "padding": (1, 1), "bias": True}
+# a square kernel of odd size 1..7 with "same" padding (the output keeps the input's size)
+_CONV = {"kernel_size": "odd square <= 7", "stride": (1, 1), "padding": "same", "bias": True}
 SUPPORTED = (
     ("Conv2d", {"in_channels": _CIN, "out_channels": _C, **_CONV}),
     ("ReLU", {}),
@@ -106,6 +110,14 @@ class _Net(NamedTuple):
     fc3: object
     drop3: object
     fc4: object
+
+    @property
+    def k1(self):
+        return self.conv1.kernel_size[0]
+
+    @property
+    def k2(self):
+        return self.conv2.kernel_size[0]
 
 
 def _layer_value(layer, arg):
@@ -132,7 +144,10 @@ def unsupported_reason(model):
             return f"layer {i + 1} ({name}) is {type(layer).__name__}; the tutorial's network has {kind} there"
         for arg, value in want.items():
             have = _layer_value(layer, arg)
-            ok = (value == "any" or (value == "[0,1)" and 0 <= have < 1) or have == value)
+            k = _layer_value(layer, "kernel_size")[0] if kind == "Conv2d" else None
+            ok = (value == "any" or (value == "[0,1)" and 0 <= have < 1) or have == value
+                  or (value == "odd square <= 7" and have[0] == have[1] and have[0] in (1, 3, 5, 7))
+                  or (value == "same" and have == ((k - 1) // 2,) * 2))
             if not ok:
                 return f"layer {i + 1} ({name}, {kind}) has {arg}={have}; the fast path needs {value}"
     return None
@@ -142,7 +157,8 @@ def check_supported(model):
     """Raise NotImplementedError unless ``unsupported_reason(model)`` is None."""
     reason = unsupported_reason(model)
     if reason is not None:
-        raise NotImplementedError(f"scratchcnn.fused supports only the tutorial's network at float32 "
+        raise NotImplementedError(f"scratchcnn.fused supports only the tutorial's network (with 1x1, 3x3, 5x5 "
+                                  f"or 7x7 filters) at float32 "
                                   f"({reason}); use the layer-by-layer path instead")
     return _net(model)
 
@@ -161,12 +177,13 @@ class _Workspace:
     kernels write only their interiors, so the zero borders stay.
     """
 
-    def __init__(self, n, n_chunks, n_classes):
+    def __init__(self, n, n_chunks, n_classes, k1=3, k2=3):
         f32 = np.float32
-        self.n, self.n_chunks = n, n_chunks
-        self.xp1 = np.zeros((n, _H + 2, _W + 2, _CIN), f32)
+        self.n, self.n_chunks, self.k1, self.k2 = n, n_chunks, k1, k2
+        p1, p2 = (k1 - 1) // 2, (k2 - 1) // 2           # each convolution's "same" padding
+        self.xp1 = np.zeros((n, _H + 2 * p1, _W + 2 * p1, _CIN), f32)
         self.a = np.empty((n, _H, _W, _C), f32)           # a1, then a2, then dd1
-        self.d1p = np.zeros((n, _H + 2, _W + 2, _C), f32)
+        self.d1p = np.zeros((n, _H + 2 * p2, _W + 2 * p2, _C), f32)
         self.flat = np.empty((n, _C * (_H // 2) * (_W // 2)), f32)
         self.arg = np.empty((n, _H // 2, _W // 2, _C), np.uint8)
         self.h3 = np.empty((n, _HIDDEN), f32)
@@ -185,29 +202,40 @@ class _Workspace:
         self.flat_p = np.empty((k // 32, n, 32), f32)       # to_panels(flat)
         self.dflat_p = np.empty((k // 32, n, 32), f32)      # to_panels(dflat)
         self.dh3_p = np.empty((_HIDDEN // 8, n, 8), f32)        # to_panels(dh3)
-        self.g2p = np.zeros((n, _H + 2, _W + 2, _C), f32)
+        p2 = (self.k2 - 1) // 2
+        self.g2p = np.zeros((n, _H + 2 * p2, _W + 2 * p2, _C), f32)
         self.g1 = np.empty((n, _H, _W, _C), f32)
-        self.partial2 = np.empty((n_chunks, len(_KOFF32), _C), f32)
-        self.partial1 = np.empty((n_chunks, len(_KOFF3), _C), f32)
+        self.partial2 = np.empty((n_chunks, len(_koff(_C, self.k2)), _C), f32)
+        self.partial1 = np.empty((n_chunks, len(_koff(_CIN, self.k1)), _C), f32)
         self.partial_b = np.empty((n_chunks, _C), f32)
         self.has_backward = True
 
 
-_KOFF3 = fc.tap_offsets(_W, _CIN)   # 27 taps padded to 32
-_KOFF32 = fc.tap_offsets(_W, _C)    # 288 taps
+_KOFFS = {}
+
+
+def _koff(channels, k):
+    """The tap offsets of a k x k convolution over `channels` channels (3x3: 27 taps padded to
+    32 for conv1, 288 for conv2), computed once."""
+    if (channels, k) not in _KOFFS:
+        _KOFFS[channels, k] = fc.tap_offsets(_W, channels, ksize=k)
+    return _KOFFS[channels, k]
+
+
 _workspaces = weakref.WeakKeyDictionary()      # model -> {(n, threads, classes): _Workspace}
 
 
-def _workspace(model, n, n_classes):
+def _workspace(model, n, n_classes, net=None):
     """The model's own buffers for batch size n: two models never share any (their
     steps may interleave, or run in two threads), and they go when the model goes."""
+    net = net or _net(model)
     per_model = _workspaces.setdefault(model, {})
-    key = (n, numba.get_num_threads(), n_classes)
+    key = (n, numba.get_num_threads(), n_classes, net.k1, net.k2)
     ws = per_model.get(key)
     if ws is None:
         if len(per_model) > 4:                # keep memory bounded when batch sizes vary
             per_model.clear()
-        ws = per_model[key] = _Workspace(n, key[1], n_classes)
+        ws = per_model[key] = _Workspace(n, key[1], n_classes, net.k1, net.k2)
     return ws
 
 
@@ -228,15 +256,17 @@ def _dropout_args(layer):
 def _features(net, x, ws, drop, t=None):
     """conv1 -> relu -> drop1 -> conv2 -> relu -> pool into ws.flat / ws.arg; returns drop1's scale."""
     t = t or _Timer(None)
-    ws.xp1[:, 1:-1, 1:-1, :] = x.transpose(0, 2, 3, 1)
+    p1 = (net.k1 - 1) // 2
+    ws.xp1[:, p1:p1 + _H, p1:p1 + _W, :] = x.transpose(0, 2, 3, 1)
     t.lap("input NCHW->NHWC")
-    w1 = fc.pack_weights(net.conv1.weight.data, len(_KOFF3))
+    koff1, koff2 = _koff(_CIN, net.k1), _koff(_C, net.k2)
+    w1 = fc.pack_weights(net.conv1.weight.data, len(koff1))
     seed, counter, p, scale = _dropout_args(net.drop1) if drop else (0, 0, 0.0, np.float32(0))
-    fc.conv3x3_forward_relu_dropout_pad(ws.xp1, w1, _KOFF3, net.conv1.bias.data, ws.a, ws.d1p,
+    fc.conv3x3_forward_relu_dropout_pad(ws.xp1, w1, koff1, net.conv1.bias.data, ws.a, ws.d1p,
                                         seed, counter, p, scale)
     t.lap("conv1+act1+drop1 forward")
-    w2 = fc.pack_weights(net.conv2.weight.data, len(_KOFF32))
-    fc.conv3x3_forward_relu_maxpool2(ws.d1p, w2, _KOFF32, net.conv2.bias.data, ws.a, ws.flat, ws.arg)
+    w2 = fc.pack_weights(net.conv2.weight.data, len(koff2))
+    fc.conv3x3_forward_relu_maxpool2(ws.d1p, w2, koff2, net.conv2.bias.data, ws.a, ws.flat, ws.arg)
     t.lap("conv2+act2+pool2 forward")
     return scale
 
@@ -272,7 +302,7 @@ def _fc3_forward(net, ws):
 def fused_forward_backward(model, x, y, profile=None):
     """One training step's forward and backward (no parameter update).
 
-    model: ``scratchcnn.model.Network`` of the tutorial's network at float32; x: float32 (N, 3, 32, 32)
+    model: ``scratchcnn.model.Network`` of a network in SUPPORTED, float32; x: float32 (N, 3, 32, 32)
     NCHW; y: integer labels (N,). Returns ``(loss: float, logits: (N, K) float32)``.
 
     Side effects, exactly like the layer path: every parameter's ``.grad`` is
@@ -330,7 +360,7 @@ def _forward_backward(model, x, y, profile, optimizer):
     if y.shape != (n,) or y.dtype.kind not in "iu" or np.any((y < 0) | (y >= n_classes)):
         raise ValueError(f"scratchcnn.fused: expected integer labels of shape ({n},) in [0, {n_classes}), "
                          f"got {y.dtype} {y.shape}")
-    ws = _workspace(model, n, n_classes)
+    ws = _workspace(model, n, n_classes, net)
     ws.allocate_backward()
     c1, c2, f3, f4 = net.conv1, net.conv2, net.fc3, net.fc4
     t = _Timer(profile)
@@ -383,17 +413,18 @@ def _forward_backward(model, x, y, profile, optimizer):
     # ---- backward: pool2/act2, conv2 (weights, then input), drop1/act1, conv1 (weights)
     fe.maxpool2_relu_backward_pad(ws.dflat, ws.flat, ws.arg, ws.g2p)
     t.lap("pool2+act2 backward")
-    fc.conv3x3_weight_grad(ws.d1p, ws.g2p, _KOFF32, ws.partial2, ws.partial_b)
-    c2.weight.grad[...] = fc.unpack_weight_grad(ws.partial2.sum(axis=0), _C)
+    koff1, koff2 = _koff(_CIN, net.k1), _koff(_C, net.k2)
+    fc.conv3x3_weight_grad(ws.d1p, ws.g2p, koff2, ws.partial2, ws.partial_b, net.k2)
+    c2.weight.grad[...] = fc.unpack_weight_grad(ws.partial2.sum(axis=0), _C, net.k2)
     c2.bias.grad[...] = ws.partial_b.sum(axis=0)
     t.lap("conv2 backward (weights)")
-    w2r = fc.pack_weights(fc.rotated_weights(c2.weight.data), len(_KOFF32))
+    w2r = fc.pack_weights(fc.rotated_weights(c2.weight.data), len(koff2))
     b1 = scale1 if scale1 != 0 else np.float32(1)
     # ws.a = dL/d(drop1 output); ws.g1 = dL/d(conv1 output)
-    fc.conv3x3_forward_dropout_relu_backward(ws.g2p, w2r, _KOFF32, ws.zero_bias, ws.a, ws.d1p, b1, ws.g1)
+    fc.conv3x3_forward_dropout_relu_backward(ws.g2p, w2r, koff2, ws.zero_bias, ws.a, ws.d1p, b1, ws.g1)
     t.lap("conv2 backward (input)+drop1+act1 backward")
-    fc.conv3x3_weight_grad(ws.xp1, ws.g1, _KOFF3, ws.partial1, ws.partial_b)
-    c1.weight.grad[...] = fc.unpack_weight_grad(ws.partial1.sum(axis=0), _CIN)
+    fc.conv3x3_weight_grad(ws.xp1, ws.g1, koff1, ws.partial1, ws.partial_b, net.k1)
+    c1.weight.grad[...] = fc.unpack_weight_grad(ws.partial1.sum(axis=0), _CIN, net.k1)
     c1.bias.grad[...] = ws.partial_b.sum(axis=0)
     t.lap("conv1 backward (weights)")
 
@@ -418,7 +449,7 @@ def fused_predict(model, x, batch_size=256):
     out = np.empty((x.shape[0], n_classes), np.float32)
     for s in range(0, x.shape[0], batch_size):
         xb = np.ascontiguousarray(x[s:s + batch_size])
-        ws = _workspace(model, xb.shape[0], n_classes)
+        ws = _workspace(model, xb.shape[0], n_classes, net)
         _features(net, xb, ws, drop=False)
         h = ws.h3
         _fc3_forward(net, ws)

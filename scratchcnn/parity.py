@@ -570,7 +570,7 @@ def _errors(losses, weights, buffers, ref_losses, ref_weights, ref_buffers, star
     return {"loss": loss, **worst, "per_tensor": per_tensor}
 
 
-def fused_vs_torch(steps=50, seed=0, batch_size=32, lr=0.001, momentum=0.9, weight_decay=0.0):
+def fused_vs_torch(steps=50, seed=0, batch_size=32, lr=0.001, momentum=0.9, weight_decay=0.0, arch="tutorial"):
     """Train ``steps`` steps both ways (see the module docstring); return the errors:
 
         {"steps": int, "loss", "weights", "change", "momentum": worst relative errors, ours
@@ -600,7 +600,7 @@ def fused_vs_torch(steps=50, seed=0, batch_size=32, lr=0.001, momentum=0.9, weig
     from torch_reference import TorchNetwork
 
     train_set, _ = load_dataset("synthetic", seed=seed, n_train=steps * batch_size, n_test=1)
-    ours = Network("tutorial", rng=seed)
+    ours = Network(arch, rng=seed)                         # a network the fused path runs (fused.SUPPORTED)
     ours.seed_dropout(epoch_seed(seed, 0))                 # as train() does before epoch 1
     opt = SGD(ours.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     start = ours.state_dict()

@@ -522,3 +522,40 @@ def test_both_register_blocks_of_the_conv_kernels_give_the_same_bits_as_each_oth
     # this CPU's choice is one of the two
     assert fc.conv3x3_row is (fc.conv3x3_row_8px if fc.AVX512 else fc.conv3x3_row_2px)
     assert fc.WGRAD_TAPS == (8 if fc.AVX512 else 2)
+
+
+# ------------------------------------------------------------------ any odd filter size
+
+@pytest.mark.parametrize("arch", ["k1", "k5", "k7"])
+def test_every_odd_filter_size_runs_fused_and_equals_the_layer_path(arch):
+    """The presets k1, k5 and k7 (the tutorial's network with 1x1, 5x5, 7x7 filters and "same"
+    padding) run on the fast path: two steps of forward and backward equal the layer path's
+    (logits, loss, every gradient, the dropout counters); the training step equals forward and
+    backward, then optim.SGD, bit for bit; prediction equals the layers' eval forward."""
+    from scratchcnn.model import Network
+    assert fused.unsupported_reason(Network(arch, rng=0)) is None
+    layer_model, fused_model, stepped, checked = (Network(arch, rng=3) for _ in range(4))
+    opt_stepped = SGD(stepped.parameters(), lr=0.01, momentum=0.9)
+    opt_checked = SGD(checked.parameters(), lr=0.01, momentum=0.9)
+    rng = np.random.default_rng(3)
+    criterion = SoftmaxCrossEntropy()
+    for step in range(2):                     # the second step: advanced dropout counters, momentum
+        x = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
+        y = rng.integers(0, 10, 8)
+        logits = layer_model.forward(x)
+        loss = criterion.forward(logits, y)
+        layer_model.backward(criterion.backward())
+        f_loss, f_logits = fused.fused_forward_backward(fused_model, x, y)
+        assert abs(f_loss - float(loss)) < 1e-6 * abs(float(loss))
+        assert rel_err(f_logits, logits) < 2e-6
+        for (name, p_layer), (_, p_fused) in zip(layer_model.parameters(), fused_model.parameters()):
+            assert rel_err(p_fused.grad, p_layer.grad) < 1e-5, name
+        assert fused_model.dropout_state() == layer_model.dropout_state()
+        fused.fused_train_step(stepped, opt_stepped, x, y)
+        fused.fused_forward_backward(checked, x, y)
+        opt_checked.step()
+        np.testing.assert_array_equal(stepped.flat_data, checked.flat_data)
+    assert not np.array_equal(stepped.flat_data, layer_model.flat_data)       # it did move
+    layer_model.eval(), fused_model.eval()
+    x = rng.standard_normal((5, 3, 32, 32)).astype(np.float32)
+    assert rel_err(fused.fused_predict(fused_model, x), layer_model.forward(x)) < 2e-6

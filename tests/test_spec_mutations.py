@@ -41,7 +41,10 @@ MUTATIONS = {   # name -> (spec, what the fast path says)
                              "layer 4 (conv2, Conv2d) has out_channels=64; the fast path needs 32"),
     "drop2 after act2": (tutorial_with(lambda s: s.insert(5, {"kind": "Dropout", "p": 0.2})),
                          "this one has 12 layers"),
-    "5x5 filters": (A.PRESETS["k5"][1], "layer 1 (conv1, Conv2d) has kernel_size=(5, 5); the fast path needs (3, 3)"),
+    "5x5 filters without padding": (tutorial_with(lambda s: s[0].update(kernel_size=5, padding=0)),
+                                    "layer 1 (conv1, Conv2d) has padding=(0, 0); the fast path needs same"),
+    "4x4 filters": (tutorial_with(lambda s: [s[0].update(kernel_size=4, padding=2), s[3].update(kernel_size=2)]),
+                    "layer 1 (conv1, Conv2d) has kernel_size=(4, 4); the fast path needs odd square <= 7"),
     "average pooling": (A.PRESETS["avgpool"][1], "layer 6 (pool2) is AvgPool2d; the tutorial's network has MaxPool2d"),
     "stride 2": (tutorial_with(lambda s: s[0].update(stride=2)),
                  "layer 1 (conv1, Conv2d) has stride=(2, 2); the fast path needs (1, 1)"),
@@ -51,7 +54,7 @@ MUTATIONS = {   # name -> (spec, what the fast path says)
 
 
 @pytest.mark.parametrize("name", list(MUTATIONS))
-def test_the_fast_path_refuses_every_network_but_the_tutorials(name):
+def test_the_fast_path_refuses_every_network_but_the_tutorials_with_any_odd_filter(name):
     spec, reason = MUTATIONS[name]
     model = Network(A.resolve(spec, 10), rng=0)
     assert reason in fused.unsupported_reason(model)

@@ -1,4 +1,10 @@
-"""Direct 3x3 convolution kernels in NHWC, register-blocked (the fused path's hot loops).
+"""Direct convolution kernels in NHWC, register-blocked (the fused path's hot loops).
+
+Written for 3x3 (hence the names and the pictures below), they run any square
+kernel of odd size K with "same" padding P = (K-1)/2: the tap offsets ``koff``
+(``tap_offsets(..., ksize=K)``) carry the kernel's shape, the input is padded
+by P, and every kernel reads the output size from ``out`` (the weight gradient
+takes ``ksize``). ``fused.SUPPORTED`` lets K be 1, 3, 5 or 7.
 
 Layout (all float32, C-contiguous):
 
@@ -77,21 +83,22 @@ COUT = 32       # output channels per kernel call (two 16-lane vectors)
 PIX = 8         # output pixels per register block
 
 
-def tap_offsets(width, channels, k_pad=8):
-    """koff for a 3x3 window over a padded NHWC image of the given width; padded
-    with zeros to a multiple of ``k_pad`` (the extra taps get zero weights)."""
-    wp = width + 2
+def tap_offsets(width, channels, k_pad=8, ksize=3):
+    """koff for a ksize x ksize window over an NHWC image of the given width padded by
+    (ksize - 1) / 2 ("same" padding); padded with zeros to a multiple of ``k_pad`` (the
+    extra taps get zero weights)."""
+    wp = width + ksize - 1
     offs = [kh * wp * channels + kw * channels + c
-            for kh in range(3) for kw in range(3) for c in range(channels)]
+            for kh in range(ksize) for kw in range(ksize) for c in range(channels)]
     offs += [0] * (-len(offs) % k_pad)
     return np.array(offs, dtype=np.int64)
 
 
 def pack_weights(weight, k_total):
-    """torch layout (32, C, 3, 3) -> wk (k_total, 32): rows (kh, kw, c), zero rows after 9*C."""
-    f, c = weight.shape[:2]
+    """torch layout (32, C, K, K) -> wk (k_total, 32): rows (kh, kw, c), zero rows after K*K*C."""
+    f, c, kh, kw = weight.shape
     wk = np.zeros((k_total, f), np.float32)
-    wk[:9 * c] = weight.transpose(2, 3, 1, 0).reshape(9 * c, f)
+    wk[:kh * kw * c] = weight.transpose(2, 3, 1, 0).reshape(kh * kw * c, f)
     return wk
 
 
@@ -100,9 +107,9 @@ def rotated_weights(weight):
     return np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
 
 
-def unpack_weight_grad(dwk, channels):
-    """dwk (K, 32) rows (kh, kw, c) -> torch layout (32, C, 3, 3)."""
-    return dwk[:9 * channels].reshape(3, 3, channels, -1).transpose(3, 2, 0, 1)
+def unpack_weight_grad(dwk, channels, ksize=3):
+    """dwk (K, 32) rows (kh, kw, c) -> torch layout (32, C, ksize, ksize)."""
+    return dwk[:ksize * ksize * channels].reshape(ksize, ksize, channels, -1).transpose(3, 2, 0, 1)
 
 
 @numba.njit(inline="always")
@@ -117,7 +124,7 @@ def conv3x3_row_8px(xp, wk, koff, bias, out, r):
     """Output row r = n*H + h of conv3x3_forward (all W pixels, 32 channels), 8 pixels at a time
     (16 accumulators: AVX-512's zmm registers)."""
     n_img, hp, wp, c = xp.shape
-    h_out, w_out = hp - 2, wp - 2
+    h_out, w_out = out.shape[1], out.shape[2]       # the input is padded by (hp - h_out) / 2
     k_taps = koff.shape[0]
     xf = xp.reshape(-1)
     wf = wk.reshape(-1)
@@ -162,7 +169,7 @@ def conv3x3_row_2px(xp, wk, koff, bias, out, r):
     """``conv3x3_row_8px`` 2 pixels at a time, for CPUs without AVX-512: 4 accumulators of 16
     floats are 8 ymm registers, plus 4 for the weights and 1 for the broadcast input (of 16)."""
     n_img, hp, wp, c = xp.shape
-    h_out, w_out = hp - 2, wp - 2
+    h_out, w_out = out.shape[1], out.shape[2]
     k_taps = koff.shape[0]
     xf = xp.reshape(-1)
     wf = wk.reshape(-1)
@@ -199,7 +206,7 @@ def conv3x3_forward(xp, wk, koff, bias, out):
 
     Requires W % 8 == 0 and K == koff.size == wk.shape[0].
     """
-    rows = xp.shape[0] * (xp.shape[1] - 2)
+    rows = out.shape[0] * out.shape[1]
     for r in prange(rows):
         conv3x3_row(xp, wk, koff, bias, out, r)
 
@@ -211,7 +218,7 @@ def conv3x3_forward(xp, wk, koff, bias, out):
 @numba.njit(cache=True, parallel=True)
 def conv3x3_forward_relu_dropout_pad(xp, wk, koff, bias, out, outp, seed, counter, p, scale):
     """conv3x3_forward into out, then fused_elementwise.relu_dropout_pad_nhwc(out, outp, ...)."""
-    n_img, h_out = xp.shape[0], xp.shape[1] - 2
+    n_img, h_out = xp.shape[0], out.shape[1]
     key = stream_key(seed, counter)
     pf = np.float32(p)
     for r in prange(n_img * h_out):
@@ -223,7 +230,7 @@ def conv3x3_forward_relu_dropout_pad(xp, wk, koff, bias, out, outp, seed, counte
 @numba.njit(cache=True, parallel=True)
 def conv3x3_forward_relu_maxpool2(xp, wk, koff, bias, out, flat, arg):
     """conv3x3_forward into out, then fused_elementwise.relu_maxpool2_nhwc(out, flat, arg)."""
-    n_img, h_out = xp.shape[0], xp.shape[1] - 2
+    n_img, h_out = xp.shape[0], out.shape[1]
     ho = h_out // 2
     for r in prange(n_img * ho):
         n = r // ho
@@ -237,7 +244,7 @@ def conv3x3_forward_relu_maxpool2(xp, wk, koff, bias, out, flat, arg):
 def conv3x3_forward_dropout_relu_backward(gp, wk, koff, bias, out, outp, scale, da):
     """conv3x3_forward into out (the backward-data conv), then
     fused_elementwise.dropout_relu_backward_nhwc(out, outp, scale, da)."""
-    n_img, h_out = gp.shape[0], gp.shape[1] - 2
+    n_img, h_out = gp.shape[0], out.shape[1]
     for r in prange(n_img * h_out):
         conv3x3_row(gp, wk, koff, bias, out, r)
         n = r // h_out
@@ -303,15 +310,15 @@ wgrad_block = _wgrad_block_8taps if AVX512 else _wgrad_block_2taps
 
 
 @numba.njit(cache=True, parallel=True)
-def conv3x3_weight_grad(xp, g, koff, partial, partial_b):
+def conv3x3_weight_grad(xp, g, koff, partial, partial_b, ksize=3):
     """Per-thread sums of dW (K,32) and db (32,) into partial (T,K,32), partial_b (T,32).
 
-    xp (N,H+2,W+2,C) padded input; g (N,H+2p,W+2p,32) dL/dout, padded by p = 0 or 1
-    (only its interior is read). K = koff.size must be a multiple of 8.
+    xp (N,H+2P,W+2P,C) input padded by P = (ksize-1)/2; g (N,H+2p,W+2p,32) dL/dout, padded
+    by p = 0 or P (only its interior is read). K = koff.size must be a multiple of 8.
     ``partial`` and ``partial_b`` are overwritten; the answer is their sum over axis 0.
     """
     n_img, hp, wp, c = xp.shape
-    h_out, w_out = hp - 2, wp - 2
+    h_out, w_out = hp - ksize + 1, wp - ksize + 1
     gpad = (g.shape[1] - h_out) // 2
     ghp, gwp = g.shape[1], g.shape[2]
     k_taps = koff.shape[0]
@@ -341,10 +348,10 @@ def conv3x3_weight_grad(xp, g, koff, partial, partial_b):
 
 # ---------------------------------------------------------------- NumPy twins
 
-def conv3x3_forward_reference(xp, wk, koff, bias):
+def conv3x3_forward_reference(xp, wk, koff, bias, ksize=3):
     """out[n,h,w,:] = bias + sum_k xp_flat[corner(n,h,w) + koff[k]] * wk[k,:] (see module doc)."""
     n_img, hp, wp, c = xp.shape
-    h_out, w_out = hp - 2, wp - 2
+    h_out, w_out = hp - ksize + 1, wp - ksize + 1
     out = np.empty((n_img, h_out, w_out, wk.shape[1]), np.float32)
     xf = xp.reshape(-1)
     corners = (((np.arange(n_img)[:, None, None] * hp + np.arange(h_out)[None, :, None]) * wp
@@ -354,10 +361,10 @@ def conv3x3_forward_reference(xp, wk, koff, bias):
     return out
 
 
-def conv3x3_weight_grad_reference(xp, g, koff):
+def conv3x3_weight_grad_reference(xp, g, koff, ksize=3):
     """(dW (K,32), db (32,)): dW[k,f] = sum_{n,h,w} xp_flat[corner + koff[k]] * g[n,h,w,f]."""
     n_img, hp, wp, c = xp.shape
-    h_out, w_out = hp - 2, wp - 2
+    h_out, w_out = hp - ksize + 1, wp - ksize + 1
     p = (g.shape[1] - h_out) // 2
     g = g[:, p:p + h_out, p:p + w_out, :].reshape(-1, g.shape[3]).astype(np.float64)
     xf = xp.reshape(-1)

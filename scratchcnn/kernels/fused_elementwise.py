@@ -28,7 +28,8 @@ NaN-aware pass only over rows that hold a NaN (``relu_maxpool2_row``).
 
 Shapes (float32, C-contiguous unless said otherwise):
     a     (N, H, W, C)        conv output before ReLU, NHWC
-    outp  (N, H+2, W+2, C)    next conv's zero-padded input (only the interior is written)
+    outp  (N, H+2P, W+2P, C)  next conv's zero-padded input (only the interior is written;
+                              P, its padding, is read from the shapes)
     flat  (N, C*(H/2)*(W/2))  pooled output in torch's Flatten order (c, y, x)
     arg   (N, H/2, W/2, C)    uint8 in 0..3: which of the window's 4 inputs won, 2*dy + dx
 """
@@ -57,20 +58,22 @@ def relu_dropout_pad_row(a, outp, n, h, key, pf, scale):
     """One image row of relu_dropout_pad_nhwc (a building block for fused kernels)."""
     _, h_in, w_in, c_in = a.shape
     hw = h_in * w_in
+    pad = (outp.shape[1] - h_in) // 2         # the next convolution's padding
     for w in range(w_in):
         i0 = n * c_in * hw + h * w_in + w
         for c in range(c_in):
             r = relu(a[n, h, w, c])
             if scale == 0:
-                outp[n, h + 1, w + 1, c] = r
+                outp[n, h + pad, w + pad, c] = r
             else:                               # r * (mask / (1 - p)), as layers.Dropout
                 keep = uniform01(key, i0 + c * hw) >= pf
-                outp[n, h + 1, w + 1, c] = r * (scale if keep else np.float32(0))
+                outp[n, h + pad, w + pad, c] = r * (scale if keep else np.float32(0))
 
 
 @numba.njit(cache=True, parallel=True)
 def relu_dropout_pad_nhwc(a, outp, seed, counter, p, scale):
-    """outp[n, h+1, w+1, c] = relu(a[n,h,w,c]) * keep[i] * scale, i = ((n*C + c)*H + h)*W + w.
+    """outp[n, h+P, w+P, c] = relu(a[n,h,w,c]) * keep[i] * scale, i = ((n*C + c)*H + h)*W + w,
+    with P = outp's padding ((outp height - H) / 2).
 
     With ``scale == 0`` dropout is off (eval mode): outp = relu(a). A dropped
     unit is relu(a) * 0: 0, or NaN where a is NaN or +inf (as in the layer path).
@@ -181,13 +184,14 @@ def relu_maxpool2_nhwc(a, flat, arg):
 
 @numba.njit(cache=True, parallel=True)
 def maxpool2_relu_backward_pad(dflat, flat, arg, gp):
-    """dL/da into the zero-padded gp (N, H+2, W+2, C) (interior written, border untouched).
+    """dL/da into the zero-padded gp (N, H+2P, W+2P, C) (interior written, border untouched).
 
-    gp[n, 2y+dy+1, 2x+dx+1, c] = dflat[n, j] if 2*dy+dx == arg[n,y,x,c] and flat[n, j] > 0 else 0,
-    with j = (c*Ho + y)*Wo + x.
+    gp[n, 2y+dy+P, 2x+dx+P, c] = dflat[n, j] if 2*dy+dx == arg[n,y,x,c] and flat[n, j] > 0 else 0,
+    with j = (c*Ho + y)*Wo + x and P = gp's padding.
     """
     n_img, hp, wp, c_in = gp.shape
-    ho, wo = (hp - 2) // 2, (wp - 2) // 2
+    ho, wo = arg.shape[1], arg.shape[2]
+    pad = (hp - 2 * ho) // 2
     for r in prange(n_img * ho):
         n = r // ho
         y = r - n * ho
@@ -196,24 +200,25 @@ def maxpool2_relu_backward_pad(dflat, flat, arg, gp):
                 j = (c * ho + y) * wo + x
                 g = dflat[n, j] if flat[n, j] > 0 else np.float32(0)
                 k = arg[n, y, x, c]
-                gp[n, 2 * y + 1, 2 * x + 1, c] = g if k == 0 else np.float32(0)
-                gp[n, 2 * y + 1, 2 * x + 2, c] = g if k == 1 else np.float32(0)
-                gp[n, 2 * y + 2, 2 * x + 1, c] = g if k == 2 else np.float32(0)
-                gp[n, 2 * y + 2, 2 * x + 2, c] = g if k == 3 else np.float32(0)
+                gp[n, 2 * y + pad, 2 * x + pad, c] = g if k == 0 else np.float32(0)
+                gp[n, 2 * y + pad, 2 * x + pad + 1, c] = g if k == 1 else np.float32(0)
+                gp[n, 2 * y + pad + 1, 2 * x + pad, c] = g if k == 2 else np.float32(0)
+                gp[n, 2 * y + pad + 1, 2 * x + pad + 1, c] = g if k == 3 else np.float32(0)
 
 
 @numba.njit(inline="always")
 def dropout_relu_backward_row(dout, outp, scale, da, n, h):
     """One image row of dropout_relu_backward_nhwc."""
     w_in, c_in = da.shape[2], da.shape[3]
+    pad = (outp.shape[1] - da.shape[1]) // 2
     for w in range(w_in):
         for c in range(c_in):
-            da[n, h, w, c] = dout[n, h, w, c] * scale if outp[n, h + 1, w + 1, c] > 0 else np.float32(0)
+            da[n, h, w, c] = dout[n, h, w, c] * scale if outp[n, h + pad, w + pad, c] > 0 else np.float32(0)
 
 
 @numba.njit(cache=True, parallel=True)
 def dropout_relu_backward_nhwc(dout, outp, scale, da):
-    """da[n,h,w,c] = dout[n,h,w,c] * scale where outp[n,h+1,w+1,c] > 0, else 0 (all NHWC)."""
+    """da[n,h,w,c] = dout[n,h,w,c] * scale where outp[n,h+P,w+P,c] > 0, else 0 (all NHWC; P = outp's padding)."""
     n_img, h_in = da.shape[0], da.shape[1]
     for r in prange(n_img * h_in):
         n = r // h_in
