@@ -324,6 +324,14 @@ def test_page_end_to_end(browser, site, tmp_path):
     page.set_input_files("#upload", str(png))
     page.wait_for_selector("#image-caption:has-text('your picture')")
     assert page.inner_text("#image-caption").endswith(f"predicted: {data.classes[pred]}")
+
+    # The Dreams tab on this checkpoint (its own test covers every control): a class dream beside
+    # its top-9 test images and occlusion, for the guide's screenshot.
+    page.click(".tab[data-tab='dreams']")
+    page.wait_for_selector("#tab-dreams[data-dream^='scratch class:']")
+    page.wait_for_selector("#tab-dreams[data-occlusion^='scratch ']")
+    assert page.locator("#dream-top button").count() == 9
+    _shots(page, "explore-dreams.png", top=True)
     page.close()
     assert not problems, problems
 

@@ -18,8 +18,8 @@ backend (to float32 rounding). Only the step counts are smaller than the command
 a click answers within about a second on two cores: DREAM_STEPS ascent steps of one image
 take ~0.5 s through the scratch backend (~0.2 s through torch) for the tutorial's network
 (``explore --measure`` times them). The 9 test images beside a dream are ranked among the
-first RANKED of the test split (1000 images took 1.2-1.9 s through the scratch backend for a
-deep layer on 2 cores, so RANKED is 500). For the checkpoint's weights, ``Explorer.warm`` ranks
+first RANKED of the test split (500 images took 0.6-1.8 s through the scratch backend for a
+deep layer on 2 cores, so RANKED is 250). For the checkpoint's weights, ``Explorer.warm`` ranks
 them by every channel at start-up (``Weights.rank_all``, one pass per backend); at a snapshot,
 the first dream of a layer runs them through the network up to that layer. Every field is checked here (ApiError 400 with one line); what dreams.py refuses (a UserError) is a 400 too.
 
@@ -40,7 +40,7 @@ FOOL_STEPS, MAX_FOOL_STEPS = 60, 300
 FOOL_STEP_SIZE = 0.25                   # pixel units, L2 over the image (the CLI's 0.1 needs ~2.5x the steps)
 FGSM_EPSILON = 4 / 255
 TOP = 9
-RANKED = 500                            # the top-9 are those of the first RANKED test images (see dream)
+RANKED = 250                            # the top-9 are those of the first RANKED test images (see dream)
 
 
 class DreamRequests:
