@@ -104,18 +104,14 @@ def generate(results):
                      f"over the rounds. Rows without dropout are compared with scratch without dropout. "
                      f"\"% of FMA peak\" divides by the FP32 peak measured in the same run "
                      + _peaks(step) + ".")
-    if "epoch" in results:
-        ep = results["epoch"]
-        lines += ["", f"**One epoch end to end**, what a user waits for: `scratchcnn train --recipe {ep['recipe']} "
-                      f"--epochs 1` per backend on {ep['dataset']} ({ep['train_images']:,} training images and the "
-                      f"evaluation of the test set; `python -m benchmarks.epoch`, all cores, {ep['rounds']} interleaved "
-                      f"rounds, {ep['date'][:10]}, {R.status_line(ep)}):", "", R.epoch_table(ep)]
-    if "epoch-vgg" in results:
-        ep = results["epoch-vgg"]
-        lines += ["", f"**One epoch of the strong preset**, `scratchcnn train --arch vgg --recipe {ep['recipe']} "
-                      f"--epochs 1` per backend on {ep['dataset']} ({ep['train_images']:,} training images; "
-                      f"`python -m benchmarks.epoch --arch vgg`, {ep['rounds']} interleaved round(s), "
-                      f"{ep['date'][:10]}, {R.status_line(ep)}):", "", R.epoch_table(ep)]
+    for key, title, flag in (("epoch", "One epoch end to end**, what a user waits for:", ""),
+                             ("epoch-vgg", "One epoch of the strong preset**:", " --arch vgg")):
+        if key in results:
+            ep = results[key]
+            lines += ["", f"**{title} `scratchcnn train{flag} --recipe {ep['recipe']} --epochs 1` per backend on "
+                          f"{ep['dataset']} ({ep['train_images']:,} training images and the evaluation of the test "
+                          f"set; `python -m benchmarks.epoch{flag}`, all cores, {ep['rounds']} interleaved rounds, "
+                          f"{ep['date'][:10]}, {R.status_line(ep)}):", "", R.epoch_table(ep)]
     if "presets" in results:
         from benchmarks import presets as P
         pr = results["presets"]

@@ -90,20 +90,21 @@ def all_channel_means(backend, images, normalize, batch_size=250):
     chunks = {name: [] for name in maps}
     for i in range(0, len(images), batch_size):
         x = np.ascontiguousarray(to_float(images[i:i + batch_size], normalize), np.float32)
-        for name, out in _forward_each(backend, x, arch.layer_names[:last + 1]):
-            if name in chunks:
-                chunks[name].append(out.mean(axis=(2, 3), dtype=np.float64).astype(np.float32))
+        for name, out in _forward_each(backend, x, arch.layer_names[:last + 1], chunks):
+            chunks[name].append(out.mean(axis=(2, 3), dtype=np.float64).astype(np.float32))
     return {name: (np.concatenate(c) if c else np.zeros((0, arch.output_shape(name)[0]), np.float32))
             for name, c in chunks.items()}
 
 
-def _forward_each(backend, x, names):
-    """(name, output) of each of ``names`` (the network's first layers, in order) for ``x``."""
+def _forward_each(backend, x, names, keep):
+    """(name, output) for each of ``names`` (the network's first layers, in order) that is in
+    ``keep``, running ``x`` through all of them once (torch's outputs become NumPy only there)."""
     if backend.name == "scratch":
         model = backend.model.eval()
         for name, lyr in model.layers[:len(names)]:
             x = lyr.forward(x)
-            yield name, x
+            if name in keep:
+                yield name, x
         return
     torch, model = backend.torch, backend.model
     model.eval()
@@ -111,7 +112,8 @@ def _forward_each(backend, x, names):
         t = torch.from_numpy(x).to(backend.device)
         for name in names:
             t = getattr(model, name)(t)
-            yield name, t.float().cpu().numpy()
+            if name in keep:
+                yield name, t.float().cpu().numpy()
 
 
 def channel_means(backend, layer, images, normalize, batch_size=250):
@@ -136,18 +138,8 @@ def channel_means(backend, layer, images, normalize, batch_size=250):
 
 def _forward_to(backend, x, names):
     """The output of the last of ``names`` (the network's first layers, in order) for ``x``."""
-    if backend.name == "scratch":
-        model = backend.model.eval()
-        for _, lyr in model.layers[:len(names)]:
-            x = lyr.forward(x)
-        return x
-    torch, model = backend.torch, backend.model
-    model.eval()
-    with torch.no_grad():
-        t = torch.from_numpy(x).to(backend.device)
-        for name in names:
-            t = getattr(model, name)(t)
-    return t.float().cpu().numpy()
+    (_, out), = _forward_each(backend, x, names, {names[-1]})
+    return out
 
 
 class Timeline:
