@@ -559,3 +559,27 @@ def test_every_odd_filter_size_runs_fused_and_equals_the_layer_path(arch):
     layer_model.eval(), fused_model.eval()
     x = rng.standard_normal((5, 3, 32, 32)).astype(np.float32)
     assert rel_err(fused.fused_predict(fused_model, x), layer_model.forward(x)) < 2e-6
+
+
+@pytest.mark.parametrize("k1, k2", [(5, 1), (1, 7)])
+def test_a_changed_tutorial_network_with_two_filter_sizes_runs_fused_like_the_layers(k1, k2):
+    """Each convolution keeps its own filter size ("same" padding): conv1 5x5 with conv2 1x1, and
+    conv1 1x1 with conv2 7x7, give the layer path's loss and gradients on the fast path."""
+    from scratchcnn import architecture as A
+    from scratchcnn.model import Network
+    spec = [{k: v for k, v in layer.items() if k not in ("in_channels", "in_features")}
+            for layer in A.PRESETS["tutorial"][1]]
+    spec[0].update(kernel_size=k1, padding=(k1 - 1) // 2)
+    spec[3].update(kernel_size=k2, padding=(k2 - 1) // 2)
+    arch = A.resolve(spec, 10)
+    layer_model, fused_model = Network(arch, rng=2), Network(arch, rng=2)
+    assert fused.unsupported_reason(fused_model) is None
+    x = np.random.default_rng(2).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    y = np.array([0, 3, 5, 9])
+    criterion = SoftmaxCrossEntropy()
+    loss = criterion.forward(layer_model.forward(x), y)
+    layer_model.backward(criterion.backward())
+    f_loss, _ = fused.fused_forward_backward(fused_model, x, y)
+    assert abs(f_loss - float(loss)) < 1e-6 * abs(float(loss))
+    for (name, p_layer), (_, p_fused) in zip(layer_model.parameters(), fused_model.parameters()):
+        assert rel_err(p_fused.grad, p_layer.grad) < 1e-5, name
