@@ -52,11 +52,12 @@ class Conv2d(Layer):
         dL/dxp[n,c,h,w]     = sum over (f,i,j,y,x) with y*SH+i = h, x*SW+j = w of
                               dout[n,f,y,x] * weight[f,c,i,j];   dL/dx = dL/dxp without the padding
 
-    Computed as im2col + matrix multiply (``scratchcnn.kernels.conv``); the
+    Computed as im2col + matrix multiply (``scratchcnn.kernels.conv``; in eval mode a
+    "same" float32 convolution runs a direct NHWC kernel instead); the
     reference is ``scratchcnn.reference.conv2d_forward`` / ``conv2d_backward``,
     by direct summation of the formulas above. ``self.saved`` is what the
-    backward pass reads: the (N, C*KH*KW, OH*OW) patches of x (kernels) or x
-    itself (reference); ``self.saved_for`` is the backward that reads it, so a
+    backward pass reads: the (N, C*KH*KW, OH*OW) patches of x (kernels), or x
+    itself (the reference; ``kernels.conv.Input(x)`` after a direct forward); ``self.saved_for`` is the backward that reads it, so a
     forward and its backward always pair up, even across a switch of ``ops``.
     kernel_size, stride, padding: an int or an (h, w) pair. rng: None, an int seed
     or a numpy Generator, for the PyTorch-default initial weight and bias.
@@ -86,7 +87,8 @@ class Conv2d(Layer):
                        f"is smaller than the {kh}x{kw} kernel")
         bias = self.bias.data if self.bias is not None else np.zeros(self.out_channels, self.dtype)
         self.x = x
-        self.out, self.saved = ops.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)
+        self.out, self.saved = ops.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding,
+                                                  direct=not self.training)
         self.saved_for = ops.conv2d_backward      # the twin that reads this kind of ``saved``
         return self.out
 

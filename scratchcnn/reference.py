@@ -50,10 +50,10 @@ def col2im(dcols, h, w, kh, kw, sh, sw, ph, pw):
     return dxp[:, :, ph:ph + h, pw:pw + w]
 
 
-def conv2d_forward(x, weight, bias, stride, padding):
+def conv2d_forward(x, weight, bias, stride, padding, direct=False):
     """(out, saved): out[n,f,y,x] = bias[f] + sum_{c,i,j} weight[f,c,i,j] * xp[n,c,y*SH+i,x*SW+j],
     by direct summation. ``saved`` is what ``conv2d_backward`` needs: here x itself
-    (the kernel saves its im2col patches instead)."""
+    (the kernel saves its im2col patches instead). ``direct`` is the kernel's (ignored here)."""
     (kh, kw), (sh, sw), (ph, pw) = weight.shape[2:], stride, padding
     n, _, h, w = x.shape
     oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1

@@ -44,6 +44,66 @@ def test_conv2d_im2col_matches_direct_summation(shape, kernel, stride, padding):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+# (x shape, output channels, kernel): conv1-like (3 channels), several 32-channel groups, 1x1..7x7
+DIRECT_CONFIGS = [((2, 3, 8, 8), 32, 3), ((3, 32, 16, 16), 64, 5), ((2, 64, 8, 8), 128, 7),
+                  ((1, 5, 6, 6), 32, 1), ((2, 7, 4, 8), 96, 3)]
+
+
+@pytest.mark.parametrize("shape,filters,k", DIRECT_CONFIGS)
+def test_direct_conv_forward_matches_direct_summation_and_its_backward_builds_the_patches(shape, filters, k):
+    """float32 "same" convolutions run fused_conv's direct kernel (NHWC inside) and equal the
+    reference; the backward after it (which builds the patches itself) equals the reference's."""
+    g = np.random.default_rng(3)
+    x = g.standard_normal(shape).astype(np.float32)
+    weight = g.standard_normal((filters, shape[1], k, k)).astype(np.float32)
+    bias = g.standard_normal(filters).astype(np.float32)
+    pad = ((k - 1) // 2,) * 2
+    assert conv.direct_forward_ok(x, weight, (1, 1), pad)
+    out, saved = conv.conv2d_forward(x, weight, bias, (1, 1), pad, direct=True)
+    assert isinstance(saved, conv.Input) and saved.x is x
+    assert not isinstance(conv.conv2d_forward(x, weight, bias, (1, 1), pad)[1], conv.Input)  # training: im2col
+    ref_out, ref_saved = reference.conv2d_forward(x.astype(np.float64), weight.astype(np.float64),
+                                                  bias.astype(np.float64), (1, 1), pad)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5 * np.abs(ref_out).max())
+    dout = g.standard_normal(out.shape).astype(np.float32)
+    ours = conv.conv2d_backward(dout, saved, x.shape, weight, (1, 1), pad)
+    theirs = reference.conv2d_backward(dout.astype(np.float64), ref_saved, x.shape, weight.astype(np.float64),
+                                       (1, 1), pad)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("change", ["float64", "stride 2", "padding 0", "31 filters", "4x4", "9x9", "odd width"])
+def test_direct_conv_forward_is_only_taken_where_its_kernel_is_safe(change):
+    """Everything the direct kernel assumes is checked before it runs (numba does not
+    bounds-check): each of these goes through im2col and still equals the reference."""
+    g = np.random.default_rng(4)
+    shape, filters, k, stride, pad, dtype = (2, 3, 8, 8), 32, 3, (1, 1), (1, 1), np.float32
+    if change == "float64":
+        dtype = np.float64
+    elif change == "stride 2":
+        stride = (2, 2)
+    elif change == "padding 0":
+        pad = (0, 0)
+    elif change == "31 filters":
+        filters = 31
+    elif change == "4x4":
+        k, pad = 4, (2, 2)
+    elif change == "9x9":
+        k, pad = 9, (4, 4)
+    else:
+        shape = (2, 3, 8, 7)
+    x = g.standard_normal(shape).astype(dtype)
+    weight = g.standard_normal((filters, shape[1], k, k)).astype(dtype)
+    bias = g.standard_normal(filters).astype(dtype)
+    assert not conv.direct_forward_ok(x, weight, stride, pad)
+    out, saved = conv.conv2d_forward(x, weight, bias, stride, pad, direct=True)
+    assert not isinstance(saved, conv.Input)
+    ref_out, _ = reference.conv2d_forward(x.astype(np.float64), weight.astype(np.float64), bias.astype(np.float64),
+                                          stride, pad)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5 * np.abs(ref_out).max())
+
+
 @pytest.mark.parametrize("shape,kernel,stride", [
     ((2, 3, 8, 8), (2, 2), (2, 2)),
     ((2, 2, 9, 7), (3, 3), (2, 2)),      # overlapping windows
@@ -119,3 +179,25 @@ def test_keep_mask_streams_differ():
     a = rng.keep_mask(1, 0, 4096, 0.5)
     assert not np.array_equal(a, rng.keep_mask(1, 1, 4096, 0.5))   # next counter
     assert not np.array_equal(a, rng.keep_mask(2, 0, 4096, 0.5))   # other seed
+
+
+def test_conv2d_layer_runs_the_direct_kernel_in_eval_mode_only_with_the_same_results():
+    """The layer's eval-mode forward (direct kernel) and the gradients after it equal its
+    training-mode ones (im2col): the explorer's gradients run in eval mode."""
+    from scratchcnn.layers import Conv2d
+
+    g = np.random.default_rng(5)
+    layer = Conv2d(16, 64, 5, padding=2, rng=0)
+    x = g.standard_normal((3, 16, 8, 8)).astype(np.float32)
+    dout = g.standard_normal((3, 64, 8, 8)).astype(np.float32)
+    out_train = layer.forward(x)
+    assert not isinstance(layer.saved, conv.Input)
+    dx_train = layer.backward(dout)
+    dw_train = layer.weight.grad.copy()
+    layer.eval()
+    out_eval = layer.forward(x)
+    assert isinstance(layer.saved, conv.Input)
+    dx_eval = layer.backward(dout)
+    np.testing.assert_allclose(out_eval, out_train, rtol=1e-5, atol=1e-5 * np.abs(out_train).max())
+    np.testing.assert_array_equal(dx_eval, dx_train)            # the same patches, the same BLAS calls
+    np.testing.assert_array_equal(layer.weight.grad, dw_train)

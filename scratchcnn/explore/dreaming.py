@@ -57,25 +57,27 @@ class DreamRequests:
         layer = req.get("layer")
         if (req.get("class") is None) == (layer is None):
             raise ApiError(400, "give either 'class' (a class number) or 'layer' and 'channel'")
+        if layer is None:
+            column = self.logits
+            what = _whole(req["class"], "class", 0, len(self.outputs) - 1)
+        else:
+            maps = [s.name for s in self.arch.layers if len(s.out_shape) == 3]
+            if layer not in maps:
+                raise ApiError(400, f"layer {layer!r} has no channels of feature maps; choose one of "
+                                    f"{', '.join(maps) or '(none in this network)'}")
+            column = layer
+            what = _whole(req.get("channel"), "channel", 0, self.arch.output_shape(layer)[0] - 1)
         weights = self.at(snapshot)
-        with self.lock, self._one_thread():
+        with self.lock:
             b = weights.backend(backend)
-            if layer is None:
-                target = _whole(req["class"], "class", 0, len(self.outputs) - 1)
-                r = _user(class_visualisation, b, target, steps=steps, seed=seed, normalize=self.normalize)
-                column, what = self.logits, target
-            else:
-                maps = [s.name for s in self.arch.layers if len(s.out_shape) == 3]
-                if layer not in maps:
-                    raise ApiError(400, f"layer {layer!r} has no channels of feature maps; choose one of "
-                                        f"{', '.join(maps) or '(none in this network)'}")
-                channels = self.arch.output_shape(layer)[0]
-                channel = _whole(req.get("channel"), "channel", 0, channels - 1)
-                r = _user(channel_visualisation, b, layer, channel, steps=steps, seed=seed, normalize=self.normalize)
-                column, what = layer, channel
+            with self._one_thread():            # one image: threads would only wait for each other
+                if layer is None:
+                    r = _user(class_visualisation, b, what, steps=steps, seed=seed, normalize=self.normalize)
+                else:
+                    r = _user(channel_visualisation, b, layer, what, steps=steps, seed=seed, normalize=self.normalize)
             if snapshot is None and column == self.logits:
                 responses = self.predict_all(backend)[2][:RANKED, what]      # known since warm()
-            else:
+            else:                               # RANKED images at once: both cores help
                 responses = weights.responses(backend, column, self.data.x[:RANKED], self.normalize)[:, what]
         probs = r["probs"]
         return {"backend": backend, "snapshot": snapshot, "seed": seed, "steps": steps,
