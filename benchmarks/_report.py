@@ -159,11 +159,19 @@ INFERENCE_LABELS = {"scratch": "scratch (fused_predict)", "scratch-layers": "scr
 
 
 def inference_table(inf):
-    lines = [f"| backend | mode | median ms per batch of {inf['batch']} | images/s | "
-             "scratch is faster by (95% interval) |", "|---|---|---|---|---|"]
+    """One row per backend and mode; with ``--presets`` (rows carrying "arch") a network column
+    first, and scratch's label says which path it ran (fused_predict or the numba layers)."""
+    nets = any(r.get("arch", "tutorial") != "tutorial" for r in inf["rows"])
+    head = "| network " if nets else ""
+    lines = [f"{head}| backend | mode | median ms per batch of {inf['batch']} | images/s | "
+             "scratch is faster by (95% interval) |", "|---" * (5 + nets) + "|"]
     for r in inf["rows"]:
-        lines.append(f"| {INFERENCE_LABELS.get(r['config'], r['config'])} | {r['mode']} | {r['median_ms']:.1f} | {r['images_per_s']:.0f} | "
-                     f"{fmt_ratio(r.get('speedup'))} |")
+        key = r["config"].split("+arch=")[0]
+        if key == "scratch" and r.get("path") == "layers":
+            key = "scratch-layers"
+        first = f"| {r.get('arch', 'tutorial')} " if nets else ""
+        lines.append(f"{first}| {INFERENCE_LABELS.get(key, key)} | {r['mode']} | {r['median_ms']:.1f} | "
+                     f"{r['images_per_s']:.0f} | {fmt_ratio(r.get('speedup'))} |")
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ import sys
 
 from benchmarks import _common as C
 
-BENCHMARKS = ("step", "presets", "ladder", "inference", "layers", "scaling", "memory", "epoch", "epoch --arch vgg")
+BENCHMARKS = ("step", "presets", "ladder", "inference --presets all", "layers", "scaling", "memory", "epoch", "epoch --arch vgg")
 
 
 def main():

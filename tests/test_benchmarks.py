@@ -432,3 +432,34 @@ def test_the_speed_section_shows_the_per_preset_table_when_presets_json_exists(t
     # torch's tutorial loop (45 ms) is the best here: scratch (90 ms) is half as fast
     assert "| vgg | 200 | layers | 90.0 | 90.0 | 45.0 | 45.0 | 0.50x (0.50-0.50) | 0.50x (0.50-0.50) |" in text
     assert "| vgg | conv2 backward 100% |" in text
+
+
+def test_the_inference_benchmark_refuses_an_unknown_preset_in_one_line():
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-m", "benchmarks.inference", "--presets", "tutorial,k9", "--force"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "--presets: unknown network(s) k9; choose from tutorial, k1" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_the_inference_table_names_each_network_and_the_path_scratch_ran():
+    def row(config, mode, ms, arch, path=None, speedup=None):
+        return {"config": config, "mode": mode, "median_ms": ms, "images_per_s": 500 / ms * 1e3, "arch": arch,
+                "path": path, "speedup": speedup}
+    tutorial_only = {"batch": 500, "rows": [row("scratch", "no_grad", 100.0, "tutorial", "fused"),
+                                            row("torch", "no_grad", 200.0, "tutorial", None,
+                                                {"ratio": 2.0, "low": 1.9, "high": 2.1})]}
+    lines = R.inference_table(tutorial_only).splitlines()
+    assert lines[0].startswith("| backend | mode | median ms per batch of 500 |")
+    assert lines[1] == "|---|---|---|---|---|"
+    assert lines[2] == "| scratch (fused_predict) | no_grad | 100.0 | 5000 | - |"
+    assert lines[3] == "| torch | no_grad | 200.0 | 2500 | 2.00x (1.90-2.10) |"
+    presets = {"batch": 500, "rows": tutorial_only["rows"] + [
+        row("scratch+arch=vgg", "no_grad", 400.0, "vgg", "layers"),
+        row("torch+arch=vgg", "inference_mode", 500.0, "vgg", None, {"ratio": 1.25, "low": 1.2, "high": 1.3})]}
+    lines = R.inference_table(presets).splitlines()
+    assert lines[0].startswith("| network | backend | mode |") and lines[1] == "|---|---|---|---|---|---|"
+    assert lines[4] == "| vgg | scratch, numba layers | no_grad | 400.0 | 1250 | - |"
+    assert lines[5] == "| vgg | torch | inference_mode | 500.0 | 1000 | 1.25x (1.20-1.30) |"
