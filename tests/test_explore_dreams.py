@@ -317,6 +317,8 @@ def test_measure_times_the_dreams_and_the_time_slider(explorer):
                 "POST /api/fool steps", "POST /api/fool fgsm", "POST /api/occlusion",
                 "POST /api/analyze at a snapshot not loaded yet", "POST /api/analyze at a snapshot kept in memory"):
         assert row in table, row
+    maps = [s.name for s in explorer.arch.layers if len(s.out_shape) == 3]
+    assert f"POST /api/dream one channel of {maps[-1]} at a snapshot not loaded yet, scratch" in table
 
 
 ODD = [None, True, -1, 0, 1.5, 1e308, "1", "", [], {}, [1], {"a": 1}, 2**64]

@@ -163,7 +163,8 @@ def _dreams(explorer, timed, post, new_image):
 
 def _moments(explorer, timed, post, new_image):
     """The time slider: an image at a snapshot not loaded yet (its file read, both backends
-    built), and at one kept in memory; the filters of a snapshot."""
+    built), and at one kept in memory; the filters of a snapshot; a channel dream of the
+    deepest maps at a snapshot not loaded yet (which also ranks the test split)."""
     entries = explorer.timeline.entries()
     if not entries:
         return
@@ -176,6 +177,13 @@ def _moments(explorer, timed, post, new_image):
                                                                                snapshot=last), unloaded)
     timed("POST /api/analyze at a snapshot kept in memory", lambda image: post("/api/analyze", image=image,
                                                                                snapshot=last), new_image)
+    maps = [s.name for s in explorer.arch.layers if len(s.out_shape) == 3]
+    if maps:
+        # the slowest click of the Dreams tab: the snapshot read, both backends built, the test
+        # split ranked by the deepest maps, and the dream itself
+        timed(f"POST /api/dream one channel of {maps[-1]} at a snapshot not loaded yet, scratch",
+              lambda r: post("/api/dream", backend="scratch", layer=maps[-1], channel=r, snapshot=last),
+              lambda r: explorer.timeline.kept.clear() or r)
     timed("GET /api/filters?snapshot= (kept)", lambda r: dispatch(explorer, "GET", f"/api/filters?snapshot={last}"))
     timed("GET /api/snapshots", lambda r: dispatch(explorer, "GET", "/api/snapshots"))
 
