@@ -583,3 +583,15 @@ def test_a_changed_tutorial_network_with_two_filter_sizes_runs_fused_like_the_la
     assert abs(f_loss - float(loss)) < 1e-6 * abs(float(loss))
     for (name, p_layer), (_, p_fused) in zip(layer_model.parameters(), fused_model.parameters()):
         assert rel_err(p_fused.grad, p_layer.grad) < 1e-5, name
+
+
+def test_fused_predict_in_chunks_with_a_short_last_one_equals_the_layer_path():
+    """150 images in chunks of 64: two full chunks (fc3 by linear_forward) and one of 22
+    (fc3 on transposed activations); every row equals the layer path's eval forward."""
+    model = CIFAR10Model(rng=6).eval()
+    x = np.random.default_rng(6).standard_normal((150, 3, 32, 32)).astype(np.float32)
+    expected = model.forward(x)
+    for batch_size in (64, 150, 7):
+        got = fused.fused_predict(model, x, batch_size=batch_size)
+        assert got.shape == (150, 10)
+        assert rel_err(got, expected) < 2e-6, batch_size
