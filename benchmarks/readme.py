@@ -129,8 +129,12 @@ def generate(results):
                       f"threads, {lad['date'][:10]}, {R.status_line(lad)}):", "", R.ladder_table(lad)]
     if "inference" in results:
         inf = results["inference"]
-        lines += ["", f"**Inference**, what `scratchcnn evaluate` runs (`python -m benchmarks.inference`, "
-                      f"{inf['threads']} threads, {inf['date'][:10]}, {R.status_line(inf)}):", "",
+        many = len(inf.get("presets", ["tutorial"])) > 1
+        how = (" Scratch runs `fused_predict` where the fast path supports the network, and its numba layers in "
+               "eval mode otherwise (their \"same\" convolutions on the fast path's direct kernel)." if many else "")
+        lines += ["", f"**Inference**, what `scratchcnn evaluate` runs (`python -m benchmarks.inference"
+                      f"{' --presets all' if many else ''}`, {inf['threads']} threads, {inf['date'][:10]}, "
+                      f"{R.status_line(inf)}, batches of {inf['batch']}).{how}", "",
                   R.inference_table(inf)]
     if "memory" in results and _new_memory(results["memory"]):
         mem = results["memory"]
