@@ -15,8 +15,17 @@ const idx = (index) => `[${index.join(", ")}]`;
 // A table of numbers with one format for all its cells; cls(i, j) adds a class to a cell.
 function matrix(rows, cls = () => "", caption = "") {
   const {f, scale} = tableFormat(rows.flat().filter((v) => v !== null));
-  const t = el("table", {className: "num-table"}, rows.map((row, i) => el("tr", {}, row.map((v, j) =>
-    el("td", {className: cls(i, j), text: v === null ? "\u00b7" : f(v)})))));
+  const texts = rows.map((row) => row.map((v) => (v === null ? "\u00b7" : f(v))));
+  // every cell as wide as the longest number of the table, so the columns line up
+  const width = `${Math.max(4, ...texts.flat().map((s) => s.length)) + 0.5}ch`;
+  const t = el("table", {className: "num-table"}, texts.map((row, i) => el("tr", {}, row.map((text, j) => {
+    const td = el("td", {className: cls(i, j), text});
+    td.style.width = width;
+    return td;
+  }))));
+  // fixed layout: the browser may not narrow a column with shorter numbers to fit a small panel
+  t.style.tableLayout = "fixed";
+  t.style.width = `calc(${Math.max(1, ...rows.map((r) => r.length))} * (${width} + 7px))`;
   return el("div", {className: "mat"}, [t, el("div", {className: "mat-cap", text: [caption, scale].filter(Boolean).join(" ")})]);
 }
 
