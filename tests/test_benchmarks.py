@@ -244,6 +244,13 @@ def test_epoch_benchmark_runs_the_real_cli(tmp_path):
     assert cmd[cmd.index("--dataset") + 1:cmd.index("--dataset") + 4] == ["folder", "--data-dir", "/d"]
     assert "--train-size" not in cmd and cmd[cmd.index("--recipe") + 1] == "improved"
     assert cmd[cmd.index("--arch") + 1] == "vgg"
+    # without --data-dir: the synthetic splits at sizes scratchcnn train accepts (it refused 50,000)
+    from scratchcnn.data import check_sizes
+    cmd = EP.train_command("scratch", tmp_path, SimpleNamespace(data_dir=None, recipe="tutorial", train_seed=0,
+                                                                arch="vgg"))
+    n_train, n_test = int(cmd[cmd.index("--train-size") + 1]), int(cmd[cmd.index("--test-size") + 1])
+    assert (n_train, n_test) == (20000, 2000)
+    check_sizes("synthetic", n_train, n_test, 32)
 
 
 def test_readme_write_replaces_only_the_section():
