@@ -191,6 +191,21 @@ def test_page_end_to_end(browser, site, tmp_path):
     widths = page.evaluate("""() => [...document.querySelectorAll('#pixel-blocks table')].map(
         (t) => new Set([...t.querySelectorAll('td')].map((td) => Math.round(td.getBoundingClientRect().width))).size)""")
     assert widths and set(widths) == {1}, widths                              # every cell of a table alike
+    # The same on numbers of different lengths, as a trained checkpoint's are (the seeded untrained
+    # model's all print alike, so the check above passes on it either way; the browser widened the
+    # columns holding longer numbers until the tables were laid out fixed).
+    mixed = page.evaluate("""async () => {
+        const {matrix} = await import('/static/js/formula.js');
+        const m = matrix([[-0.0412, 0.001, 0.002], [0.003, -0.0305, 0.004], [0.001, 0.002, 0.003]], () => "", "mixed");
+        document.querySelector('#pixel-blocks .block').append(m);
+        const cells = [...m.querySelectorAll('td')];
+        const out = {texts: cells.map((td) => td.textContent),
+                     widths: cells.map((td) => Math.round(td.getBoundingClientRect().width))};
+        m.remove();
+        return out;
+    }""")
+    assert mixed["texts"][:3] == ["-0.0412", "0.0010", "0.0020"], mixed              # 7 and 6 characters
+    assert len(set(mixed["widths"])) == 1, mixed
     assert page.inner_text("#pixel-blocks .block >> nth=0").split(":")[0] in ("R", "G", "B")
     box = page.locator(canvas).bounding_box()
     mark = page.locator("#layer-maps .marker").bounding_box()                  # the clicked pixel, outlined

@@ -13,7 +13,8 @@ const chanName = (layer, c) => (layerInfo(layer)?.channels ? layerInfo(layer).ch
 const idx = (index) => `[${index.join(", ")}]`;
 
 // A table of numbers with one format for all its cells; cls(i, j) adds a class to a cell.
-function matrix(rows, cls = () => "", caption = "") {
+// Exported for the browser test's check that its columns line up.
+export function matrix(rows, cls = () => "", caption = "") {
   const {f, scale} = tableFormat(rows.flat().filter((v) => v !== null));
   const texts = rows.map((row) => row.map((v) => (v === null ? "\u00b7" : f(v))));
   // every cell as wide as the longest number of the table, so the columns line up
