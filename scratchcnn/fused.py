@@ -22,10 +22,11 @@ How it is organised:
 * Both convolutions, and the gradient of conv2's input, run the same
   register-blocked direct 3x3 kernel (``kernels.fused_conv``); the weight
   gradients run its twin. No im2col buffers.
-* ReLU, dropout and max-pool are fused into the convolutions' parallel loops
+* ReLU, dropout and the pooling (max or average) are fused into the convolutions' parallel loops
   as epilogues (``kernels.fused_elementwise`` has them standalone too). Dropout masks are recomputed from the
   counter-based hash, never stored: the kept-and-positive units are exactly
-  those whose output is > 0, and max-pool keeps a 1-byte winner index.
+  those whose output is > 0; max-pool keeps a 1-byte winner index, and average
+  pooling's backward reads ReLU's mask from conv2's output, still in its buffer.
 * fc3's three matrix products run as numba kernels too (``kernels.fused_linear``),
   so one thread pool does all the heavy work; fc4 is tiny and uses NumPy.
 * Buffers are allocated once per model and batch size and reused
@@ -39,8 +40,8 @@ How it is organised:
   input pixel can give NaN where the layer path gives inf (both not finite).
 
 Only the tutorial's network at float32 is supported, with square filters of any
-odd size up to 7 and "same" padding in either convolution (the presets tutorial,
-k1, k5 and k7; any batch size, any number of classes; the pictures below show
+odd size up to 7 and "same" padding in either convolution, and a 2x2 max or
+average pool (the presets tutorial, k1, k5, k7 and avgpool; any batch size, any number of classes; the pictures below show
 3x3, where every padded buffer has a 1-pixel border: a KxK convolution's has
 (K-1)/2), with ``scratchcnn.optim.SGD`` over the model's own parameters for the
 update: ``SUPPORTED`` states it as data and ``unsupported_reason(model)`` checks the
@@ -52,11 +53,12 @@ Data flow of one step (N images; shapes NHWC unless noted):
 
     x (N,3,32,32) NCHW --pad--> xp1 (N,34,34,3)
       conv1 -> a1 (N,32,32,32) --relu,drop1--> d1p (N,34,34,32) (padded for conv2)
-      conv2 -> a2 (N,32,32,32) --relu,pool--> flat (N,8192) (c,y,x order), arg uint8
+      conv2 -> a2 (N,32,32,32) --relu,pool--> flat (N,8192) (c,y,x order), arg uint8 (max-pool)
       fc3 -> h3 (N,512) --relu,drop3--> d3 --fc4--> logits (N,10) --> loss
     backward:
       dlogits -> fc4 grads, dd3 -> dh3 -> fc3 grads, dflat
       dflat --unpool,relu'--> g2p (N,34,34,32) -> conv2 grads (weight-grad kernel)
+            (max-pool: to each window's winner, by arg; average: a quarter to each input a2 > 0)
       g2p --conv with rotated conv2 weights--> dd1 (N,32,32,32) --drop1',relu'--> g1
       g1 -> conv1 grads (weight-grad kernel)
 """
@@ -80,7 +82,7 @@ __all__ = ["fused_forward_backward", "fused_train_step", "fused_predict", "check
 # float32. ``unsupported_reason`` checks the model's REAL layers against it (their exact
 # class, every argument, the shapes of their weights) before any kernel runs: numba does
 # not bounds-check, so an unchecked assumption would be a crash, not an exception.
-# "any": any value; "[0,1)": a probability below 1.
+# "any": any value; "[0,1)": a probability below 1. A tuple of kinds: any one of them.
 _CIN, _H, _W = 3, 32, 32                    # the input image
 _C = 32                                     # channels out of both convolutions: two 16-lane vectors
 _FLAT = _C * (_H // 2) * (_W // 2)          # 8192 after the 2x2 max-pool
@@ -93,7 +95,7 @@ SUPPORTED = (
     ("Dropout", {"p": "[0,1)"}),
     ("Conv2d", {"in_channels": _C, "out_channels": _C, **_CONV}),
     ("ReLU", {}),
-    ("MaxPool2d", {"kernel_size": (2, 2), "stride": (2, 2)}),
+    (("MaxPool2d", "AvgPool2d"), {"kernel_size": (2, 2), "stride": (2, 2)}),
     ("Flatten", {}),
     ("Linear", {"in_features": _FLAT, "out_features": _HIDDEN, "bias": True}),
     ("ReLU", {}),
@@ -107,6 +109,7 @@ class _Net(NamedTuple):
     conv1: object
     drop1: object
     conv2: object
+    pool2: object
     fc3: object
     drop3: object
     fc4: object
@@ -118,6 +121,10 @@ class _Net(NamedTuple):
     @property
     def k2(self):
         return self.conv2.kernel_size[0]
+
+    @property
+    def avgpool(self):
+        return type(self.pool2).__name__ == "AvgPool2d"
 
 
 def _layer_value(layer, arg):
@@ -139,9 +146,12 @@ def unsupported_reason(model):
         return f"it runs float32 only, the model is {getattr(model, 'dtype', '?')}"
     if len(layers) != len(SUPPORTED):
         return f"it runs the tutorial's 11-layer network, this one has {len(layers)} layers"
-    for i, ((name, layer), (kind, want)) in enumerate(zip(layers, SUPPORTED)):
-        if type(layer) is not REGISTRY[kind]:
-            return f"layer {i + 1} ({name}) is {type(layer).__name__}; the tutorial's network has {kind} there"
+    for i, ((name, layer), (kinds, want)) in enumerate(zip(layers, SUPPORTED)):
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if type(layer) not in [REGISTRY[k] for k in kinds]:
+            return (f"layer {i + 1} ({name}) is {type(layer).__name__}; the tutorial's network has "
+                    f"{' or '.join(kinds)} there")
+        kind = type(layer).__name__
         for arg, value in want.items():
             have = _layer_value(layer, arg)
             k = _layer_value(layer, "kernel_size")[0] if kind == "Conv2d" else None
@@ -165,7 +175,7 @@ def check_supported(model):
 
 def _net(model):
     layers = [layer for _, layer in model.layers]
-    return _Net(layers[0], layers[2], layers[3], layers[7], layers[9], layers[10])
+    return _Net(layers[0], layers[2], layers[3], layers[5], layers[7], layers[9], layers[10])
 
 
 class _Workspace:
@@ -254,7 +264,8 @@ def _dropout_args(layer):
 
 
 def _features(net, x, ws, drop, t=None):
-    """conv1 -> relu -> drop1 -> conv2 -> relu -> pool into ws.flat / ws.arg; returns drop1's scale."""
+    """conv1 -> relu -> drop1 -> conv2 -> relu -> pool into ws.flat (and ws.arg, for max-pool);
+    returns drop1's scale. conv2's output (before ReLU) stays in ws.a."""
     t = t or _Timer(None)
     p1 = (net.k1 - 1) // 2
     ws.xp1[:, p1:p1 + _H, p1:p1 + _W, :] = x.transpose(0, 2, 3, 1)
@@ -266,7 +277,10 @@ def _features(net, x, ws, drop, t=None):
                                         seed, counter, p, scale)
     t.lap("conv1+act1+drop1 forward")
     w2 = fc.pack_weights(net.conv2.weight.data, len(koff2))
-    fc.conv3x3_forward_relu_maxpool2(ws.d1p, w2, koff2, net.conv2.bias.data, ws.a, ws.flat, ws.arg)
+    if net.avgpool:
+        fc.conv3x3_forward_relu_avgpool2(ws.d1p, w2, koff2, net.conv2.bias.data, ws.a, ws.flat)
+    else:
+        fc.conv3x3_forward_relu_maxpool2(ws.d1p, w2, koff2, net.conv2.bias.data, ws.a, ws.flat, ws.arg)
     t.lap("conv2+act2+pool2 forward")
     return scale
 
@@ -411,7 +425,10 @@ def _forward_backward(model, x, y, profile, optimizer):
     t.lap("fc3 backward" if optimizer is None else "fc3 backward (with its SGD update)")
 
     # ---- backward: pool2/act2, conv2 (weights, then input), drop1/act1, conv1 (weights)
-    fe.maxpool2_relu_backward_pad(ws.dflat, ws.flat, ws.arg, ws.g2p)
+    if net.avgpool:                                      # ws.a still holds conv2's output
+        fe.avgpool2_relu_backward_pad(ws.dflat, ws.a, ws.g2p)
+    else:
+        fe.maxpool2_relu_backward_pad(ws.dflat, ws.flat, ws.arg, ws.g2p)
     t.lap("pool2+act2 backward")
     koff1, koff2 = _koff(_CIN, net.k1), _koff(_C, net.k2)
     fc.conv3x3_weight_grad(ws.d1p, ws.g2p, koff2, ws.partial2, ws.partial_b, net.k2)
@@ -463,8 +480,9 @@ def fused_predict(model, x, batch_size=64):
 # ------------------------------------------------------------------ compile / cache load
 
 _KERNELS = (fc.conv3x3_forward_relu_dropout_pad, fc.conv3x3_forward_relu_maxpool2,
-            fc.conv3x3_forward_dropout_relu_backward, fc.conv3x3_weight_grad, fe.relu_dropout_rows,
-            fe.maxpool2_relu_backward_pad, ksgd.sgd_momentum_step,
+            fc.conv3x3_forward_relu_avgpool2, fc.conv3x3_forward_dropout_relu_backward,
+            fc.conv3x3_weight_grad, fe.relu_dropout_rows, fe.maxpool2_relu_backward_pad,
+            fe.avgpool2_relu_backward_pad, ksgd.sgd_momentum_step,
             fl.linear_forward, fl.linear_forward_t, fl.linear_grad_input, fl.linear_grad_weight,
             fl.linear_grad_weight_sgd, fl.to_panels, fl.from_panels,
             ksgd.sgd_momentum_step_parallel)
@@ -524,6 +542,7 @@ def warmup(verbose=True):
     fused_train_step(model, opt, x9, np.zeros(9, np.int64))
     model.eval()
     fused_predict(model, x1)
+    fused_forward_backward(Network("avgpool", rng=0), x1, np.zeros(1, np.int64))   # the average-pool kernels
     dt = time.perf_counter() - t0
     _warmed = True
     if cold and verbose:

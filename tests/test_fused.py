@@ -130,6 +130,45 @@ def test_maxpool_forward_backward_match_reference():
     np.testing.assert_array_equal(g1, np.where(gp[:, 1:-1, 1:-1] > 0, dout * np.float32(2), 0))
 
 
+def test_average_pool_kernels_give_the_layer_paths_bits_nan_and_inf_included():
+    """relu then 2x2 average pool, and its backward, equal their NumPy twins and the layer path
+    (layers.ReLU then layers.AvgPool2d, NCHW) bit for bit; a NaN or +inf in a window makes its
+    mean NaN or inf; the NaN passes no gradient back (NaN > 0 is false), the inf does."""
+    from scratchcnn.layers import AvgPool2d, ReLU
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((3, 32, 32, 32)).astype(np.float32)
+    a[0, 0, 0, 0] = np.nan
+    a[1, 2, 3, 4] = np.inf
+    flat = np.empty((3, 8192), np.float32)
+    fe.relu_avgpool2_nhwc(a, flat)
+    np.testing.assert_array_equal(flat, fe.relu_avgpool2_reference(a))
+    relu, pool = ReLU(), AvgPool2d(2)
+    pooled = pool.forward(relu.forward(np.ascontiguousarray(a.transpose(0, 3, 1, 2))))
+    np.testing.assert_array_equal(flat, pooled.reshape(3, -1))
+    assert np.isnan(flat[0, 0]) and flat[1, (4 * 16 + 1) * 16 + 1] == np.inf
+    assert np.isfinite(np.delete(flat[0], 0)).all()
+    dflat = rng.standard_normal((3, 8192)).astype(np.float32)
+    gp = np.full((3, 34, 34, 32), 7, np.float32)               # the border must stay untouched
+    fe.avgpool2_relu_backward_pad(dflat, a, gp)
+    np.testing.assert_array_equal(gp[:, 1:-1, 1:-1], fe.avgpool2_relu_backward_reference(dflat, a))
+    layer_grad = relu.backward(pool.backward(dflat.reshape(pooled.shape))).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(gp[:, 1:-1, 1:-1], layer_grad)
+    assert gp[0, 1, 1, 0] == 0 and gp[1, 3, 4, 4] == dflat[1, (4 * 16 + 1) * 16 + 1] / 4
+    assert (gp[:, 0] == 7).all() and (gp[:, :, -1] == 7).all()
+    # fused into conv2's parallel loop: the same as the conv, then the standalone epilogue
+    koff = fc.tap_offsets(32, 32)
+    xp = padded(rng, 3, 32)
+    wk = fc.pack_weights(rng.standard_normal((32, 32, 3, 3)).astype(np.float32) * 0.1, len(koff))
+    b = rng.standard_normal(32).astype(np.float32)
+    a_sep, a_fused = np.empty((2, 3, 32, 32, 32), np.float32)
+    flat_sep, flat_fused = np.empty((2, 3, 8192), np.float32)
+    fc.conv3x3_forward(xp, wk, koff, b, a_sep)
+    fe.relu_avgpool2_nhwc(a_sep, flat_sep)
+    fc.conv3x3_forward_relu_avgpool2(xp, wk, koff, b, a_fused, flat_fused)
+    np.testing.assert_array_equal(a_fused, a_sep)
+    np.testing.assert_array_equal(flat_fused, flat_sep)
+
+
 def test_conv_with_epilogue_equals_conv_then_epilogue():
     rng = np.random.default_rng(6)
     n = 3
@@ -526,10 +565,10 @@ def test_both_register_blocks_of_the_conv_kernels_give_the_same_bits_as_each_oth
 
 # ------------------------------------------------------------------ any odd filter size
 
-@pytest.mark.parametrize("arch", ["k1", "k5", "k7"])
-def test_every_odd_filter_size_runs_fused_and_equals_the_layer_path(arch):
+@pytest.mark.parametrize("arch", ["k1", "k5", "k7", "avgpool"])
+def test_every_odd_filter_size_and_average_pooling_run_fused_and_equal_the_layer_path(arch):
     """The presets k1, k5 and k7 (the tutorial's network with 1x1, 5x5, 7x7 filters and "same"
-    padding) run on the fast path: two steps of forward and backward equal the layer path's
+    padding) and avgpool (2x2 average pooling) run on the fast path: two steps of forward and backward equal the layer path's
     (logits, loss, every gradient, the dropout counters); the training step equals forward and
     backward, then optim.SGD, bit for bit; prediction equals the layers' eval forward."""
     from scratchcnn.model import Network

@@ -74,8 +74,8 @@ import numba
 import numpy as np
 from numba import prange, uint64
 
-from scratchcnn.kernels.fused_elementwise import (dropout_relu_backward_row, relu_dropout_pad_row,
-                                                  relu_maxpool2_row)
+from scratchcnn.kernels.fused_elementwise import (dropout_relu_backward_row, relu_avgpool2_row,
+                                                  relu_dropout_pad_row, relu_maxpool2_row)
 from scratchcnn.kernels.fused_simd import AVX512, vadd, vbcast_at, vfma, vload, vstore, vzero
 from scratchcnn.kernels.rng import stream_key
 
@@ -238,6 +238,19 @@ def conv3x3_forward_relu_maxpool2(xp, wk, koff, bias, out, flat, arg):
         conv3x3_row(xp, wk, koff, bias, out, n * h_out + 2 * y)
         conv3x3_row(xp, wk, koff, bias, out, n * h_out + 2 * y + 1)
         relu_maxpool2_row(out, flat, arg, n, y)
+
+
+@numba.njit(cache=True, parallel=True)
+def conv3x3_forward_relu_avgpool2(xp, wk, koff, bias, out, flat):
+    """conv3x3_forward into out, then fused_elementwise.relu_avgpool2_nhwc(out, flat)."""
+    n_img, h_out = xp.shape[0], out.shape[1]
+    ho = h_out // 2
+    for r in prange(n_img * ho):
+        n = r // ho
+        y = r - n * ho
+        conv3x3_row(xp, wk, koff, bias, out, n * h_out + 2 * y)
+        conv3x3_row(xp, wk, koff, bias, out, n * h_out + 2 * y + 1)
+        relu_avgpool2_row(out, flat, n, y)
 
 
 @numba.njit(cache=True, parallel=True)

@@ -1,4 +1,4 @@
-"""The fused path's cheap per-element kernels: ReLU, dropout, 2x2 max-pool (NHWC).
+"""The fused path's cheap per-element kernels: ReLU, dropout, 2x2 max- and average pooling (NHWC).
 
 They sit between the convolution kernels of ``fused_conv`` and touch each
 activation once. Dropout masks are recomputed from the counter-based hash of
@@ -32,6 +32,11 @@ Shapes (float32, C-contiguous unless said otherwise):
                               P, its padding, is read from the shapes)
     flat  (N, C*(H/2)*(W/2))  pooled output in torch's Flatten order (c, y, x)
     arg   (N, H/2, W/2, C)    uint8 in 0..3: which of the window's 4 inputs won, 2*dy + dx
+
+Average pooling needs no ``arg``: its backward gives every input of a window a quarter
+of the window's gradient, masked by ReLU's ``a > 0`` (``a``, the conv output, is still
+in its buffer then). Its sums run in the layer path's order, ((a0 + a1) + a2) + a3,
+and / 4 is exact, so both paths give the same bits.
 """
 import numba
 import numpy as np
@@ -180,6 +185,35 @@ def relu_maxpool2_nhwc(a, flat, arg):
         relu_maxpool2_row(a, flat, arg, n, r - n * ho)
 
 
+@numba.njit(inline="always")
+def relu_avgpool2_row(a, flat, n, y):
+    """Pooled row y of image n (input rows 2y, 2y+1) of relu_avgpool2_nhwc."""
+    _, h_in, w_in, c_in = a.shape
+    ho, wo = h_in // 2, w_in // 2
+    four = np.float32(4)
+    for x in range(wo):
+        for c in range(c_in):
+            s = relu(a[n, 2 * y, 2 * x, c]) + relu(a[n, 2 * y, 2 * x + 1, c])
+            s = s + relu(a[n, 2 * y + 1, 2 * x, c])
+            s = s + relu(a[n, 2 * y + 1, 2 * x + 1, c])
+            flat[n, (c * ho + y) * wo + x] = s / four
+
+
+@numba.njit(cache=True, parallel=True)
+def relu_avgpool2_nhwc(a, flat):
+    """2x2/2 average pool of relu(a), written in torch's flatten order:
+
+    flat[n, (c*Ho + y)*Wo + x] = (sum_{dy,dx} relu(a[n, 2y+dy, 2x+dx, c])) / 4
+
+    (ReLU first, as the layers run: the mean does not commute with it). A NaN
+    anywhere in a window makes its mean NaN, as in the layer path and torch.
+    """
+    n_img, ho = a.shape[0], a.shape[1] // 2
+    for r in prange(n_img * ho):
+        n = r // ho
+        relu_avgpool2_row(a, flat, n, r - n * ho)
+
+
 # ------------------------------------------------------------------ backward
 
 @numba.njit(cache=True, parallel=True)
@@ -204,6 +238,29 @@ def maxpool2_relu_backward_pad(dflat, flat, arg, gp):
                 gp[n, 2 * y + pad, 2 * x + pad + 1, c] = g if k == 1 else np.float32(0)
                 gp[n, 2 * y + pad + 1, 2 * x + pad, c] = g if k == 2 else np.float32(0)
                 gp[n, 2 * y + pad + 1, 2 * x + pad + 1, c] = g if k == 3 else np.float32(0)
+
+
+@numba.njit(cache=True, parallel=True)
+def avgpool2_relu_backward_pad(dflat, a, gp):
+    """dL/da into the zero-padded gp (N, H+2P, W+2P, C) (interior written, border untouched).
+
+    gp[n, 2y+dy+P, 2x+dx+P, c] = dflat[n, j] / 4 if a[n, 2y+dy, 2x+dx, c] > 0 else 0,
+    with j = (c*Ho + y)*Wo + x, a the conv output (N, H, W, C) before ReLU and P = gp's padding.
+    """
+    n_img, hp, wp, c_in = gp.shape
+    ho, wo = a.shape[1] // 2, a.shape[2] // 2
+    pad = (hp - 2 * ho) // 2
+    four, zero = np.float32(4), np.float32(0)
+    for r in prange(n_img * ho):
+        n = r // ho
+        y = r - n * ho
+        for x in range(wo):
+            for c in range(c_in):
+                g = dflat[n, (c * ho + y) * wo + x] / four
+                for dy in range(2):
+                    for dx in range(2):
+                        v = a[n, 2 * y + dy, 2 * x + dx, c]
+                        gp[n, 2 * y + dy + pad, 2 * x + dx + pad, c] = g if v > 0 else zero
 
 
 @numba.njit(inline="always")
@@ -251,3 +308,18 @@ def maxpool2_relu_backward_reference(dflat, flat, arg):
     g = np.where(flat > 0, dflat, 0).reshape(n, c, ho, wo).transpose(0, 2, 3, 1)   # (N, Ho, Wo, C)
     win = (arg[..., None] == np.arange(4)) * g[..., None]                          # (N, Ho, Wo, C, 4)
     return win.reshape(n, ho, wo, c, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(n, 2 * ho, 2 * wo, c)
+
+
+def relu_avgpool2_reference(a_nhwc):
+    """flat (N, C*Ho*Wo) in (c, y, x) order: relu then 2x2 average pool."""
+    n, h, w, c = a_nhwc.shape
+    win = np.maximum(a_nhwc, 0).reshape(n, h // 2, 2, w // 2, 2, c)
+    pooled = (((win[:, :, 0, :, 0] + win[:, :, 0, :, 1]) + win[:, :, 1, :, 0]) + win[:, :, 1, :, 1]) / np.float32(4)
+    return pooled.transpose(0, 3, 1, 2).reshape(n, -1)
+
+
+def avgpool2_relu_backward_reference(dflat, a_nhwc):
+    """dL/da (N, H, W, C), unpadded: a quarter of each window's gradient where a > 0."""
+    n, h, w, c = a_nhwc.shape
+    g = (dflat / np.float32(4)).reshape(n, c, h // 2, w // 2).transpose(0, 2, 3, 1)   # (N, Ho, Wo, C)
+    return np.where(a_nhwc > 0, g.repeat(2, axis=1).repeat(2, axis=2), np.float32(0))
