@@ -39,13 +39,17 @@ How it is organised:
   taps are padded to 32 with zero weights, and 0 * inf = NaN, so an infinite
   input pixel can give NaN where the layer path gives inf (both not finite).
 
-Only the tutorial's network at float32 is supported, with square filters of any
-odd size up to 7 and "same" padding in either convolution, and a 2x2 max or
-average pool (the presets tutorial, k1, k5, k7 and avgpool; any batch size, any number of classes; the pictures below show
-3x3, where every padded buffer has a 1-pixel border: a KxK convolution's has
-(K-1)/2), with ``scratchcnn.optim.SGD`` over the model's own parameters for the
-update: ``SUPPORTED`` states it as data and ``unsupported_reason(model)`` checks the
-model's real layers against it. Anything else raises ``NotImplementedError`` saying
+It runs the tutorial's network and the family it belongs to, at float32: a
+stack of one or more convolutions, the first from the image's 3 channels and the
+others 32 -> 32, each a square filter of odd size up to 7 with "same" padding and
+followed by ReLU and, but for the last, an optional Dropout; then a 2x2 max or
+average pool, Flatten, Linear 8192 -> 512, ReLU, Dropout, Linear (the presets
+tutorial, k1, k5, k7, avgpool and deep; any batch size, any number of classes;
+the pictures below show the tutorial's two 3x3 convolutions, where every padded
+buffer has a 1-pixel border: a KxK convolution's input has (K-1)/2). The update
+is ``scratchcnn.optim.SGD`` over the model's own parameters. ``SUPPORTED`` states
+the family as data and ``unsupported_reason(model)`` checks the model's real
+layers against it. Anything else raises ``NotImplementedError`` saying
 why; nothing falls back in silence, so the caller (``backends.ScratchBackend``)
 chooses the layer path knowingly and says so.
 
@@ -61,6 +65,10 @@ Data flow of one step (N images; shapes NHWC unless noted):
             (max-pool: to each window's winner, by arg; average: a quarter to each input a2 > 0)
       g2p --conv with rotated conv2 weights--> dd1 (N,32,32,32) --drop1',relu'--> g1
       g1 -> conv1 grads (weight-grad kernel)
+
+A longer stack repeats the middle: each further convolution's input is the
+previous one's padded, activated output (like d1p), and its backward runs the
+same two kernels, its input gradient landing padded for the convolution before.
 """
 import time
 import weakref
@@ -78,49 +86,46 @@ from scratchcnn.optim import SGD
 __all__ = ["fused_forward_backward", "fused_train_step", "fused_predict", "check_supported",
            "unsupported_reason", "check_optimizer", "warmup", "SUPPORTED"]
 
-# What this path was written for, as data: the tutorial's network, layer by layer, at
-# float32. ``unsupported_reason`` checks the model's REAL layers against it (their exact
-# class, every argument, the shapes of their weights) before any kernel runs: numba does
-# not bounds-check, so an unchecked assumption would be a crash, not an exception.
-# "any": any value; "[0,1)": a probability below 1. A tuple of kinds: any one of them.
+# What this path runs, as data: the roles its layers may play (each an exact layer class
+# with arguments) and the order they come in (SHAPE). ``unsupported_reason`` checks the
+# model's REAL layers against it (their exact class, every argument, the shapes of their
+# weights) before any kernel runs: numba does not bounds-check, so an unchecked assumption
+# would be a crash, not an exception. "any": any value; "[0,1)": a probability below 1.
+# A tuple of kinds: any one of them.
 _CIN, _H, _W = 3, 32, 32                    # the input image
-_C = 32                                     # channels out of both convolutions: two 16-lane vectors
-_FLAT = _C * (_H // 2) * (_W // 2)          # 8192 after the 2x2 max-pool
+_C = 32                                     # channels out of every convolution: two 16-lane vectors
+_FLAT = _C * (_H // 2) * (_W // 2)          # 8192 after the 2x2 pool
 _HIDDEN = 512                               # fc3's outputs
 # a square kernel of odd size 1..7 with "same" padding (the output keeps the input's size)
 _CONV = {"kernel_size": "odd square <= 7", "stride": (1, 1), "padding": "same", "bias": True}
-SUPPORTED = (
-    ("Conv2d", {"in_channels": _CIN, "out_channels": _C, **_CONV}),
-    ("ReLU", {}),
-    ("Dropout", {"p": "[0,1)"}),
-    ("Conv2d", {"in_channels": _C, "out_channels": _C, **_CONV}),
-    ("ReLU", {}),
-    (("MaxPool2d", "AvgPool2d"), {"kernel_size": (2, 2), "stride": (2, 2)}),
-    ("Flatten", {}),
-    ("Linear", {"in_features": _FLAT, "out_features": _HIDDEN, "bias": True}),
-    ("ReLU", {}),
-    ("Dropout", {"p": "[0,1)"}),
-    ("Linear", {"in_features": _HIDDEN, "out_features": "any", "bias": True}),
-)
+SUPPORTED = {
+    "first conv": ("Conv2d", {"in_channels": _CIN, "out_channels": _C, **_CONV}),
+    "conv": ("Conv2d", {"in_channels": _C, "out_channels": _C, **_CONV}),
+    "act": ("ReLU", {}),
+    "drop": ("Dropout", {"p": "[0,1)"}),
+    "pool": (("MaxPool2d", "AvgPool2d"), {"kernel_size": (2, 2), "stride": (2, 2)}),
+    "flat": ("Flatten", {}),
+    "fc3": ("Linear", {"in_features": _FLAT, "out_features": _HIDDEN, "bias": True}),
+    "fc4": ("Linear", {"in_features": _HIDDEN, "out_features": "any", "bias": True}),
+}
+SHAPE = ("first conv, act, [drop], then any number of (conv, act, [drop]), the last of them without drop; "
+         "pool, flat, fc3, act, drop, fc4")
 
 
 class _Net(NamedTuple):
-    """The model's layers by their role in SUPPORTED (whatever the spec named them)."""
-    conv1: object
-    drop1: object
-    conv2: object
+    """The model's layers by their role in SHAPE (whatever the spec named them)."""
+    convs: tuple            # the convolutions in order, conv1 (3 -> 32) first
+    acts: tuple             # the ReLU after each
+    drops: tuple            # the Dropout after each ReLU, or None (always None for the last)
     pool2: object
     fc3: object
     drop3: object
     fc4: object
 
     @property
-    def k1(self):
-        return self.conv1.kernel_size[0]
-
-    @property
-    def k2(self):
-        return self.conv2.kernel_size[0]
+    def ks(self):
+        """Each convolution's kernel size."""
+        return tuple(c.kernel_size[0] for c in self.convs)
 
     @property
     def avgpool(self):
@@ -134,66 +139,109 @@ def _layer_value(layer, arg):
     return tuple(v) if isinstance(v, (list, tuple)) else v
 
 
+def _role_mismatch(i, name, layer, role):
+    """None when ``layer`` (the model's i-th, 0-based) can play ``role``; else why not, in one line."""
+    from scratchcnn.layer_base import REGISTRY
+    kinds, want = SUPPORTED[role]
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    if type(layer) not in [REGISTRY[k] for k in kinds]:
+        return f"layer {i + 1} ({name}) is {type(layer).__name__}; the fast path needs {' or '.join(kinds)} there"
+    kind = type(layer).__name__
+    for arg, value in want.items():
+        have = _layer_value(layer, arg)
+        k = _layer_value(layer, "kernel_size")[0] if kind == "Conv2d" else None
+        ok = (value == "any" or (value == "[0,1)" and 0 <= have < 1) or have == value
+              or (value == "odd square <= 7" and have[0] == have[1] and have[0] in (1, 3, 5, 7))
+              or (value == "same" and have == ((k - 1) // 2,) * 2))
+        if not ok:
+            return f"layer {i + 1} ({name}, {kind}) has {arg}={have}; the fast path needs {value}"
+    return None
+
+
+def _parse(layers):
+    """(_Net, None) when the (name, layer) list has SHAPE, else (None, the first reason it has not)."""
+    from scratchcnn.layer_base import REGISTRY
+    convs, acts, drops, i = [], [], [], 0
+
+    def take(role):
+        nonlocal i
+        if i >= len(layers):
+            return f"it ends after layer {i}; the fast path needs {' or '.join(np.atleast_1d(SUPPORTED[role][0]))} next"
+        why = _role_mismatch(i, *layers[i], role)
+        i += why is None
+        return why
+
+    def at(kind):
+        return i < len(layers) and type(layers[i][1]) is REGISTRY[kind]
+
+    while True:                                         # the convolution stack
+        why = take("conv" if convs else "first conv") or take("act")
+        if why:
+            return None, why
+        convs.append(layers[i - 2][1])
+        acts.append(layers[i - 1][1])
+        drops.append(layers[i][1] if at("Dropout") else None)
+        if drops[-1] is not None and (why := take("drop")):
+            return None, why
+        if not at("Conv2d"):
+            break
+    if drops[-1] is not None:
+        return None, (f"layer {i} ({layers[i - 1][0]}) is a Dropout right before the pool; the fast path "
+                      f"needs the last convolution's ReLU followed by the pool")
+    first_tail = i
+    for role in ("pool", "flat", "fc3", "act", "drop", "fc4"):
+        if why := take(role):
+            return None, why
+    if i != len(layers):
+        return None, (f"layer {i + 1} ({layers[i][0]}) follows the last Linear; the fast path's network "
+                      f"ends there")
+    tail = [layer for _, layer in layers[first_tail:]]
+    return _Net(tuple(convs), tuple(acts), tuple(drops), tail[0], tail[2], tail[4], tail[5]), None
+
+
 def unsupported_reason(model):
     """None when the fast path can run ``model``; else one line saying what differs from
-    the network it was written for (the tutorial's, at float32)."""
-    from scratchcnn.layer_base import REGISTRY
-
+    the networks it runs (SHAPE, at float32)."""
     layers = getattr(model, "layers", None)
     if not isinstance(layers, list):
         return f"not a scratchcnn Network ({type(model).__name__})"
     if getattr(model, "dtype", None) != np.float32:
         return f"it runs float32 only, the model is {getattr(model, 'dtype', '?')}"
-    if len(layers) != len(SUPPORTED):
-        return f"it runs the tutorial's 11-layer network, this one has {len(layers)} layers"
-    for i, ((name, layer), (kinds, want)) in enumerate(zip(layers, SUPPORTED)):
-        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-        if type(layer) not in [REGISTRY[k] for k in kinds]:
-            return (f"layer {i + 1} ({name}) is {type(layer).__name__}; the tutorial's network has "
-                    f"{' or '.join(kinds)} there")
-        kind = type(layer).__name__
-        for arg, value in want.items():
-            have = _layer_value(layer, arg)
-            k = _layer_value(layer, "kernel_size")[0] if kind == "Conv2d" else None
-            ok = (value == "any" or (value == "[0,1)" and 0 <= have < 1) or have == value
-                  or (value == "odd square <= 7" and have[0] == have[1] and have[0] in (1, 3, 5, 7))
-                  or (value == "same" and have == ((k - 1) // 2,) * 2))
-            if not ok:
-                return f"layer {i + 1} ({name}, {kind}) has {arg}={have}; the fast path needs {value}"
-    return None
+    return _parse(layers)[1]
 
 
 def check_supported(model):
     """Raise NotImplementedError unless ``unsupported_reason(model)`` is None."""
     reason = unsupported_reason(model)
     if reason is not None:
-        raise NotImplementedError(f"scratchcnn.fused supports only the tutorial's network (with 1x1, 3x3, 5x5 "
-                                  f"or 7x7 filters) at float32 "
+        raise NotImplementedError(f"scratchcnn.fused supports only the tutorial's network and its family "
+                                  f"(stacked 32-channel convolutions with 1x1 to 7x7 filters) at float32 "
                                   f"({reason}); use the layer-by-layer path instead")
     return _net(model)
 
 
 def _net(model):
-    layers = [layer for _, layer in model.layers]
-    return _Net(layers[0], layers[2], layers[3], layers[5], layers[7], layers[9], layers[10])
+    return _parse(model.layers)[0]
 
 
 class _Workspace:
     """Every intermediate buffer of one step for batch size n (reused across steps).
 
-    The forward buffers are allocated at once (about 2.5 MB per image); the
-    backward ones (about 1.3x that) only when a training step first needs them,
-    so evaluation does not pay for them. Padded buffers are zeroed once: the
-    kernels write only their interiors, so the zero borders stay.
+    ``ks``: each convolution's kernel size (the tutorial: (3, 3)). The forward
+    buffers are allocated at once (about 2.5 MB per image for the tutorial's
+    network); the backward ones (about 1.3x that) only when a training step first
+    needs them, so evaluation does not pay for them. Padded buffers are zeroed
+    once: the kernels write only their interiors, so the zero borders stay.
     """
 
-    def __init__(self, n, n_chunks, n_classes, k1=3, k2=3):
+    def __init__(self, n, n_chunks, n_classes, ks=(3, 3)):
         f32 = np.float32
-        self.n, self.n_chunks, self.k1, self.k2 = n, n_chunks, k1, k2
-        p1, p2 = (k1 - 1) // 2, (k2 - 1) // 2           # each convolution's "same" padding
-        self.xp1 = np.zeros((n, _H + 2 * p1, _W + 2 * p1, _CIN), f32)
-        self.a = np.empty((n, _H, _W, _C), f32)           # a1, then a2, then dd1
-        self.d1p = np.zeros((n, _H + 2 * p2, _W + 2 * p2, _C), f32)
+        self.n, self.n_chunks, self.ks = n, n_chunks, ks
+        pads = [(k - 1) // 2 for k in ks]                 # each convolution's "same" padding
+        self.xp1 = np.zeros((n, _H + 2 * pads[0], _W + 2 * pads[0], _CIN), f32)
+        self.a = np.empty((n, _H, _W, _C), f32)           # each conv's output in turn, then dd1
+        # dp[i]: convolution i's activated output, padded as the input of convolution i + 1 (d1p)
+        self.dp = [np.zeros((n, _H + 2 * p, _W + 2 * p, _C), f32) for p in pads[1:]]
         self.flat = np.empty((n, _C * (_H // 2) * (_W // 2)), f32)
         self.arg = np.empty((n, _H // 2, _W // 2, _C), np.uint8)
         self.h3 = np.empty((n, _HIDDEN), f32)
@@ -212,11 +260,12 @@ class _Workspace:
         self.flat_p = np.empty((k // 32, n, 32), f32)       # to_panels(flat)
         self.dflat_p = np.empty((k // 32, n, 32), f32)      # to_panels(dflat)
         self.dh3_p = np.empty((_HIDDEN // 8, n, 8), f32)        # to_panels(dh3)
-        p2 = (self.k2 - 1) // 2
-        self.g2p = np.zeros((n, _H + 2 * p2, _W + 2 * p2, _C), f32)
-        self.g1 = np.empty((n, _H, _W, _C), f32)
-        self.partial2 = np.empty((n_chunks, len(_koff(_C, self.k2)), _C), f32)
-        self.partial1 = np.empty((n_chunks, len(_koff(_CIN, self.k1)), _C), f32)
+        # g[i]: dL/d(convolution i's output); padded as the input of its backward convolution
+        # (g2p), but for the first one, which has none (g1)
+        pads = [0] + [(k - 1) // 2 for k in self.ks[1:]]
+        self.g = [np.zeros((n, _H + 2 * p, _W + 2 * p, _C), f32) for p in pads]
+        self.partial = [np.empty((n_chunks, len(_koff(_CIN if i == 0 else _C, k)), _C), f32)
+                        for i, k in enumerate(self.ks)]
         self.partial_b = np.empty((n_chunks, _C), f32)
         self.has_backward = True
 
@@ -240,12 +289,12 @@ def _workspace(model, n, n_classes, net=None):
     steps may interleave, or run in two threads), and they go when the model goes."""
     net = net or _net(model)
     per_model = _workspaces.setdefault(model, {})
-    key = (n, numba.get_num_threads(), n_classes, net.k1, net.k2)
+    key = (n, numba.get_num_threads(), n_classes, net.ks)
     ws = per_model.get(key)
     if ws is None:
         if len(per_model) > 4:                # keep memory bounded when batch sizes vary
             per_model.clear()
-        ws = per_model[key] = _Workspace(n, key[1], n_classes, net.k1, net.k2)
+        ws = per_model[key] = _Workspace(n, key[1], n_classes, net.ks)
     return ws
 
 
@@ -264,25 +313,30 @@ def _dropout_args(layer):
 
 
 def _features(net, x, ws, drop, t=None):
-    """conv1 -> relu -> drop1 -> conv2 -> relu -> pool into ws.flat (and ws.arg, for max-pool);
-    returns drop1's scale. conv2's output (before ReLU) stays in ws.a."""
+    """The convolution stack: conv1 -> relu -> drop1 -> ... -> the last conv -> relu -> pool into
+    ws.flat (and ws.arg, for max-pool). Returns each convolution's dropout scale (0: none).
+    The last convolution's output (before ReLU) stays in ws.a."""
     t = t or _Timer(None)
-    p1 = (net.k1 - 1) // 2
+    p1 = (net.ks[0] - 1) // 2
     ws.xp1[:, p1:p1 + _H, p1:p1 + _W, :] = x.transpose(0, 2, 3, 1)
     t.lap("input NCHW->NHWC")
-    koff1, koff2 = _koff(_CIN, net.k1), _koff(_C, net.k2)
-    w1 = fc.pack_weights(net.conv1.weight.data, len(koff1))
-    seed, counter, p, scale = _dropout_args(net.drop1) if drop else (0, 0, 0.0, np.float32(0))
-    fc.conv3x3_forward_relu_dropout_pad(ws.xp1, w1, koff1, net.conv1.bias.data, ws.a, ws.d1p,
-                                        seed, counter, p, scale)
-    t.lap("conv1+act1+drop1 forward")
-    w2 = fc.pack_weights(net.conv2.weight.data, len(koff2))
-    if net.avgpool:
-        fc.conv3x3_forward_relu_avgpool2(ws.d1p, w2, koff2, net.conv2.bias.data, ws.a, ws.flat)
-    else:
-        fc.conv3x3_forward_relu_maxpool2(ws.d1p, w2, koff2, net.conv2.bias.data, ws.a, ws.flat, ws.arg)
-    t.lap("conv2+act2+pool2 forward")
-    return scale
+    inputs, scales, last = [ws.xp1] + ws.dp, [], len(net.convs) - 1
+    for i, (conv, act, dropout) in enumerate(zip(net.convs, net.acts, net.drops)):
+        koff = _koff(_CIN if i == 0 else _C, net.ks[i])
+        wk = fc.pack_weights(conv.weight.data, len(koff))
+        if i < last:
+            seed, counter, p, scale = (_dropout_args(dropout) if drop and dropout is not None
+                                       else (0, 0, 0.0, np.float32(0)))
+            fc.conv3x3_forward_relu_dropout_pad(inputs[i], wk, koff, conv.bias.data, ws.a, ws.dp[i],
+                                                seed, counter, p, scale)
+            scales.append(scale)
+            t.lap("+".join([conv.name, act.name] + ([dropout.name] if dropout is not None else [])) + " forward")
+        elif net.avgpool:
+            fc.conv3x3_forward_relu_avgpool2(inputs[i], wk, koff, conv.bias.data, ws.a, ws.flat)
+        else:
+            fc.conv3x3_forward_relu_maxpool2(inputs[i], wk, koff, conv.bias.data, ws.a, ws.flat, ws.arg)
+    t.lap(f"{net.convs[-1].name}+{net.acts[-1].name}+{net.pool2.name} forward")
+    return scales + [np.float32(0)]
 
 
 class _Timer:
@@ -376,12 +430,12 @@ def _forward_backward(model, x, y, profile, optimizer):
                          f"got {y.dtype} {y.shape}")
     ws = _workspace(model, n, n_classes, net)
     ws.allocate_backward()
-    c1, c2, f3, f4 = net.conv1, net.conv2, net.fc3, net.fc4
+    f3, f4 = net.fc3, net.fc4
     t = _Timer(profile)
     t.lap("checks")
 
     # ---- forward
-    scale1 = _features(net, x, ws, drop=True, t=t)
+    scales = _features(net, x, ws, drop=True, t=t)
     _fc3_forward(net, ws)
     seed3, counter3, p3, scale3 = _dropout_args(net.drop3)
     t.lap("fc3 forward")
@@ -424,29 +478,35 @@ def _forward_backward(model, x, y, profile, optimizer):
     fl.from_panels(ws.dflat_p, ws.dflat)
     t.lap("fc3 backward" if optimizer is None else "fc3 backward (with its SGD update)")
 
-    # ---- backward: pool2/act2, conv2 (weights, then input), drop1/act1, conv1 (weights)
-    if net.avgpool:                                      # ws.a still holds conv2's output
-        fe.avgpool2_relu_backward_pad(ws.dflat, ws.a, ws.g2p)
+    # ---- backward: pool2/act2, then each convolution from the last: its weights, then its
+    # input through the previous convolution's dropout and ReLU (conv2, drop1/act1, conv1)
+    last = len(net.convs) - 1
+    if net.avgpool:                                      # ws.a still holds the last conv's output
+        fe.avgpool2_relu_backward_pad(ws.dflat, ws.a, ws.g[last])
     else:
-        fe.maxpool2_relu_backward_pad(ws.dflat, ws.flat, ws.arg, ws.g2p)
-    t.lap("pool2+act2 backward")
-    koff1, koff2 = _koff(_CIN, net.k1), _koff(_C, net.k2)
-    fc.conv3x3_weight_grad(ws.d1p, ws.g2p, koff2, ws.partial2, ws.partial_b, net.k2)
-    c2.weight.grad[...] = fc.unpack_weight_grad(ws.partial2.sum(axis=0), _C, net.k2)
-    c2.bias.grad[...] = ws.partial_b.sum(axis=0)
-    t.lap("conv2 backward (weights)")
-    w2r = fc.pack_weights(fc.rotated_weights(c2.weight.data), len(koff2))
-    b1 = scale1 if scale1 != 0 else np.float32(1)
-    # ws.a = dL/d(drop1 output); ws.g1 = dL/d(conv1 output)
-    fc.conv3x3_forward_dropout_relu_backward(ws.g2p, w2r, koff2, ws.zero_bias, ws.a, ws.d1p, b1, ws.g1)
-    t.lap("conv2 backward (input)+drop1+act1 backward")
-    fc.conv3x3_weight_grad(ws.xp1, ws.g1, koff1, ws.partial1, ws.partial_b, net.k1)
-    c1.weight.grad[...] = fc.unpack_weight_grad(ws.partial1.sum(axis=0), _CIN, net.k1)
-    c1.bias.grad[...] = ws.partial_b.sum(axis=0)
-    t.lap("conv1 backward (weights)")
+        fe.maxpool2_relu_backward_pad(ws.dflat, ws.flat, ws.arg, ws.g[last])
+    t.lap(f"{net.pool2.name}+{net.acts[-1].name} backward")
+    inputs = [ws.xp1] + ws.dp
+    for i in range(last, -1, -1):
+        conv, k, c_in = net.convs[i], net.ks[i], _CIN if i == 0 else _C
+        koff = _koff(c_in, k)
+        fc.conv3x3_weight_grad(inputs[i], ws.g[i], koff, ws.partial[i], ws.partial_b, k)
+        conv.weight.grad[...] = fc.unpack_weight_grad(ws.partial[i].sum(axis=0), c_in, k)
+        conv.bias.grad[...] = ws.partial_b.sum(axis=0)
+        t.lap(f"{conv.name} backward (weights)")
+        if i == 0:
+            break
+        wr = fc.pack_weights(fc.rotated_weights(conv.weight.data), len(koff))
+        b = scales[i - 1] if scales[i - 1] != 0 else np.float32(1)
+        # ws.a = dL/d(input of conv i); ws.g[i - 1] = dL/d(conv i-1's output)
+        fc.conv3x3_forward_dropout_relu_backward(ws.g[i], wr, koff, ws.zero_bias, ws.a, ws.dp[i - 1], b,
+                                                 ws.g[i - 1])
+        dropout = net.drops[i - 1]
+        t.lap(f"{conv.name} backward (input)+" + (f"{dropout.name}+" if dropout is not None else "")
+              + f"{net.acts[i - 1].name} backward")
 
     # ---- the masks used: advance the counters as the Dropout layers would
-    for layer in (net.drop1, net.drop3):
+    for layer in [d for d in net.drops if d is not None] + [net.drop3]:
         if layer.training:
             layer.counter += 1
     t.lap("checks")

@@ -565,10 +565,11 @@ def test_both_register_blocks_of_the_conv_kernels_give_the_same_bits_as_each_oth
 
 # ------------------------------------------------------------------ any odd filter size
 
-@pytest.mark.parametrize("arch", ["k1", "k5", "k7", "avgpool"])
-def test_every_odd_filter_size_and_average_pooling_run_fused_and_equal_the_layer_path(arch):
+@pytest.mark.parametrize("arch", ["k1", "k5", "k7", "avgpool", "deep"])
+def test_every_preset_of_the_fast_path_runs_fused_and_equals_the_layer_path(arch):
     """The presets k1, k5 and k7 (the tutorial's network with 1x1, 5x5, 7x7 filters and "same"
-    padding) and avgpool (2x2 average pooling) run on the fast path: two steps of forward and backward equal the layer path's
+    padding), avgpool (2x2 average pooling) and deep (four 3x3 convolutions) run on the fast
+    path: two steps of forward and backward equal the layer path's
     (logits, loss, every gradient, the dropout counters); the training step equals forward and
     backward, then optim.SGD, bit for bit; prediction equals the layers' eval forward."""
     from scratchcnn.model import Network
@@ -622,6 +623,48 @@ def test_a_changed_tutorial_network_with_two_filter_sizes_runs_fused_like_the_la
     assert abs(f_loss - float(loss)) < 1e-6 * abs(float(loss))
     for (name, p_layer), (_, p_fused) in zip(layer_model.parameters(), fused_model.parameters()):
         assert rel_err(p_fused.grad, p_layer.grad) < 1e-5, name
+
+
+def conv_stack(*blocks):
+    """A spec of the fast path's family: one (kernel size, dropout p or None) per convolution."""
+    spec = []
+    for k, p in blocks:
+        spec += [{"kind": "Conv2d", "out_channels": 32, "kernel_size": k, "padding": k // 2}, {"kind": "ReLU"}]
+        spec += [{"kind": "Dropout", "p": p}] if p is not None else []
+    return spec + [{"kind": "AvgPool2d", "kernel_size": 2}, {"kind": "Flatten"},
+                   {"kind": "Linear", "out_features": 512}, {"kind": "ReLU"}, {"kind": "Dropout", "p": 0.5},
+                   {"kind": "Linear"}]
+
+
+@pytest.mark.parametrize("blocks", [((3, None),), ((5, 0.2), (1, 0.4), (3, None)), ((3, None), (7, 0.1), (5, None))],
+                         ids=["one conv", "5x5+drop, 1x1+drop, 3x3", "3x3, 7x7+drop, 5x5"])
+def test_a_stack_of_any_length_with_its_own_filters_and_dropouts_runs_fused_like_the_layers(blocks):
+    """One convolution (its gradient comes straight from the pool, unpadded), or three with
+    different filter sizes and dropout after the first or the middle one: two training steps
+    (the second with advanced dropout counters) give the layer path's loss, every gradient and
+    the same dropout state; eval-mode prediction gives its logits."""
+    from scratchcnn import architecture as A
+    from scratchcnn.model import Network
+    arch = A.resolve(conv_stack(*blocks), 10)
+    layer_model, fused_model = Network(arch, rng=4), Network(arch, rng=4)
+    assert fused.unsupported_reason(fused_model) is None
+    rng = np.random.default_rng(4)
+    criterion = SoftmaxCrossEntropy()
+    for step in range(2):
+        x = rng.standard_normal((6, 3, 32, 32)).astype(np.float32)
+        y = rng.integers(0, 10, 6)
+        logits = layer_model.forward(x)
+        loss = criterion.forward(logits, y)
+        layer_model.backward(criterion.backward())
+        f_loss, f_logits = fused.fused_forward_backward(fused_model, x, y)
+        assert abs(f_loss - float(loss)) < 1e-6 * abs(float(loss))
+        assert rel_err(f_logits, logits) < 2e-6
+        for (name, p_layer), (_, p_fused) in zip(layer_model.parameters(), fused_model.parameters()):
+            assert rel_err(p_fused.grad, p_layer.grad) < 1e-5, name
+        assert fused_model.dropout_state() == layer_model.dropout_state()
+    layer_model.eval(), fused_model.eval()
+    x = rng.standard_normal((5, 3, 32, 32)).astype(np.float32)
+    assert rel_err(fused.fused_predict(fused_model, x), layer_model.forward(x)) < 2e-6
 
 
 def test_fused_predict_in_chunks_with_a_short_last_one_equals_the_layer_path():

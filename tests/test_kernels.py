@@ -1,4 +1,6 @@
 """The numba kernels compute exactly what their NumPy references in scratchcnn.reference say."""
+import os
+
 import numpy as np
 import pytest
 
@@ -201,3 +203,29 @@ def test_conv2d_layer_runs_the_direct_kernel_in_eval_mode_only_with_the_same_res
     np.testing.assert_allclose(out_eval, out_train, rtol=1e-5, atol=1e-5 * np.abs(out_train).max())
     np.testing.assert_array_equal(dx_eval, dx_train)            # the same patches, the same BLAS calls
     np.testing.assert_array_equal(layer.weight.grad, dw_train)
+
+
+def test_every_kernel_module_that_compiles_in_another_ones_code_carries_its_fingerprint():
+    """numba's cache is keyed on a kernel's own file: after an edit of fused_elementwise's ReLU
+    epilogue, fused_conv's cached kernels kept running the old epilogue (measured: an input gradient
+    off by 104 where the fresh compile is exact). Each module with jitted helpers from another keeps
+    their fingerprint, so such an edit fails here until the module's own text changes too."""
+    import importlib
+    import re
+
+    from scratchcnn import kernels
+    folder = os.path.dirname(kernels.__file__)
+    checked = []
+    for file in sorted(os.listdir(folder)):
+        if not file.endswith(".py") or file == "__init__.py":
+            continue
+        text = open(os.path.join(folder, file)).read()
+        deps = sorted(set(re.findall(r"^from scratchcnn\.kernels\.(\w+) import", text, re.M)))
+        if not deps:
+            continue
+        module = importlib.import_module(f"scratchcnn.kernels.{file[:-3]}")
+        want = kernels.fingerprint(*deps)
+        assert getattr(module, "DEPENDS_SHA256", None) == want, \
+            f'{file} compiles in code from {", ".join(deps)}: set DEPENDS_SHA256 = "{want}" in it'
+        checked.append(file)
+    assert checked == ["fused_conv.py", "fused_elementwise.py", "fused_linear.py"]

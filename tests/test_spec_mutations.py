@@ -1,4 +1,5 @@
-"""No spec may crash the process, and the fast path runs only the network it was written for.
+"""No spec may crash the process, and the fast path runs only the networks it was written for
+(the tutorial's and its family: ``fused.SHAPE``).
 
 Before networks were data, these edits of the tutorial's network broke things badly: an
 extra conv3 gave wrong logits from the fast path, conv3 32->64 segfaulted it, and
@@ -33,14 +34,15 @@ def tutorial_with(edit):
 MUTATIONS = {   # name -> (spec, what the fast path says)
     "conv3 32->32 before pool2": (tutorial_with(lambda s: s.insert(5, {"kind": "Conv2d", "out_channels": 32,
                                                                        "kernel_size": 3, "padding": 1})),
-                                  "it runs the tutorial's 11-layer network, this one has 12 layers"),
+                                  "layer 7 (pool3) is MaxPool2d; the fast path needs ReLU there"),
     "conv3 32->64 before pool2": (tutorial_with(lambda s: s.insert(5, {"kind": "Conv2d", "out_channels": 64,
                                                                        "kernel_size": 3, "padding": 1})),
-                                  "this one has 12 layers"),
+                                  "layer 6 (conv3, Conv2d) has out_channels=64; the fast path needs 32"),
     "conv2 at 64 channels": (tutorial_with(lambda s: s[3].update(out_channels=64)),
                              "layer 4 (conv2, Conv2d) has out_channels=64; the fast path needs 32"),
     "drop2 after act2": (tutorial_with(lambda s: s.insert(5, {"kind": "Dropout", "p": 0.2})),
-                         "this one has 12 layers"),
+                         "layer 6 (drop2) is a Dropout right before the pool; the fast path needs the last "
+                         "convolution's ReLU followed by the pool"),
     "5x5 filters without padding": (tutorial_with(lambda s: s[0].update(kernel_size=5, padding=0)),
                                     "layer 1 (conv1, Conv2d) has padding=(0, 0); the fast path needs same"),
     "4x4 filters": (tutorial_with(lambda s: [s[0].update(kernel_size=4, padding=2), s[3].update(kernel_size=2)]),
@@ -50,7 +52,12 @@ MUTATIONS = {   # name -> (spec, what the fast path says)
     "stride 2": (tutorial_with(lambda s: s[0].update(stride=2)),
                  "layer 1 (conv1, Conv2d) has stride=(2, 2); the fast path needs (1, 1)"),
     "LeakyReLU": (tutorial_with(lambda s: s.__setitem__(1, {"kind": "LeakyReLU"})),
-                  "layer 2 (act1) is LeakyReLU; the tutorial's network has ReLU"),
+                  "layer 2 (act1) is LeakyReLU; the fast path needs ReLU there"),
+    "a Linear after fc4": (tutorial_with(lambda s: [s[-1].update(out_features=64), s.append({"kind": "Linear"})]),
+                           "layer 12 (fc5) follows the last Linear; the fast path's network ends there"),
+    "no classifier": ([{"kind": "Conv2d", "out_channels": 32, "kernel_size": 3, "padding": 1}, {"kind": "ReLU"},
+                       {"kind": "MaxPool2d", "kernel_size": 2}, {"kind": "Flatten"}],
+                      "it ends after layer 4; the fast path needs Linear next"),
 }
 
 
@@ -58,7 +65,7 @@ MUTATIONS = {   # name -> (spec, what the fast path says)
 def test_the_fast_path_refuses_every_network_but_the_tutorials_with_any_odd_filter(name):
     spec, reason = MUTATIONS[name]
     model = Network(A.resolve(spec, 10), rng=0)
-    assert reason in fused.unsupported_reason(model)
+    assert fused.unsupported_reason(model) == reason
     with pytest.raises(NotImplementedError, match="supports only the tutorial's network"):
         fused.fused_forward_backward(model, np.zeros((2, 3, 32, 32), np.float32), np.zeros(2, np.int64))
     assert fused.unsupported_reason(Network(rng=0)) is None

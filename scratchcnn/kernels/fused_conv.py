@@ -64,11 +64,11 @@ Measured on 2 vCPUs of an AMD EPYC (training step at batch 32, 2 threads,
 each stage's minimum over 60 steps, old and new code interleaved): 9.7-10.0 ms
 with fastmath, 9.2-9.8 ms without; conv2's forward stage 1.42 vs 1.46 ms.
 
-Caching caveat: numba's on-disk cache is keyed on THIS file only. The kernels
-with epilogues inline helpers from ``fused_elementwise``, ``fused_simd`` and
-``rng``; after editing one of those, delete ``scratchcnn/kernels/__pycache__``
-(``scratchcnn.fused.warmup`` re-checks the dropout masks against ``rng`` and
-recompiles if they disagree, but cannot notice other edits).
+Caching: numba's on-disk cache is keyed on THIS file's text only, and the
+kernels with epilogues inline helpers from ``fused_elementwise``, ``fused_simd``
+and ``rng``. ``DEPENDS_SHA256`` below is those files' fingerprint: a test fails
+when it is out of date, so an edit of a helper is an edit of this file too, and
+the cached kernels recompile.
 """
 import numba
 import numpy as np
@@ -78,6 +78,11 @@ from scratchcnn.kernels.fused_elementwise import (dropout_relu_backward_row, rel
                                                   relu_dropout_pad_row, relu_maxpool2_row)
 from scratchcnn.kernels.fused_simd import AVX512, vadd, vbcast_at, vfma, vload, vstore, vzero
 from scratchcnn.kernels.rng import stream_key
+
+# numba caches this file's kernels by ITS text; they compile in code from fused_elementwise, fused_simd, rng.
+# That code's fingerprint (scratchcnn.kernels.fingerprint; tests/test_kernels.py checks it)
+# makes an edit there an edit here, so the cached kernels recompile.
+DEPENDS_SHA256 = "571f43754af20728"
 
 COUT = 32       # output channels per kernel call (two 16-lane vectors)
 PIX = 8         # output pixels per register block

@@ -44,6 +44,11 @@ from numba import prange
 
 from scratchcnn.kernels.rng import keep_mask_reference, stream_key, uniform01
 
+# numba caches this file's kernels by ITS text; they compile in code from rng.
+# That code's fingerprint (scratchcnn.kernels.fingerprint; tests/test_kernels.py checks it)
+# makes an edit there an edit here, so the cached kernels recompile.
+DEPENDS_SHA256 = "856b5aad8da7a9df"
+
 
 def dropout_scale(p):
     """The float32 factor layers.Dropout uses: mask.astype(float32) / (1 - p)."""
@@ -266,17 +271,21 @@ def avgpool2_relu_backward_pad(dflat, a, gp):
 @numba.njit(inline="always")
 def dropout_relu_backward_row(dout, outp, scale, da, n, h):
     """One image row of dropout_relu_backward_nhwc."""
-    w_in, c_in = da.shape[2], da.shape[3]
-    pad = (outp.shape[1] - da.shape[1]) // 2
+    _, h_in, w_in, c_in = dout.shape
+    pad = (outp.shape[1] - h_in) // 2            # outp's padding
+    pd = (da.shape[1] - h_in) // 2               # da's (0: unpadded)
     for w in range(w_in):
         for c in range(c_in):
-            da[n, h, w, c] = dout[n, h, w, c] * scale if outp[n, h + pad, w + pad, c] > 0 else np.float32(0)
+            g = dout[n, h, w, c] * scale if outp[n, h + pad, w + pad, c] > 0 else np.float32(0)
+            da[n, h + pd, w + pd, c] = g
 
 
 @numba.njit(cache=True, parallel=True)
 def dropout_relu_backward_nhwc(dout, outp, scale, da):
-    """da[n,h,w,c] = dout[n,h,w,c] * scale where outp[n,h+P,w+P,c] > 0, else 0 (all NHWC; P = outp's padding)."""
-    n_img, h_in = da.shape[0], da.shape[1]
+    """da[n,h+Q,w+Q,c] = dout[n,h,w,c] * scale where outp[n,h+P,w+P,c] > 0, else 0 (all NHWC;
+    P = outp's padding, Q = da's: 0 for an unpadded da, the previous convolution's padding
+    when da is its output gradient, the input of its own backward convolution)."""
+    n_img, h_in = dout.shape[0], dout.shape[1]
     for r in prange(n_img * h_in):
         n = r // h_in
         dropout_relu_backward_row(dout, outp, scale, da, n, r - n * h_in)

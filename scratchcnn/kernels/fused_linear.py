@@ -49,6 +49,11 @@ from numba import prange
 from scratchcnn.kernels.fused_simd import vadd, vbcast, vbcast_at, vfma, vload, vstore, vsum, vzero
 from scratchcnn.kernels.sgd import sgd_update
 
+# numba caches this file's kernels by ITS text; they compile in code from fused_simd, sgd.
+# That code's fingerprint (scratchcnn.kernels.fingerprint; tests/test_kernels.py checks it)
+# makes an edit there an edit here, so the cached kernels recompile.
+DEPENDS_SHA256 = "cb0a402cfcf00ae0"
+
 
 @numba.njit(cache=True, parallel=True)
 def linear_forward(x, w, b, out):
