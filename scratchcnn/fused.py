@@ -42,9 +42,10 @@ How it is organised:
 It runs the tutorial's network and the family it belongs to, at float32: a
 stack of one or more convolutions, the first from the image's 3 channels and the
 others 32 -> 32, each a square filter of odd size up to 7 with "same" padding and
-followed by ReLU and, but for the last, an optional Dropout; then a 2x2 max or
-average pool, Flatten, Linear 8192 -> 512, ReLU, Dropout, Linear (the presets
-tutorial, k1, k5, k7, avgpool and deep; any batch size, any number of classes;
+followed by an optional BatchNorm2d, ReLU and, but for the last, an optional
+Dropout; then a 2x2 max or average pool, Flatten, Linear 8192 -> 512, ReLU,
+Dropout, Linear (the presets tutorial, k1, k5, k7, avgpool, deep and bn; any
+batch size, any number of classes;
 the pictures below show the tutorial's two 3x3 convolutions, where every padded
 buffer has a 1-pixel border: a KxK convolution's input has (K-1)/2). The update
 is ``scratchcnn.optim.SGD`` over the model's own parameters. ``SUPPORTED`` states
@@ -69,6 +70,11 @@ Data flow of one step (N images; shapes NHWC unless noted):
 A longer stack repeats the middle: each further convolution's input is the
 previous one's padded, activated output (like d1p), and its backward runs the
 same two kernels, its input gradient landing padded for the convolution before.
+A convolution with BatchNorm2d keeps its output y, BatchNorm (``kernels.fused_batchnorm``:
+statistics summed in float64) writes z, and ReLU / dropout / pool run on z as
+standalone kernels; in the backward, the gradient of z becomes that of y in place
+(two passes: the per-channel sums, then the elementwise formula) before the
+convolution's own backward. The running statistics are updated as the layer does.
 """
 import time
 import weakref
@@ -77,6 +83,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from scratchcnn.kernels import fused_batchnorm as fbn
 from scratchcnn.kernels import fused_conv as fc
 from scratchcnn.kernels import fused_elementwise as fe
 from scratchcnn.kernels import fused_linear as fl
@@ -101,6 +108,7 @@ _CONV = {"kernel_size": "odd square <= 7", "stride": (1, 1), "padding": "same", 
 SUPPORTED = {
     "first conv": ("Conv2d", {"in_channels": _CIN, "out_channels": _C, **_CONV}),
     "conv": ("Conv2d", {"in_channels": _C, "out_channels": _C, **_CONV}),
+    "norm": ("BatchNorm2d", {"num_features": _C}),         # any eps and momentum, affine or not
     "act": ("ReLU", {}),
     "drop": ("Dropout", {"p": "[0,1)"}),
     "pool": (("MaxPool2d", "AvgPool2d"), {"kernel_size": (2, 2), "stride": (2, 2)}),
@@ -108,13 +116,14 @@ SUPPORTED = {
     "fc3": ("Linear", {"in_features": _FLAT, "out_features": _HIDDEN, "bias": True}),
     "fc4": ("Linear", {"in_features": _HIDDEN, "out_features": "any", "bias": True}),
 }
-SHAPE = ("first conv, act, [drop], then any number of (conv, act, [drop]), the last of them without drop; "
-         "pool, flat, fc3, act, drop, fc4")
+SHAPE = ("first conv, [norm], act, [drop], then any number of (conv, [norm], act, [drop]), the last of them "
+         "without drop; pool, flat, fc3, act, drop, fc4")
 
 
 class _Net(NamedTuple):
     """The model's layers by their role in SHAPE (whatever the spec named them)."""
     convs: tuple            # the convolutions in order, conv1 (3 -> 32) first
+    norms: tuple            # the BatchNorm2d after each, or None
     acts: tuple             # the ReLU after each
     drops: tuple            # the Dropout after each ReLU, or None (always None for the last)
     pool2: object
@@ -126,6 +135,11 @@ class _Net(NamedTuple):
     def ks(self):
         """Each convolution's kernel size."""
         return tuple(c.kernel_size[0] for c in self.convs)
+
+    @property
+    def bn_at(self):
+        """The indices of the convolutions a BatchNorm2d follows."""
+        return tuple(i for i, norm in enumerate(self.norms) if norm is not None)
 
     @property
     def avgpool(self):
@@ -161,7 +175,7 @@ def _role_mismatch(i, name, layer, role):
 def _parse(layers):
     """(_Net, None) when the (name, layer) list has SHAPE, else (None, the first reason it has not)."""
     from scratchcnn.layer_base import REGISTRY
-    convs, acts, drops, i = [], [], [], 0
+    convs, norms, acts, drops, i = [], [], [], [], 0
 
     def take(role):
         nonlocal i
@@ -175,10 +189,12 @@ def _parse(layers):
         return i < len(layers) and type(layers[i][1]) is REGISTRY[kind]
 
     while True:                                         # the convolution stack
-        why = take("conv" if convs else "first conv") or take("act")
+        why = take("conv" if convs else "first conv")
+        convs.append(layers[i - 1][1])
+        norms.append(layers[i][1] if not why and at("BatchNorm2d") else None)
+        why = why or (norms[-1] is not None and take("norm")) or take("act")
         if why:
             return None, why
-        convs.append(layers[i - 2][1])
         acts.append(layers[i - 1][1])
         drops.append(layers[i][1] if at("Dropout") else None)
         if drops[-1] is not None and (why := take("drop")):
@@ -196,7 +212,7 @@ def _parse(layers):
         return None, (f"layer {i + 1} ({layers[i][0]}) follows the last Linear; the fast path's network "
                       f"ends there")
     tail = [layer for _, layer in layers[first_tail:]]
-    return _Net(tuple(convs), tuple(acts), tuple(drops), tail[0], tail[2], tail[4], tail[5]), None
+    return _Net(tuple(convs), tuple(norms), tuple(acts), tuple(drops), tail[0], tail[2], tail[4], tail[5]), None
 
 
 def unsupported_reason(model):
@@ -227,14 +243,15 @@ def _net(model):
 class _Workspace:
     """Every intermediate buffer of one step for batch size n (reused across steps).
 
-    ``ks``: each convolution's kernel size (the tutorial: (3, 3)). The forward
+    ``ks``: each convolution's kernel size (the tutorial: (3, 3)); ``bn_at``: the
+    convolutions a BatchNorm2d follows (their indices in ks). The forward
     buffers are allocated at once (about 2.5 MB per image for the tutorial's
     network); the backward ones (about 1.3x that) only when a training step first
     needs them, so evaluation does not pay for them. Padded buffers are zeroed
     once: the kernels write only their interiors, so the zero borders stay.
     """
 
-    def __init__(self, n, n_chunks, n_classes, ks=(3, 3)):
+    def __init__(self, n, n_chunks, n_classes, ks=(3, 3), bn_at=()):
         f32 = np.float32
         self.n, self.n_chunks, self.ks = n, n_chunks, ks
         pads = [(k - 1) // 2 for k in ks]                 # each convolution's "same" padding
@@ -242,6 +259,10 @@ class _Workspace:
         self.a = np.empty((n, _H, _W, _C), f32)           # each conv's output in turn, then dd1
         # dp[i]: convolution i's activated output, padded as the input of convolution i + 1 (d1p)
         self.dp = [np.zeros((n, _H + 2 * p, _W + 2 * p, _C), f32) for p in pads[1:]]
+        # y[i]: the output of convolution i when a BatchNorm2d follows (kept for its backward); the
+        # BatchNorm's output goes to ws.a
+        self.y = {i: np.empty((n, _H, _W, _C), f32) for i in bn_at}
+        self.bn_partial = np.empty((n_chunks, _C), np.float64)
         self.flat = np.empty((n, _C * (_H // 2) * (_W // 2)), f32)
         self.arg = np.empty((n, _H // 2, _W // 2, _C), np.uint8)
         self.h3 = np.empty((n, _HIDDEN), f32)
@@ -289,12 +310,12 @@ def _workspace(model, n, n_classes, net=None):
     steps may interleave, or run in two threads), and they go when the model goes."""
     net = net or _net(model)
     per_model = _workspaces.setdefault(model, {})
-    key = (n, numba.get_num_threads(), n_classes, net.ks)
+    key = (n, numba.get_num_threads(), n_classes, net.ks, net.bn_at)
     ws = per_model.get(key)
     if ws is None:
         if len(per_model) > 4:                # keep memory bounded when batch sizes vary
             per_model.clear()
-        ws = per_model[key] = _Workspace(n, key[1], n_classes, net.ks)
+        ws = per_model[key] = _Workspace(n, key[1], n_classes, net.ks, net.bn_at)
     return ws
 
 
@@ -312,31 +333,87 @@ def _dropout_args(layer):
     return layer.seed, layer.counter, layer.p, fe.dropout_scale(layer.p)
 
 
-def _features(net, x, ws, drop, t=None):
-    """The convolution stack: conv1 -> relu -> drop1 -> ... -> the last conv -> relu -> pool into
-    ws.flat (and ws.arg, for max-pool). Returns each convolution's dropout scale (0: none).
-    The last convolution's output (before ReLU) stays in ws.a."""
+def _features(net, x, ws, step, t=None):
+    """The convolution stack: conv1 -> [bn1] -> relu -> drop1 -> ... -> the last conv -> [bn] -> relu
+    -> pool into ws.flat (and ws.arg, for max-pool). The last convolution's output (its BatchNorm's,
+    if it has one) before ReLU stays in ws.a.
+
+    ``step``: a training step, where layers in training mode draw dropout masks and BatchNorm uses
+    (and updates the running averages with) the batch's statistics; prediction passes False.
+    Returns (each convolution's dropout scale (0: none), each one's BatchNorm (mean, rstd, batch
+    statistics?) or None) for the backward.
+    """
     t = t or _Timer(None)
     p1 = (net.ks[0] - 1) // 2
     ws.xp1[:, p1:p1 + _H, p1:p1 + _W, :] = x.transpose(0, 2, 3, 1)
     t.lap("input NCHW->NHWC")
-    inputs, scales, last = [ws.xp1] + ws.dp, [], len(net.convs) - 1
-    for i, (conv, act, dropout) in enumerate(zip(net.convs, net.acts, net.drops)):
+    inputs, scales, stats, last = [ws.xp1] + ws.dp, [], [], len(net.convs) - 1
+    for i, (conv, norm, act, dropout) in enumerate(zip(net.convs, net.norms, net.acts, net.drops)):
         koff = _koff(_CIN if i == 0 else _C, net.ks[i])
         wk = fc.pack_weights(conv.weight.data, len(koff))
-        if i < last:
-            seed, counter, p, scale = (_dropout_args(dropout) if drop and dropout is not None
-                                       else (0, 0, 0.0, np.float32(0)))
+        seed, counter, p, scale = (_dropout_args(dropout) if step and dropout is not None
+                                   else (0, 0, 0.0, np.float32(0)))
+        scales.append(scale)
+        stats.append(None)
+        if norm is not None:        # conv, BatchNorm, then ReLU (and dropout or pool) on its output
+            fc.conv3x3_forward(inputs[i], wk, koff, conv.bias.data, ws.y[i])
+            stats[i] = _batchnorm_forward(norm, ws.y[i], ws.a, ws.bn_partial, step and norm.training)
+            if i < last:
+                fe.relu_dropout_pad_nhwc(ws.a, ws.dp[i], seed, counter, p, scale)
+            elif net.avgpool:
+                fe.relu_avgpool2_nhwc(ws.a, ws.flat)
+            else:
+                fe.relu_maxpool2_nhwc(ws.a, ws.flat, ws.arg)
+        elif i < last:
             fc.conv3x3_forward_relu_dropout_pad(inputs[i], wk, koff, conv.bias.data, ws.a, ws.dp[i],
                                                 seed, counter, p, scale)
-            scales.append(scale)
-            t.lap("+".join([conv.name, act.name] + ([dropout.name] if dropout is not None else [])) + " forward")
         elif net.avgpool:
             fc.conv3x3_forward_relu_avgpool2(inputs[i], wk, koff, conv.bias.data, ws.a, ws.flat)
         else:
             fc.conv3x3_forward_relu_maxpool2(inputs[i], wk, koff, conv.bias.data, ws.a, ws.flat, ws.arg)
-    t.lap(f"{net.convs[-1].name}+{net.acts[-1].name}+{net.pool2.name} forward")
-    return scales + [np.float32(0)]
+        after = [act] + ([dropout] if dropout is not None else []) + ([net.pool2] if i == last else [])
+        t.lap("+".join(layer.name for layer in [conv, norm, *after] if layer is not None) + " forward")
+    return scales, stats
+
+
+def _batchnorm_forward(norm, y, z, partial, batch_stats):
+    """z = norm's output for its input y (both NHWC), as layers.BatchNorm2d.forward computes it:
+    with the batch's statistics (and the running averages updated, as the layer does) when
+    ``batch_stats``, else with the running ones. Returns (mean, rstd, batch_stats) for the backward."""
+    f32 = np.float32
+    if batch_stats:
+        mean64, var64 = fbn.batch_stats(y, partial)
+        mean, var = mean64.astype(f32), var64.astype(f32)
+        m = y.shape[0] * y.shape[1] * y.shape[2]
+        mom = f32(norm.momentum)
+        norm.running_mean[...] = (1 - mom) * norm.running_mean + mom * mean
+        norm.running_var[...] = (1 - mom) * norm.running_var + mom * var * f32(m / (m - 1))
+        norm.num_batches_tracked += 1
+    else:
+        mean, var = norm.running_mean, norm.running_var
+    rstd = 1 / np.sqrt(var + f32(norm.eps))
+    gamma, beta = _affine(norm)
+    fbn.bn_forward_nhwc(y, mean, rstd, gamma, beta, z)
+    return mean, rstd, batch_stats
+
+
+def _batchnorm_backward(norm, g, y, stats, partial):
+    """g's interior (dL/dz) becomes dL/dy in place; norm's weight and bias gradients are written,
+    as layers.BatchNorm2d.backward computes them."""
+    mean, rstd, batch_stats = stats
+    sum_dz, sum_dzx = fbn.bn_backward_sums(g, y, mean, rstd, partial)
+    sum_dz, sum_dzx = sum_dz.astype(np.float32), sum_dzx.astype(np.float32)
+    if norm.weight is not None:
+        norm.weight.grad[...] = sum_dzx
+        norm.bias.grad[...] = sum_dz
+    fbn.bn_backward_apply(g, y, mean, rstd, _affine(norm)[0], sum_dz, sum_dzx, batch_stats)
+
+
+def _affine(norm):
+    """(gamma, beta) of a BatchNorm2d; 1 and 0 without affine parameters."""
+    if norm.weight is None:
+        return np.ones(_C, np.float32), np.zeros(_C, np.float32)
+    return norm.weight.data, norm.bias.data
 
 
 class _Timer:
@@ -435,7 +512,7 @@ def _forward_backward(model, x, y, profile, optimizer):
     t.lap("checks")
 
     # ---- forward
-    scales = _features(net, x, ws, drop=True, t=t)
+    scales, stats = _features(net, x, ws, step=True, t=t)
     _fc3_forward(net, ws)
     seed3, counter3, p3, scale3 = _dropout_args(net.drop3)
     t.lap("fc3 forward")
@@ -490,6 +567,9 @@ def _forward_backward(model, x, y, profile, optimizer):
     for i in range(last, -1, -1):
         conv, k, c_in = net.convs[i], net.ks[i], _CIN if i == 0 else _C
         koff = _koff(c_in, k)
+        if net.norms[i] is not None:        # ws.g[i]: dL/d(BatchNorm's output) -> dL/d(conv output)
+            _batchnorm_backward(net.norms[i], ws.g[i], ws.y[i], stats[i], ws.bn_partial)
+            t.lap(f"{net.norms[i].name} backward")
         fc.conv3x3_weight_grad(inputs[i], ws.g[i], koff, ws.partial[i], ws.partial_b, k)
         conv.weight.grad[...] = fc.unpack_weight_grad(ws.partial[i].sum(axis=0), c_in, k)
         conv.bias.grad[...] = ws.partial_b.sum(axis=0)
@@ -529,7 +609,7 @@ def fused_predict(model, x, batch_size=64):
     for s in range(0, x.shape[0], batch_size):
         xb = np.ascontiguousarray(x[s:s + batch_size])
         ws = _workspace(model, xb.shape[0], n_classes, net)
-        _features(net, xb, ws, drop=False)
+        _features(net, xb, ws, step=False)
         h = ws.h3
         _fc3_forward(net, ws)
         np.maximum(h, 0, out=h)
@@ -543,6 +623,8 @@ _KERNELS = (fc.conv3x3_forward_relu_dropout_pad, fc.conv3x3_forward_relu_maxpool
             fc.conv3x3_forward_relu_avgpool2, fc.conv3x3_forward_dropout_relu_backward,
             fc.conv3x3_weight_grad, fe.relu_dropout_rows, fe.maxpool2_relu_backward_pad,
             fe.avgpool2_relu_backward_pad, ksgd.sgd_momentum_step,
+            fc.conv3x3_forward, fe.relu_dropout_pad_nhwc, fe.relu_maxpool2_nhwc, fe.relu_avgpool2_nhwc,
+            fbn.channel_sums, fbn.bn_forward_nhwc, fbn.bn_backward_sums, fbn.bn_backward_apply,
             fl.linear_forward, fl.linear_forward_t, fl.linear_grad_input, fl.linear_grad_weight,
             fl.linear_grad_weight_sgd, fl.to_panels, fl.from_panels,
             ksgd.sgd_momentum_step_parallel)
@@ -602,7 +684,10 @@ def warmup(verbose=True):
     fused_train_step(model, opt, x9, np.zeros(9, np.int64))
     model.eval()
     fused_predict(model, x1)
-    fused_forward_backward(Network("avgpool", rng=0), x1, np.zeros(1, np.int64))   # the average-pool kernels
+    for arch in ("avgpool", "bn"):                  # the average-pool and BatchNorm kernels
+        other = Network(arch, rng=0)
+        fused_forward_backward(other, x1, np.zeros(1, np.int64))
+        fused_forward_backward(other.eval(), x1, np.zeros(1, np.int64))
     dt = time.perf_counter() - t0
     _warmed = True
     if cold and verbose:

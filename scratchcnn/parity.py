@@ -556,16 +556,19 @@ def _next_masks(model, n):
     return masks
 
 
-def _errors(losses, weights, buffers, ref_losses, ref_weights, ref_buffers, start):
-    """Relative errors of one run against another: worst over steps (loss) and tensors."""
+def _errors(losses, weights, buffers, ref_losses, ref_weights, ref_buffers, start, zero=()):
+    """Relative errors of one run against another: worst over steps (loss) and tensors. The
+    ``zero`` parameters (``zero_gradient_parameters``) count in weights only."""
     per_tensor = {}
     for name, w_ref in ref_weights.items():
-        errors = {"weights": rel_error(weights[name], w_ref),
-                  "change": rel_error(weights[name] - start[name], w_ref - start[name])}
-        if ref_buffers:
-            errors["momentum"] = rel_error(buffers[name], ref_buffers[name])
+        errors = {"weights": rel_error(weights[name], w_ref)}
+        if name not in zero:
+            errors["change"] = rel_error(weights[name] - start[name], w_ref - start[name])
+            if ref_buffers:
+                errors["momentum"] = rel_error(buffers[name], ref_buffers[name])
         per_tensor[name] = errors
-    worst = {what: max(e[what] for e in per_tensor.values()) for what in next(iter(per_tensor.values()))}
+    worst = {what: max(e[what] for e in per_tensor.values() if what in e)
+             for what in ("weights", "change", "momentum") if any(what in e for e in per_tensor.values())}
     loss = max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses))
     return {"loss": loss, **worst, "per_tensor": per_tensor}
 
@@ -574,7 +577,8 @@ def fused_vs_torch(steps=50, seed=0, batch_size=32, lr=0.001, momentum=0.9, weig
     """Train ``steps`` steps both ways (see the module docstring); return the errors:
 
         {"steps": int, "loss", "weights", "change", "momentum": worst relative errors, ours
-         against torch float32, "per_tensor": {name: {"weights", "change", "momentum"}},
+         against torch float32, "per_tensor": {name: {"weights", "change", "momentum"}}, "buffers":
+         BatchNorm's running statistics against torch float32's (None without BatchNorm),
          "float64": {"ours": {...}, "torch": {...}}, "losses": [ours], "torch_losses": [torch]}
 
     ``float64`` puts those numbers in scale: a third copy, torch in float64 with the
@@ -600,7 +604,7 @@ def fused_vs_torch(steps=50, seed=0, batch_size=32, lr=0.001, momentum=0.9, weig
     from torch_reference import TorchNetwork
 
     train_set, _ = load_dataset("synthetic", seed=seed, n_train=steps * batch_size, n_test=1)
-    ours = Network(arch, rng=seed)                         # a network the fused path runs (fused.SUPPORTED)
+    ours = Network(arch, rng=seed)                         # a network the fused path runs (fused.SHAPE)
     ours.seed_dropout(epoch_seed(seed, 0))                 # as train() does before epoch 1
     opt = SGD(ours.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     start = ours.state_dict()
@@ -642,9 +646,14 @@ def fused_vs_torch(steps=50, seed=0, batch_size=32, lr=0.001, momentum=0.9, weig
     for dtype, name in ((torch.float32, "torch"), (torch.float64, "torch64")):
         model, opt_t, run_losses = torch_runs[dtype]
         runs[name] = (run_losses, *final_state(model, opt_t))
-    errors = _errors(*runs["ours"], *runs["torch"], start)
-    errors["float64"] = {who: {k: v for k, v in _errors(*runs[who], *runs["torch64"], start).items()
+    zero = zero_gradient_parameters(ours.arch)
+    errors = _errors(*runs["ours"], *runs["torch"], start, zero)
+    errors["float64"] = {who: {k: v for k, v in _errors(*runs[who], *runs["torch64"], start, zero).items()
                                if k != "per_tensor"} for who in ("ours", "torch")}
+    # BatchNorm's running statistics (None without any)
+    ours_buffers = {k: v for k, v in ours.state_dict().items() if k.endswith(("running_mean", "running_var"))}
+    torch_buffers = dict(torch_runs[torch.float32][0].named_buffers())
+    errors["buffers"] = max((rel_error(v, torch_buffers[k].numpy()) for k, v in ours_buffers.items()), default=None)
     return {"steps": len(losses), **errors, "losses": losses, "torch_losses": runs["torch"][0]}
 
 

@@ -169,6 +169,47 @@ def test_average_pool_kernels_give_the_layer_paths_bits_nan_and_inf_included():
     np.testing.assert_array_equal(flat_fused, flat_sep)
 
 
+def test_batchnorm_kernels_equal_their_twins_and_the_layer_in_training_and_eval():
+    """The fast path's BatchNorm2d (NHWC, float64 sums) against its NumPy twins and layers.BatchNorm2d
+    (NCHW): batch statistics, the output, both parameter gradients and dL/dy, from a padded
+    gradient buffer whose border stays untouched; eval mode with the running statistics."""
+    from scratchcnn.kernels import fused_batchnorm as fbn
+    from scratchcnn.layers import BatchNorm2d
+    rng = np.random.default_rng(11)
+    y = (rng.standard_normal((4, 32, 32, 32)) * 3 + 5).astype(np.float32)     # mean 5: the sums must not drift
+    partial = np.empty((3, 32))
+    mean64, var64 = fbn.batch_stats(y, partial)
+    np.testing.assert_allclose(mean64, y.astype(np.float64).mean(axis=(0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(var64, y.astype(np.float64).var(axis=(0, 1, 2)), rtol=1e-10)
+    layer = BatchNorm2d(32)
+    layer.weight.data[...] = rng.standard_normal(32).astype(np.float32)
+    layer.bias.data[...] = rng.standard_normal(32).astype(np.float32)
+    gamma, beta = layer.weight.data, layer.bias.data
+    dz = rng.standard_normal(y.shape).astype(np.float32)
+    for training in (True, False):
+        layer.train() if training else layer.eval()
+        out = layer.forward(np.ascontiguousarray(y.transpose(0, 3, 1, 2)))
+        mean, var = ((mean64.astype(np.float32), var64.astype(np.float32)) if training
+                     else (layer.running_mean, layer.running_var))
+        rstd = 1 / np.sqrt(var + np.float32(layer.eps))
+        z = np.empty_like(y)
+        fbn.bn_forward_nhwc(y, mean, rstd, gamma, beta, z)
+        np.testing.assert_array_equal(z, fbn.bn_forward_reference(y, mean, rstd, gamma, beta))
+        assert rel_err(z.transpose(0, 3, 1, 2), out) < 1e-6
+        dx = layer.backward(np.ascontiguousarray(dz.transpose(0, 3, 1, 2)))
+        g = np.full((4, 34, 34, 32), 7, np.float32)
+        g[:, 1:-1, 1:-1] = dz
+        sum_dz, sum_dzx = (s.astype(np.float32) for s in fbn.bn_backward_sums(g, y, mean, rstd, partial))
+        ref_dy, ref_dgamma, ref_dbeta = fbn.bn_backward_reference(dz, y, mean, rstd, gamma, training)
+        np.testing.assert_allclose(sum_dzx, ref_dgamma, rtol=1e-6, atol=1e-3)
+        np.testing.assert_allclose(sum_dz, ref_dbeta, rtol=1e-6)
+        assert rel_err(sum_dzx, layer.weight.grad) < 1e-5 and rel_err(sum_dz, layer.bias.grad) < 1e-5
+        fbn.bn_backward_apply(g, y, mean, rstd, gamma, sum_dz, sum_dzx, training)
+        assert rel_err(g[:, 1:-1, 1:-1], ref_dy) < 1e-6
+        assert rel_err(g[:, 1:-1, 1:-1].transpose(0, 3, 1, 2), dx) < 1e-5, training
+        assert (g[:, 0] == 7).all() and (g[:, :, 33] == 7).all()
+
+
 def test_conv_with_epilogue_equals_conv_then_epilogue():
     rng = np.random.default_rng(6)
     n = 3
@@ -565,13 +606,33 @@ def test_both_register_blocks_of_the_conv_kernels_give_the_same_bits_as_each_oth
 
 # ------------------------------------------------------------------ any odd filter size
 
-@pytest.mark.parametrize("arch", ["k1", "k5", "k7", "avgpool", "deep"])
+def assert_same_gradients_and_buffers(fused_model, layer_model):
+    """Every parameter's gradient within 1e-5 of the layer path's, BatchNorm's running statistics
+    within 1e-6. A convolution's bias right before a BatchNorm has gradient 0 but for rounding
+    (``parity.zero_gradient_parameters``): both sides must give ~0 beside its weight's gradient."""
+    from scratchcnn.parity import zero_gradient_parameters
+    zero = zero_gradient_parameters(layer_model.arch)
+    grads = dict(layer_model.parameters())
+    for name, p_fused in fused_model.parameters():
+        if name in zero:
+            scale = np.abs(grads[name[:-len("bias")] + "weight"].grad).max()
+            assert np.abs(p_fused.grad).max() < 1e-5 * scale and np.abs(grads[name].grad).max() < 1e-5 * scale, name
+        else:
+            assert rel_err(p_fused.grad, grads[name].grad) < 1e-5, name
+    theirs = layer_model.state_dict()
+    for name, buf in fused_model.state_dict().items():
+        if name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert rel_err(buf.astype(np.float64), theirs[name].astype(np.float64)) < 1e-6, name
+
+
+@pytest.mark.parametrize("arch", ["k1", "k5", "k7", "avgpool", "deep", "bn"])
 def test_every_preset_of_the_fast_path_runs_fused_and_equals_the_layer_path(arch):
     """The presets k1, k5 and k7 (the tutorial's network with 1x1, 5x5, 7x7 filters and "same"
-    padding), avgpool (2x2 average pooling) and deep (four 3x3 convolutions) run on the fast
-    path: two steps of forward and backward equal the layer path's
-    (logits, loss, every gradient, the dropout counters); the training step equals forward and
-    backward, then optim.SGD, bit for bit; prediction equals the layers' eval forward."""
+    padding), avgpool (2x2 average pooling), deep (four 3x3 convolutions) and bn (BatchNorm2d
+    after each convolution) run on the fast path: two steps of forward and backward equal the
+    layer path's (logits, loss, every gradient, BatchNorm's running statistics, the dropout
+    counters); the training step equals forward and backward, then optim.SGD, bit for bit;
+    prediction equals the layers' eval forward."""
     from scratchcnn.model import Network
     assert fused.unsupported_reason(Network(arch, rng=0)) is None
     layer_model, fused_model, stepped, checked = (Network(arch, rng=3) for _ in range(4))
@@ -588,8 +649,7 @@ def test_every_preset_of_the_fast_path_runs_fused_and_equals_the_layer_path(arch
         f_loss, f_logits = fused.fused_forward_backward(fused_model, x, y)
         assert abs(f_loss - float(loss)) < 1e-6 * abs(float(loss))
         assert rel_err(f_logits, logits) < 2e-6
-        for (name, p_layer), (_, p_fused) in zip(layer_model.parameters(), fused_model.parameters()):
-            assert rel_err(p_fused.grad, p_layer.grad) < 1e-5, name
+        assert_same_gradients_and_buffers(fused_model, layer_model)
         assert fused_model.dropout_state() == layer_model.dropout_state()
         fused.fused_train_step(stepped, opt_stepped, x, y)
         fused.fused_forward_backward(checked, x, y)
@@ -626,23 +686,36 @@ def test_a_changed_tutorial_network_with_two_filter_sizes_runs_fused_like_the_la
 
 
 def conv_stack(*blocks):
-    """A spec of the fast path's family: one (kernel size, dropout p or None) per convolution."""
+    """A spec of the fast path's family: one (kernel size, dropout p or None[, BatchNorm2d's
+    arguments]) per convolution."""
     spec = []
-    for k, p in blocks:
-        spec += [{"kind": "Conv2d", "out_channels": 32, "kernel_size": k, "padding": k // 2}, {"kind": "ReLU"}]
-        spec += [{"kind": "Dropout", "p": p}] if p is not None else []
+    for k, p, *bn in blocks:
+        spec += [{"kind": "Conv2d", "out_channels": 32, "kernel_size": k, "padding": k // 2}]
+        spec += [{"kind": "BatchNorm2d", **bn[0]}] if bn else []
+        spec += [{"kind": "ReLU"}] + ([{"kind": "Dropout", "p": p}] if p is not None else [])
     return spec + [{"kind": "AvgPool2d", "kernel_size": 2}, {"kind": "Flatten"},
                    {"kind": "Linear", "out_features": 512}, {"kind": "ReLU"}, {"kind": "Dropout", "p": 0.5},
                    {"kind": "Linear"}]
 
 
-@pytest.mark.parametrize("blocks", [((3, None),), ((5, 0.2), (1, 0.4), (3, None)), ((3, None), (7, 0.1), (5, None))],
-                         ids=["one conv", "5x5+drop, 1x1+drop, 3x3", "3x3, 7x7+drop, 5x5"])
+@pytest.mark.parametrize("blocks", [((3, None),), ((5, 0.2), (1, 0.4), (3, None)), ((3, None), (7, 0.1), (5, None)),
+                                    ((3, 0.2, {}), (5, None), (3, None, {"affine": False, "eps": 1e-3, "momentum": 0.3})),
+                                    ((3, None, {}),)],
+                         ids=["one conv", "5x5+drop, 1x1+drop, 3x3", "3x3, 7x7+drop, 5x5",
+                              "bn+drop, plain, bn without affine", "one conv with bn"])
 def test_a_stack_of_any_length_with_its_own_filters_and_dropouts_runs_fused_like_the_layers(blocks):
     """One convolution (its gradient comes straight from the pool, unpadded), or three with
-    different filter sizes and dropout after the first or the middle one: two training steps
-    (the second with advanced dropout counters) give the layer path's loss, every gradient and
-    the same dropout state; eval-mode prediction gives its logits."""
+    different filter sizes and dropout after the first or the middle one, and BatchNorm2d after
+    some (with its own eps and momentum, or no affine parameters): two training steps (the second
+    with advanced dropout counters and running statistics) give the layer path's loss, every
+    gradient, BatchNorm's buffers and the same dropout state; eval-mode prediction gives its logits.
+
+    The two paths round differently (the convolution's sums, BatchNorm's statistics), so a ReLU
+    input within rounding of 0 may be decided either way, and that unit's gradient then goes
+    elsewhere: BatchNorm centres ReLU's inputs on 0 and scales rounding up by 1/std, so a stack
+    like a single 1x1 convolution with BatchNorm at batch 6 meets one (measured: conv1.weight's
+    gradient 3.5% off the layer path, which float64 confirms, from one flipped unit). These
+    batches meet none; the 20-step tests against torch measure both sides against float64."""
     from scratchcnn import architecture as A
     from scratchcnn.model import Network
     arch = A.resolve(conv_stack(*blocks), 10)
@@ -659,8 +732,7 @@ def test_a_stack_of_any_length_with_its_own_filters_and_dropouts_runs_fused_like
         f_loss, f_logits = fused.fused_forward_backward(fused_model, x, y)
         assert abs(f_loss - float(loss)) < 1e-6 * abs(float(loss))
         assert rel_err(f_logits, logits) < 2e-6
-        for (name, p_layer), (_, p_fused) in zip(layer_model.parameters(), fused_model.parameters()):
-            assert rel_err(p_fused.grad, p_layer.grad) < 1e-5, name
+        assert_same_gradients_and_buffers(fused_model, layer_model)
         assert fused_model.dropout_state() == layer_model.dropout_state()
     layer_model.eval(), fused_model.eval()
     x = rng.standard_normal((5, 3, 32, 32)).astype(np.float32)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread_per_pool")
 SMALL = ["--epochs", "1", "--train-size", "48", "--test-size", "16", "--batch-size", "16", "--no-progress"]
 
 
-FAST = ("tutorial", "k1", "k5", "k7", "avgpool", "deep")   # the fused path's: fused.SHAPE
+FAST = ("tutorial", "k1", "k5", "k7", "avgpool", "deep", "bn")   # the fused path's: fused.SHAPE
 
 
 def train(tmp_path, capsys, arch, backend, *extra):
