@@ -182,6 +182,12 @@ class Architecture:
     def layer_names(self):
         return tuple(s.name for s in self.layers)
 
+    @property
+    def map_layers(self):
+        """The names of the layers whose output is a stack of feature maps (C, H, W), in order:
+        what the study tools and the explorer can show as images."""
+        return tuple(s.name for s in self.layers if len(s.out_shape) == 3)
+
     def spec(self, name):
         try:
             return self._by_name[name]

@@ -194,3 +194,10 @@ def test_arch_list_and_show(capsys, tmp_path):
     spec = json.loads(capsys.readouterr().out)
     assert spec[-1] == {"name": "fc4", "kind": "Linear", "in_features": 512, "out_features": 3}
     assert A.resolve(spec, None) == A.load("k5", 3)
+
+
+def test_map_layers_are_the_layers_whose_output_is_a_stack_of_images():
+    assert A.load("tutorial", 10).map_layers == ("conv1", "act1", "drop1", "conv2", "act2", "pool2")
+    assert A.load("bn", 10).map_layers == ("conv1", "bn1", "act1", "drop1", "conv2", "bn2", "act2", "pool2")
+    vgg = A.load("vgg", 10)
+    assert len(vgg.map_layers) == 24 and vgg.map_layers[-2:] == ("pool6", "drop6") and "flat" not in vgg.map_layers

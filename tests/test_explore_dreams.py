@@ -317,7 +317,7 @@ def test_measure_times_the_dreams_and_the_time_slider(explorer):
                 "POST /api/fool steps", "POST /api/fool fgsm", "POST /api/occlusion",
                 "POST /api/analyze at a snapshot not loaded yet", "POST /api/analyze at a snapshot kept in memory"):
         assert row in table, row
-    maps = [s.name for s in explorer.arch.layers if len(s.out_shape) == 3]
+    maps = list(explorer.arch.map_layers)
     assert f"POST /api/dream one channel of {maps[-1]} at a snapshot not loaded yet, scratch" in table
 
 
@@ -349,7 +349,7 @@ def test_start_up_ranks_the_test_images_by_every_channel_in_one_pass_as_each_lay
     fresh = Explorer(f"{run}/checkpoint.pth", data)
     fresh.warm()
     images = data.x[:dreaming.RANKED]
-    maps = [s.name for s in fresh.arch.layers if len(s.out_shape) == 3]
+    maps = list(fresh.arch.map_layers)
     assert maps[:4] == ["look", "fire", "shrink", "again"] and len(maps) == 5      # and again's ReLU
     for backend in ("scratch", "torch"):
         for layer in maps:

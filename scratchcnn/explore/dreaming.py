@@ -65,7 +65,7 @@ class DreamRequests:
             column = self.logits
             what = _whole(req["class"], "class", 0, len(self.outputs) - 1)
         else:
-            maps = [s.name for s in self.arch.layers if len(s.out_shape) == 3]
+            maps = list(self.arch.map_layers)
             if layer not in maps:
                 raise ApiError(400, f"layer {layer!r} has no channels of feature maps; choose one of "
                                     f"{', '.join(maps) or '(none in this network)'}")

@@ -130,7 +130,7 @@ def _dreams(explorer, timed, post, new_image):
     from scratchcnn.explore.dreaming import DREAM_STEPS, FOOL_STEPS
 
     k = len(explorer.outputs)
-    maps = [s.name for s in explorer.arch.layers if len(s.out_shape) == 3]
+    maps = list(explorer.arch.map_layers)
 
     def forget(backend, layer, r):
         """The test split's ranking by ``layer`` is computed again by the next dream of it."""
@@ -177,7 +177,7 @@ def _moments(explorer, timed, post, new_image):
                                                                                snapshot=last), unloaded)
     timed("POST /api/analyze at a snapshot kept in memory", lambda image: post("/api/analyze", image=image,
                                                                                snapshot=last), new_image)
-    maps = [s.name for s in explorer.arch.layers if len(s.out_shape) == 3]
+    maps = list(explorer.arch.map_layers)
     if maps:
         # the slowest click of the Dreams tab: the snapshot read, both backends built, the test
         # split ranked by the deepest maps, and the dream itself

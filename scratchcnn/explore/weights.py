@@ -83,7 +83,7 @@ def all_channel_means(backend, images, normalize, batch_size=250):
     from scratchcnn.data import to_float
 
     arch = backend.model.arch
-    maps = [s.name for s in arch.layers if len(s.out_shape) == 3]
+    maps = list(arch.map_layers)
     if not maps:
         return {}
     last = arch.layer_names.index(maps[-1])

@@ -312,7 +312,7 @@ def check_channel(arch, layer, channel):
                         f"{', '.join(arch.layer_names)}")
     shape = arch.output_shape(layer)
     if len(shape) != 3:
-        maps = [s.name for s in arch.layers if len(s.out_shape) == 3]
+        maps = list(arch.map_layers)
         raise UserError(f"layer {layer!r} ({arch.spec(layer).kind}) outputs a vector of {shape[0]}, not "
                         f"channels of feature maps; choose one of {', '.join(maps) or '(none)'}")
     if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or not 0 <= channel < shape[0]:
