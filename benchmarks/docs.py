@@ -137,7 +137,8 @@ def headline(lang):
     name, run = tutorial[0]
     cfg, last = run["config"], run["epochs"][-1]
     by_backend = [(r["config"].get("backend"), _pct(r["epochs"][-1]["test_acc"])) for _, r in tutorial]
-    acc_en = " and ".join(f"**{acc}** with the {b} backend" for b, acc in by_backend)
+    acc_en = " and ".join(f"**{acc}**{' test accuracy' if i == 0 else ''} with the {b} backend"
+                          for i, (b, acc) in enumerate(by_backend))
     acc_zh = "，".join(f"{b} 后端 **{acc}**" for b, acc in by_backend)
     where = f"`docs/results/cifar10/{name}/metrics.json`" if len(tutorial) == 1 else "`docs/results/cifar10/`"
     n_test = "10,000"
