@@ -398,11 +398,7 @@ def _batchnorm_forward(norm, y, z, partial, batch_stats):
     if batch_stats:
         mean64, var64 = fbn.batch_stats(y, partial)
         mean, var = mean64.astype(f32), var64.astype(f32)
-        m = y.shape[0] * y.shape[1] * y.shape[2]
-        mom = f32(norm.momentum)
-        norm.running_mean[...] = (1 - mom) * norm.running_mean + mom * mean
-        norm.running_var[...] = (1 - mom) * norm.running_var + mom * var * f32(m / (m - 1))
-        norm.num_batches_tracked += 1
+        norm.track(mean, var, y.shape[0] * y.shape[1] * y.shape[2])
     else:
         mean, var = norm.running_mean, norm.running_var
     rstd = 1 / np.sqrt(var + f32(norm.eps))

@@ -415,10 +415,7 @@ class BatchNorm2d(Layer):
             if m < 2:
                 self._fail(f"needs more than 1 value per channel in training, got input {tuple(x.shape)}")
             mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
-            mom = t(self.momentum)
-            self.running_mean[...] = (1 - mom) * self.running_mean + mom * mean
-            self.running_var[...] = (1 - mom) * self.running_var + mom * var * t(m / (m - 1))
-            self.num_batches_tracked += 1
+            self.track(mean, var, m)
         else:
             mean, var = self.running_mean, self.running_var
         self.rstd = 1 / np.sqrt(var + t(self.eps))
@@ -428,6 +425,14 @@ class BatchNorm2d(Layer):
         if self.bias is not None:
             self.out += self.bias.data[:, None, None]
         return self.out
+
+    def track(self, mean, var, m):
+        """Fold one batch's statistics (mean and biased var over m values per channel) into the
+        running ones, as torch does: the variance enters unbiased. The fast path calls it too."""
+        t, mom = self.running_mean.dtype.type, self.running_mean.dtype.type(self.momentum)
+        self.running_mean[...] = (1 - mom) * self.running_mean + mom * mean
+        self.running_var[...] = (1 - mom) * self.running_var + mom * var * t(m / (m - 1))
+        self.num_batches_tracked += 1
 
     def backward(self, dout):
         sum_dout, sum_dout_xhat = dout.sum(axis=(0, 2, 3)), (dout * self.xhat).sum(axis=(0, 2, 3))
