@@ -625,6 +625,30 @@ def assert_same_gradients_and_buffers(fused_model, layer_model):
             assert rel_err(buf.astype(np.float64), theirs[name].astype(np.float64)) < 1e-6, name
 
 
+def assert_fused_steps_equal_the_layers(fused_model, layer_model, rng, n, steps=2, classes=10):
+    """``steps`` forward and backward passes on random batches of n: the fast path gives the
+    layer path's loss, logits, every gradient, BatchNorm's buffers and dropout counters (the
+    second step meets advanced counters and updated running statistics); then
+    eval-mode prediction of 5 images gives the layers' logits. Returns the batches it used."""
+    criterion, batches = SoftmaxCrossEntropy(), []
+    for _ in range(steps):
+        x = rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
+        y = rng.integers(0, classes, n)
+        logits = layer_model.forward(x)
+        loss = criterion.forward(logits, y)
+        layer_model.backward(criterion.backward())
+        f_loss, f_logits = fused.fused_forward_backward(fused_model, x, y)
+        assert abs(f_loss - float(loss)) < 1e-6 * abs(float(loss))
+        assert rel_err(f_logits, logits) < 2e-6
+        assert_same_gradients_and_buffers(fused_model, layer_model)
+        assert fused_model.dropout_state() == layer_model.dropout_state()
+        batches.append((x, y))
+    layer_model.eval(), fused_model.eval()
+    x = rng.standard_normal((5, 3, 32, 32)).astype(np.float32)
+    assert rel_err(fused.fused_predict(fused_model, x), layer_model.forward(x)) < 2e-6
+    return batches
+
+
 @pytest.mark.parametrize("arch", ["k1", "k5", "k7", "avgpool", "deep", "bn"])
 def test_every_preset_of_the_fast_path_runs_fused_and_equals_the_layer_path(arch):
     """The presets k1, k5 and k7 (the tutorial's network with 1x1, 5x5, 7x7 filters and "same"
@@ -638,33 +662,18 @@ def test_every_preset_of_the_fast_path_runs_fused_and_equals_the_layer_path(arch
     layer_model, fused_model, stepped, checked = (Network(arch, rng=3) for _ in range(4))
     opt_stepped = SGD(stepped.parameters(), lr=0.01, momentum=0.9)
     opt_checked = SGD(checked.parameters(), lr=0.01, momentum=0.9)
-    rng = np.random.default_rng(3)
-    criterion = SoftmaxCrossEntropy()
-    for step in range(2):                     # the second step: advanced dropout counters, momentum
-        x = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
-        y = rng.integers(0, 10, 8)
-        logits = layer_model.forward(x)
-        loss = criterion.forward(logits, y)
-        layer_model.backward(criterion.backward())
-        f_loss, f_logits = fused.fused_forward_backward(fused_model, x, y)
-        assert abs(f_loss - float(loss)) < 1e-6 * abs(float(loss))
-        assert rel_err(f_logits, logits) < 2e-6
-        assert_same_gradients_and_buffers(fused_model, layer_model)
-        assert fused_model.dropout_state() == layer_model.dropout_state()
+    for x, y in assert_fused_steps_equal_the_layers(fused_model, layer_model, np.random.default_rng(3), 8):
         fused.fused_train_step(stepped, opt_stepped, x, y)
         fused.fused_forward_backward(checked, x, y)
         opt_checked.step()
         np.testing.assert_array_equal(stepped.flat_data, checked.flat_data)
     assert not np.array_equal(stepped.flat_data, layer_model.flat_data)       # it did move
-    layer_model.eval(), fused_model.eval()
-    x = rng.standard_normal((5, 3, 32, 32)).astype(np.float32)
-    assert rel_err(fused.fused_predict(fused_model, x), layer_model.forward(x)) < 2e-6
 
 
 @pytest.mark.parametrize("k1, k2", [(5, 1), (1, 7)])
 def test_a_changed_tutorial_network_with_two_filter_sizes_runs_fused_like_the_layers(k1, k2):
     """Each convolution keeps its own filter size ("same" padding): conv1 5x5 with conv2 1x1, and
-    conv1 1x1 with conv2 7x7, give the layer path's loss and gradients on the fast path."""
+    conv1 1x1 with conv2 7x7, give the layer path's loss, gradients and prediction on the fast path."""
     from scratchcnn import architecture as A
     from scratchcnn.model import Network
     spec = [{k: v for k, v in layer.items() if k not in ("in_channels", "in_features")}
@@ -674,27 +683,19 @@ def test_a_changed_tutorial_network_with_two_filter_sizes_runs_fused_like_the_la
     arch = A.resolve(spec, 10)
     layer_model, fused_model = Network(arch, rng=2), Network(arch, rng=2)
     assert fused.unsupported_reason(fused_model) is None
-    x = np.random.default_rng(2).standard_normal((4, 3, 32, 32)).astype(np.float32)
-    y = np.array([0, 3, 5, 9])
-    criterion = SoftmaxCrossEntropy()
-    loss = criterion.forward(layer_model.forward(x), y)
-    layer_model.backward(criterion.backward())
-    f_loss, _ = fused.fused_forward_backward(fused_model, x, y)
-    assert abs(f_loss - float(loss)) < 1e-6 * abs(float(loss))
-    for (name, p_layer), (_, p_fused) in zip(layer_model.parameters(), fused_model.parameters()):
-        assert rel_err(p_fused.grad, p_layer.grad) < 1e-5, name
+    assert_fused_steps_equal_the_layers(fused_model, layer_model, np.random.default_rng(2), 4, steps=1)
 
 
-def conv_stack(*blocks):
+def conv_stack(*blocks, pool="AvgPool2d", p3=0.5):
     """A spec of the fast path's family: one (kernel size, dropout p or None[, BatchNorm2d's
-    arguments]) per convolution."""
+    arguments]) per convolution, then ``pool`` and the classifier with dropout ``p3``."""
     spec = []
     for k, p, *bn in blocks:
         spec += [{"kind": "Conv2d", "out_channels": 32, "kernel_size": k, "padding": k // 2}]
         spec += [{"kind": "BatchNorm2d", **bn[0]}] if bn else []
         spec += [{"kind": "ReLU"}] + ([{"kind": "Dropout", "p": p}] if p is not None else [])
-    return spec + [{"kind": "AvgPool2d", "kernel_size": 2}, {"kind": "Flatten"},
-                   {"kind": "Linear", "out_features": 512}, {"kind": "ReLU"}, {"kind": "Dropout", "p": 0.5},
+    return spec + [{"kind": pool, "kernel_size": 2}, {"kind": "Flatten"},
+                   {"kind": "Linear", "out_features": 512}, {"kind": "ReLU"}, {"kind": "Dropout", "p": p3},
                    {"kind": "Linear"}]
 
 
@@ -721,22 +722,41 @@ def test_a_stack_of_any_length_with_its_own_filters_and_dropouts_runs_fused_like
     arch = A.resolve(conv_stack(*blocks), 10)
     layer_model, fused_model = Network(arch, rng=4), Network(arch, rng=4)
     assert fused.unsupported_reason(fused_model) is None
-    rng = np.random.default_rng(4)
-    criterion = SoftmaxCrossEntropy()
-    for step in range(2):
-        x = rng.standard_normal((6, 3, 32, 32)).astype(np.float32)
-        y = rng.integers(0, 10, 6)
-        logits = layer_model.forward(x)
-        loss = criterion.forward(logits, y)
-        layer_model.backward(criterion.backward())
-        f_loss, f_logits = fused.fused_forward_backward(fused_model, x, y)
-        assert abs(f_loss - float(loss)) < 1e-6 * abs(float(loss))
-        assert rel_err(f_logits, logits) < 2e-6
-        assert_same_gradients_and_buffers(fused_model, layer_model)
-        assert fused_model.dropout_state() == layer_model.dropout_state()
-    layer_model.eval(), fused_model.eval()
-    x = rng.standard_normal((5, 3, 32, 32)).astype(np.float32)
-    assert rel_err(fused.fused_predict(fused_model, x), layer_model.forward(x)) < 2e-6
+    assert_fused_steps_equal_the_layers(fused_model, layer_model, np.random.default_rng(4), 6)
+
+
+def random_family_member(rng):
+    """(spec, classes) drawn from the fast path's family (``fused.SHAPE``): 1 to 3 convolutions,
+    each with an odd filter up to 7x7, BatchNorm2d or not (its own eps and momentum, affine or
+    not), dropout or not (never after the last, as the family says); max or average pooling;
+    the classifier's dropout anywhere in [0, 1); 2 to 12 classes."""
+    blocks = []
+    depth = int(rng.integers(1, 4))
+    for i in range(depth):
+        drop = None if i == depth - 1 or rng.random() < 0.5 else round(float(rng.uniform(0, 0.6)), 2)
+        block = (int(rng.choice([1, 3, 5, 7])), drop)
+        if rng.random() < 0.4:
+            block += ({"eps": float(rng.choice([1e-5, 1e-3])), "momentum": round(float(rng.uniform(0.05, 0.5)), 2),
+                       "affine": bool(rng.random() < 0.7)},)
+        blocks.append(block)
+    pool = "MaxPool2d" if rng.random() < 0.5 else "AvgPool2d"
+    return conv_stack(*blocks, pool=pool, p3=round(float(rng.uniform(0, 0.9)), 2)), int(rng.integers(2, 13))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_networks_drawn_at_random_from_the_family_run_fused_like_the_layers(seed):
+    """The presets and the hand-picked stacks above are a few points of the family the fast path
+    accepts; these six are drawn from all of it (``random_family_member``). Each must be accepted
+    and give the layer path's losses, gradients, buffers, dropout state and prediction over two
+    steps. The draws are seeded, so a failure names its network: ``arch show`` the printed spec."""
+    from scratchcnn import architecture as A
+    from scratchcnn.model import Network
+    spec, classes = random_family_member(np.random.default_rng(100 + seed))
+    print(spec, classes)
+    arch = A.resolve(spec, classes)
+    layer_model, fused_model = Network(arch, rng=seed), Network(arch, rng=seed)
+    assert fused.unsupported_reason(fused_model) is None
+    assert_fused_steps_equal_the_layers(fused_model, layer_model, np.random.default_rng(seed), 4, classes=classes)
 
 
 def test_fused_predict_in_chunks_with_a_short_last_one_equals_the_layer_path():
