@@ -70,7 +70,7 @@ class Scratch:
         if mode == "fused" and fused.unsupported_reason(self.model) is not None:
             mode = "layers"                   # as scratchcnn train does: the layer path, knowingly
         t = time.perf_counter()
-        fused.warmup(verbose=False) if mode == "fused" else warm_layer_path(arch, verbose=False)
+        fused.warmup(self.model, verbose=False) if mode == "fused" else warm_layer_path(arch, verbose=False)
         self.warmup_s = time.perf_counter() - t
         ops.use_reference(mode == "reference")
         self.fused, self.mode = fused, mode

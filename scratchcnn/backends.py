@@ -91,7 +91,7 @@ class ScratchBackend:
         """Load (or, the first time, compile) the kernels this backend's path runs, outside
         every timing; "compiling kernels, first run only" is printed when that takes long."""
         if self.fused is not None:
-            self.fused.warmup(verbose=verbose)
+            self.fused.warmup(self.model, verbose=verbose)
         else:
             warm_layer_path(self.model.arch, verbose=verbose)
 

@@ -11,8 +11,8 @@ rounding; ``tests/test_fused.py`` checks it) but much faster (see
 ``benchmarks/``), because it is organised for the CPU rather than for reading.
 ``fused_train_step(model, optimizer, x, y)`` adds the SGD update (equal, bit
 for bit, to ``optimizer.step()`` after it, weight decay included);
-``fused_predict`` is the eval-mode forward; ``warmup()`` loads (or, the first
-time, compiles) the kernels.
+``fused_predict`` is the eval-mode forward; ``warmup(model)`` loads (or, the first
+time, compiles) the kernels that model runs.
 
 How it is organised:
 
@@ -666,41 +666,54 @@ def _check_masks_match():
             disp.recompile()
 
 
-_warmed = False
+_warmed = set()     # the kernel groups (_WARM) loaded in this process
 
 
-def warmup(verbose=True):
-    """Compile (first run) or load from numba's cache (later runs) every fused kernel.
+def _groups(net):
+    """The kernel groups of _WARM that a parsed network runs."""
+    return {"core"} | ({"avgpool"} if net.avgpool else set()) | ({"batchnorm"} if net.bn_at else set())
 
-    Runs one tiny fused step on a throwaway model, so the exact signatures used
-    in training are ready; once per process. Prints "compiling kernels, first run
-    only ..." first when the on-disk cache is cold (that takes some 10-30 s once).
-    Returns the seconds it took.
+
+# Each group of kernels, warmed by a tiny step of a throwaway network that runs them.
+_WARM = {"core": "tutorial", "avgpool": "avgpool", "batchnorm": "bn"}
+
+
+def warmup(model=None, verbose=True):
+    """Compile (first run) or load from numba's cache (later runs) the fused kernels
+    ``model`` runs (every fused kernel when model is None), once per process.
+
+    Runs tiny fused steps on throwaway networks, so the exact signatures used in
+    training are ready: the core kernels (convolution, max pool, dropout, the
+    classifier, SGD) always, the average-pool and BatchNorm ones only when the model
+    has them (loading each group takes about half a second). Prints "compiling kernels,
+    first run only ..." first when the on-disk cache is cold (that takes some 10-30 s
+    once). Returns the seconds it took.
     """
-    global _warmed
     from scratchcnn.model import Network
-    if _warmed:
+    wanted = set(_WARM) if model is None else _groups(check_supported(model))
+    if wanted <= _warmed:
         return 0.0
     t0 = time.perf_counter()
     cold = not kernels_cached()
     if cold and verbose:
         print("compiling kernels, first run only (30-60 s) ...", flush=True)
-    _check_masks_match()
-    model = Network("tutorial", rng=0)
-    x1, x9 = np.zeros((1, _CIN, _H, _W), np.float32), np.zeros((9, _CIN, _H, _W), np.float32)
-    fused_forward_backward(model, x1, np.zeros(1, np.int64))        # batch 1 and 9: both fc3 forward kernels
-    opt = SGD(model.parameters(), lr=0.001, momentum=0.9)
-    opt.step()                                # first and later steps of the parallel SGD kernel
-    opt.step()
-    fused_train_step(model, opt, x9, np.zeros(9, np.int64))
-    model.eval()
-    fused_predict(model, x1)
-    for arch in ("avgpool", "bn"):                  # the average-pool and BatchNorm kernels
-        other = Network(arch, rng=0)
-        fused_forward_backward(other, x1, np.zeros(1, np.int64))
-        fused_forward_backward(other.eval(), x1, np.zeros(1, np.int64))
+    x1, y1 = np.zeros((1, _CIN, _H, _W), np.float32), np.zeros(1, np.int64)
+    if "core" not in _warmed:
+        _check_masks_match()
+        net = Network(_WARM["core"], rng=0)
+        x9 = np.zeros((9, _CIN, _H, _W), np.float32)
+        fused_forward_backward(net, x1, y1)           # batch 1 and 9: both fc3 forward kernels
+        opt = SGD(net.parameters(), lr=0.001, momentum=0.9)
+        opt.step()                                    # first and later steps of the parallel SGD kernel
+        opt.step()
+        fused_train_step(net, opt, x9, np.zeros(9, np.int64))
+        fused_predict(net.eval(), x1)
+    for group in sorted(wanted - _warmed - {"core"}):
+        net = Network(_WARM[group], rng=0)
+        fused_forward_backward(net, x1, y1)
+        fused_forward_backward(net.eval(), x1, y1)
+    _warmed.update(wanted | {"core"})
     dt = time.perf_counter() - t0
-    _warmed = True
     if cold and verbose:
         print(f"compiled in {dt:.0f} s; later runs load them from the cache", flush=True)
     return dt

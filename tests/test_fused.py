@@ -389,9 +389,21 @@ def test_fused_rejects_what_it_does_not_support():
         fused.fused_forward_backward(model, np.zeros((2, 3, 32, 32), np.float32), np.array([0, 10]))
 
 
-def test_warmup_reports_time():
-    assert fused.warmup(verbose=False) >= 0
+def test_warmup_loads_the_kernel_groups_a_model_runs_once_per_process(monkeypatch):
+    """warmup(model) warms only the groups the model runs (the tutorial: no average pool, no
+    BatchNorm), each once; warmup() warms the rest; an unsupported model is refused, not warmed."""
+    from scratchcnn.model import Network
+    monkeypatch.setattr(fused, "_warmed", set())
+    assert fused.warmup(Network("tutorial", rng=0), verbose=False) > 0
+    assert fused._warmed == {"core"}
+    assert fused.warmup(Network("k5", rng=0), verbose=False) == 0.0           # same kernels
+    assert fused.warmup(Network("bn", rng=0), verbose=False) > 0
+    assert fused._warmed == {"core", "batchnorm"}
+    assert fused.warmup(verbose=False) > 0 and fused._warmed == set(fused._WARM)
+    assert fused.warmup(Network("avgpool", rng=0), verbose=False) == 0.0
     assert fused.kernels_cached()
+    with pytest.raises(NotImplementedError, match="vgg|fast path|supports only"):
+        fused.warmup(Network("vgg", rng=0), verbose=False)
 
 
 # ------------------------------------------------------------------ NaN and inf, as on the layer path
