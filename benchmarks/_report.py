@@ -106,7 +106,7 @@ def step_table(step):
     if n_cands < 2:
         best = None                          # only the tutorial's loop was measured: nothing to name
     lines = ["| config | threads | median ms | p10-p90 ms | images/s | GFLOP/s | % of FMA peak | "
-             "scratch is faster by (95% interval) |", "|---|---|---|---|---|---|---|---|"]
+             "speed-up of scratch (95% interval; below 1x: scratch is slower) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows(step):
         name = r["label"] + (" **(best PyTorch configuration)**" if best and r["key"] == best["key"]
                              and r["config"] != TUTORIAL else "")
@@ -164,7 +164,7 @@ def inference_table(inf):
     nets = any(r.get("arch", "tutorial") != "tutorial" for r in inf["rows"])
     head = "| network " if nets else ""
     lines = [f"{head}| backend | mode | median ms per batch of {inf['batch']} | images/s | "
-             "scratch is faster by (95% interval) |", "|---" * (5 + nets) + "|"]
+             "speed-up of scratch (95% interval; below 1x: scratch is slower) |", "|---" * (5 + nets) + "|"]
     for r in inf["rows"]:
         key = r["config"].split("+arch=")[0]
         if key == "scratch" and r.get("path") == "layers":
@@ -187,7 +187,7 @@ def memory_table(mem):
 def epoch_table(ep):
     """One epoch of ``scratchcnn train`` per backend: loop, evaluation, epoch, process, ratios to scratch."""
     lines = ["| backend | training loop s | evaluation s | epoch s (loop + eval) | images/s (loop) | "
-             "whole process s | scratch is faster by: epoch (95% interval) | loop | process |",
+             "whole process s | speed-up of scratch (below 1x: slower): epoch (95% interval) | loop | process |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in ep["rows"]:
         sp = r.get("speedup") or {}

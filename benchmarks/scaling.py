@@ -55,7 +55,7 @@ def main():
     lines = [f"{args.threads} thread(s); epoch = 50,000 images, extrapolated from the median step (the median of "
              f"per-round medians; intervals from a paired bootstrap over rounds).", "",
              "| batch | scratch ms/step | torch ms/step | scratch ms/image | torch ms/image | "
-             "scratch is faster by (95% interval) | "
+             "speed-up of scratch (95% interval; below 1x: scratch is slower) | "
              "scratch epoch s | torch epoch s |", "|---|---|---|---|---|---|---|---|"]
     for b in BATCHES:
         s, t = res["scratch"][b], res["torch"][b]
