@@ -24,8 +24,8 @@ docs/verification.json). ``python -m benchmarks.readme --write`` (run by ``make 
 docs/verification.md.
 
 Sources: docs/verification.json (parity), benchmarks/results/*.json (speed),
-docs/results/cifar10/*/metrics.json and time.txt (the full CIFAR-10 runs),
-docs/results/lessons-10k/*/metrics.json (the presets' lessons, through
+docs/results/cifar10/*/metrics.json and time.txt (the full CIFAR-10 runs; the presets' among them
+make the lessons tables), docs/results/lessons-10k/*/metrics.json (the short lessons, through
 ``scratchcnn.compare``'s own table), docs/results/explore-times.json,
 docs/results/saliency-agreement.json and docs/results/augment-cost.json (written by the
 ``--measure-*`` options above).
@@ -55,10 +55,10 @@ _BLOCK = re.compile(r"<!-- generated:(?P<name>[\w-]+)[^>]*-->\n(?P<body>.*?)\n?<
 # The files holding generated blocks, and the blocks each must hold (a block removed by
 # mistake fails the check instead of silently leaving its numbers unchecked).
 EXPECTED = {
-    "README.md": ["headline-en"],
-    "README.zh-CN.md": ["headline-zh"],
+    "README.md": ["headline-en", "lessons-readme"],
+    "README.zh-CN.md": ["headline-zh", "lessons-readme-zh"],
     "docs/training-and-recipes.md": ["cifar10", "augment"],
-    "docs/networks-and-presets.md": ["lessons"],
+    "docs/networks-and-presets.md": ["lessons-cifar10", "lessons"],
     "docs/study-and-explorer.md": ["explore-times", "saliency"],
     "docs/verification.md": ["verification", "saliency"],
     "docs/speed.md": ["speed"],
@@ -209,6 +209,63 @@ def cifar10():
     return "\n".join(lines)
 
 
+def lesson_runs():
+    """[(folder name, load_run dict)] of the full-CIFAR-10 runs of presets with the tutorial's
+    recipe (docs/results/cifar10/*), in the presets' order, scratch before torch."""
+    from scratchcnn.architecture import PRESETS
+    runs = [(n, r) for n, r, _ in cifar10_runs()
+            if r["config"].get("recipe") == "tutorial" and r["config"].get("arch", "tutorial") in PRESETS]
+    order = list(PRESETS)
+    return sorted(runs, key=lambda nr: (order.index(nr[1]["config"].get("arch", "tutorial")),
+                                         nr[1]["config"].get("backend") != "scratch"))
+
+
+def lessons_cifar10():
+    """The presets' full-CIFAR-10 runs through scratchcnn.compare's own table."""
+    from scratchcnn.compare import format_table, summarise
+    return format_table([summarise(r, f"`{n}`") for n, r in lesson_runs()])
+
+
+# What each preset changes, for the landing pages' lessons table (en from the presets'
+# own descriptions; zh written here).
+_CHANGES_ZH = {"tutorial": "不变：教程的网络", "k1": "1x1 卷积核", "k5": "5x5 卷积核", "k7": "7x7 卷积核",
+               "deep": "四个堆叠的 3x3 卷积", "avgpool": "平均池化代替最大池化",
+               "bn": "每个卷积之后加 BatchNorm2d", "vgg": "更强的 VGG 式网络"}
+
+
+def lessons_readme(lang="en"):
+    """The landing pages' short lessons table: one row per preset run on the full CIFAR-10.
+    No epoch times: these runs shared the machine with other work (the guide's full table
+    has them with that caveat; benchmarks/ measures speed)."""
+    from scratchcnn.architecture import PRESETS
+    from scratchcnn.compare import summarise
+    by_arch = {}
+    for name, run in lesson_runs():
+        by_arch.setdefault(run["config"].get("arch", "tutorial"), {})[run["config"].get("backend")] = summarise(run)
+    zh = lang == "zh"
+    lines = [("| 网络 | 改动 | 测试集准确率 | 参数量 | 每张图的乘加次数 | 最后一个卷积层的感受野 |" if zh else
+              "| network | what it changes | test accuracy | parameters | mult-adds per image | "
+              "receptive field of the last conv |"), "|---|---|---|---|---|---|"]
+    for arch, rows in by_arch.items():
+        r = rows.get("scratch") or next(iter(rows.values()))
+        acc = " / ".join(f"**{_pct(rows[b]['final_test_acc'])}** {b}" for b in ("scratch", "torch") if b in rows)
+        what = (_CHANGES_ZH[arch] if zh else "nothing: the tutorial's network" if arch == "tutorial" else
+                PRESETS[arch][0].split(":")[0].replace("the tutorial's network with ", ""))
+        lines.append(f"| `{arch}` | {what} | {acc} | {r['params']:,} | {r['macs'] / 1e6:.1f} M | "
+                     f"{'x'.join(map(str, r['rf']))} |")
+    epochs = lesson_runs()[0][1]["epochs"][-1]["epoch"]
+    guide = "docs/networks-and-presets.md#what-the-presets-teach-the-full-cifar-10"
+    if zh:
+        lines += ["", f"`--recipe tutorial`，{epochs} 个 epoch，随机种子 0；最后一个 epoch 之后在 10,000 张测试图上的"
+                      f"准确率。每次运行的文件都在 `docs/results/cifar10/`；完整的表（最佳 epoch、测试损失、"
+                      f"每个 epoch 的时间）和曲线图见 [网络与预设]({guide})。"]
+    else:
+        lines += ["", f"`--recipe tutorial`, {epochs} epochs, seed 0; test accuracy after the last epoch on the "
+                      f"10,000 test images. Every run's files are in `docs/results/cifar10/`; the full table "
+                      f"(best epoch, test loss, epoch times) and the figure: [Networks and presets]({guide})."]
+    return "\n".join(lines)
+
+
 def lessons():
     """docs/results/lessons-10k/* through scratchcnn.compare's own table."""
     from scratchcnn.compare import format_table, load_run, summarise
@@ -278,6 +335,9 @@ GENERATORS = {
     "headline-zh": lambda: headline("zh"),
     "cifar10": cifar10,
     "lessons": lessons,
+    "lessons-cifar10": lessons_cifar10,
+    "lessons-readme": lessons_readme,
+    "lessons-readme-zh": lambda: lessons_readme("zh"),
     "explore-times": explore_times,
     "saliency": saliency,
     "augment": augment,

@@ -65,9 +65,23 @@ def test_the_generated_blocks_check_catches_a_hand_edited_figure(tmp_path):
 
 
 def test_both_landing_pages_show_the_same_generated_numbers():
-    en, zh = D.headline("en"), D.headline("zh")
     numbers = re.compile(r"\d+\.\d+(?:e-\d+)?%?")
-    assert sorted(numbers.findall(en)) == sorted(numbers.findall(zh))
+    for en, zh in ((D.headline("en"), D.headline("zh")), (D.lessons_readme("en"), D.lessons_readme("zh"))):
+        assert sorted(numbers.findall(en)) == sorted(numbers.findall(zh))
+
+
+def test_the_lessons_tables_have_a_row_per_preset_run_in_the_presets_order():
+    """Every committed full-CIFAR-10 run of a preset with the tutorial's recipe is a row of the
+    guide's table (scratch before torch) and its accuracy is in the landing page's."""
+    from scratchcnn.architecture import PRESETS
+    runs = D.lesson_runs()
+    archs = [r["config"]["arch"] for _, r in runs]
+    assert archs == sorted(archs, key=list(PRESETS).index) and {"tutorial", "k1", "bn"} <= set(archs)
+    guide, landing = D.lessons_cifar10(), D.lessons_readme()
+    for name, run in runs:
+        acc = f"{100 * run['epochs'][-1]['test_acc']:.2f}%"
+        assert f"| `{name}` | {run['config']['arch']} | {run['config']['backend']} | tutorial | 20 | {acc} |" in guide
+        assert f"**{acc}** {run['config']['backend']}" in landing
 
 
 def test_write_then_check_round_trips(tmp_path):
@@ -256,6 +270,22 @@ def test_every_figure_in_docs_is_shown_somewhere():
     for page in PAGES:
         linked |= {(page.parent / t).resolve() for t in LINK.findall(page.read_text()) if t.endswith(".png")}
     assert sorted(p.name for p in (ROOT / "docs").glob("*.png") if p.resolve() not in linked) == []
+
+
+def test_the_full_cifar10_lessons_prose_still_describes_the_committed_runs():
+    """docs/networks-and-presets.md and both landing pages read the full-CIFAR-10 lessons in
+    words: k1 ten points behind the tutorial, average pooling behind max pooling (in test and
+    train accuracy), BatchNorm six points ahead and ahead from the first epoch. New runs that say
+    otherwise must come with new words."""
+    runs = {r["config"]["arch"]: r["epochs"] for _, r in D.lesson_runs() if r["config"]["backend"] == "scratch"}
+    final = {a: ep[-1] for a, ep in runs.items()}
+    tut = final["tutorial"]["test_acc"]
+    assert 0.09 < tut - final["k1"]["test_acc"] < 0.11                       # "cost ten points"
+    assert tut - final["avgpool"]["test_acc"] > 0.01                          # beyond a point of noise
+    assert final["avgpool"]["train_acc"] < final["tutorial"]["train_acc"]     # "learning less"
+    assert all(a["test_acc"] < t["test_acc"] for a, t in zip(runs["avgpool"][4:], runs["tutorial"][4:]))
+    assert 0.055 < final["bn"]["test_acc"] - tut < 0.065                      # "adds six points"
+    assert runs["bn"][0]["test_acc"] > runs["tutorial"][0]["test_acc"] + 0.1  # "ahead from the first epoch"
 
 
 def test_the_lessons_prose_still_describes_the_committed_runs():
