@@ -370,10 +370,8 @@ def _features(net, x, ws, step, t=None):
         elif i < last:
             fc.conv3x3_forward_relu_dropout_pad(inputs[i], wk, koff, bias, ws.a, ws.dp[i],
                                                 seed, counter, p, scale)
-        elif net.avgpool:
-            fc.conv3x3_forward_relu_avgpool2(inputs[i], wk, koff, bias, ws.a, ws.flat)
         else:
-            fc.conv3x3_forward_relu_maxpool2(inputs[i], wk, koff, bias, ws.a, ws.flat, ws.arg)
+            fc.conv3x3_forward_relu_pool2(inputs[i], wk, koff, bias, ws.a, ws.flat, ws.arg, net.avgpool)
         after = [act] + ([dropout] if dropout is not None else []) + ([net.pool2] if i == last else [])
         t.lap("+".join(layer.name for layer in [conv, net.norms[i], *after] if layer is not None) + " forward")
     return scales, stats
@@ -630,8 +628,8 @@ def fused_predict(model, x, batch_size=64):
 
 # ------------------------------------------------------------------ compile / cache load
 
-_KERNELS = (fc.conv3x3_forward_relu_dropout_pad, fc.conv3x3_forward_relu_maxpool2,
-            fc.conv3x3_forward_relu_avgpool2, fc.conv3x3_forward_dropout_relu_backward,
+_KERNELS = (fc.conv3x3_forward_relu_dropout_pad, fc.conv3x3_forward_relu_pool2,
+            fc.conv3x3_forward_dropout_relu_backward,
             fc.conv3x3_weight_grad, fe.relu_dropout_rows, fe.maxpool2_relu_backward_pad,
             fe.avgpool2_relu_backward_pad, ksgd.sgd_momentum_step,
             fc.conv3x3_forward, fe.relu_dropout_pad_nhwc, fe.relu_maxpool2_nhwc, fe.relu_avgpool2_nhwc,

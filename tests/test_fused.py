@@ -164,7 +164,8 @@ def test_average_pool_kernels_give_the_layer_paths_bits_nan_and_inf_included():
     flat_sep, flat_fused = np.empty((2, 3, 8192), np.float32)
     fc.conv3x3_forward(xp, wk, koff, b, a_sep)
     fe.relu_avgpool2_nhwc(a_sep, flat_sep)
-    fc.conv3x3_forward_relu_avgpool2(xp, wk, koff, b, a_fused, flat_fused)
+    unused_arg = np.empty((3, 16, 16, 32), np.uint8)     # max-pool only
+    fc.conv3x3_forward_relu_pool2(xp, wk, koff, b, a_fused, flat_fused, unused_arg, True)
     np.testing.assert_array_equal(a_fused, a_sep)
     np.testing.assert_array_equal(flat_fused, flat_sep)
 
@@ -229,7 +230,7 @@ def test_conv_with_epilogue_equals_conv_then_epilogue():
     arg_sep, arg_fused = np.empty((2, n, 16, 16, 32), np.uint8)
     fc.conv3x3_forward(d_sep, w2, koff32, b, a_sep)
     fe.relu_maxpool2_nhwc(a_sep, flat_sep, arg_sep)
-    fc.conv3x3_forward_relu_maxpool2(d_sep, w2, koff32, b, a_fused, flat_fused, arg_fused)
+    fc.conv3x3_forward_relu_pool2(d_sep, w2, koff32, b, a_fused, flat_fused, arg_fused, False)
     np.testing.assert_array_equal(flat_fused, flat_sep)
     np.testing.assert_array_equal(arg_fused, arg_sep)
     g_sep, g_fused = np.empty((2, n, 32, 32, 32), np.float32)

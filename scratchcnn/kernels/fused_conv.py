@@ -233,8 +233,10 @@ def conv3x3_forward_relu_dropout_pad(xp, wk, koff, bias, out, outp, seed, counte
 
 
 @numba.njit(cache=True, parallel=True)
-def conv3x3_forward_relu_maxpool2(xp, wk, koff, bias, out, flat, arg):
-    """conv3x3_forward into out, then fused_elementwise.relu_maxpool2_nhwc(out, flat, arg)."""
+def conv3x3_forward_relu_pool2(xp, wk, koff, bias, out, flat, arg, average):
+    """conv3x3_forward into out, then fused_elementwise.relu_avgpool2_nhwc(out, flat) when
+    ``average``, else relu_maxpool2_nhwc(out, flat, arg). A task computes the two conv rows
+    a pooled row needs and pools them while they are in cache."""
     n_img, h_out = xp.shape[0], out.shape[1]
     ho = h_out // 2
     for r in prange(n_img * ho):
@@ -242,20 +244,10 @@ def conv3x3_forward_relu_maxpool2(xp, wk, koff, bias, out, flat, arg):
         y = r - n * ho
         conv3x3_row(xp, wk, koff, bias, out, n * h_out + 2 * y)
         conv3x3_row(xp, wk, koff, bias, out, n * h_out + 2 * y + 1)
-        relu_maxpool2_row(out, flat, arg, n, y)
-
-
-@numba.njit(cache=True, parallel=True)
-def conv3x3_forward_relu_avgpool2(xp, wk, koff, bias, out, flat):
-    """conv3x3_forward into out, then fused_elementwise.relu_avgpool2_nhwc(out, flat)."""
-    n_img, h_out = xp.shape[0], out.shape[1]
-    ho = h_out // 2
-    for r in prange(n_img * ho):
-        n = r // ho
-        y = r - n * ho
-        conv3x3_row(xp, wk, koff, bias, out, n * h_out + 2 * y)
-        conv3x3_row(xp, wk, koff, bias, out, n * h_out + 2 * y + 1)
-        relu_avgpool2_row(out, flat, n, y)
+        if average:
+            relu_avgpool2_row(out, flat, n, y)
+        else:
+            relu_maxpool2_row(out, flat, arg, n, y)
 
 
 @numba.njit(cache=True, parallel=True)
