@@ -291,15 +291,10 @@ class _Workspace:
         self.has_backward = True
 
 
-_KOFFS = {}
-
-
 def _koff(channels, k):
     """The tap offsets of a k x k convolution over `channels` channels (3x3: 27 taps padded to
-    32 for conv1, 288 for conv2), computed once."""
-    if (channels, k) not in _KOFFS:
-        _KOFFS[channels, k] = fc.tap_offsets(_W, channels, ksize=k)
-    return _KOFFS[channels, k]
+    32 for conv1, 288 for conv2); fc.tap_offsets computes each shape once."""
+    return fc.tap_offsets(_W, channels, ksize=k)
 
 
 _workspaces = weakref.WeakKeyDictionary()      # model -> {(n, threads, classes): _Workspace}

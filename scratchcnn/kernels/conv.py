@@ -31,7 +31,6 @@ last convolution: 1.32 s with im2col + BLAS, 0.47 s this way. Not in training: t
 numba's OpenMP threads, spinning after each kernel, slowed the BLAS calls around it,
 and the layer path's step took 4-16% longer (tutorial, deep, vgg, bn, avgpool).
 """
-from functools import lru_cache
 from typing import NamedTuple
 
 import numba
@@ -162,10 +161,5 @@ def direct_forward(x, weight, bias):
                               .reshape(groups, k * k * c, fc.COUT))
     bias = np.ascontiguousarray(bias, np.float32).reshape(groups, fc.COUT)
     out = np.empty((n_img, f, h, w), np.float32)
-    fc.conv_forward_nchw(xp, wk, _tap_offsets(w, c, k), bias, np.empty((n_img, h, w, fc.COUT), np.float32), out)
+    fc.conv_forward_nchw(xp, wk, fc.tap_offsets(w, c, k_pad=1, ksize=k), bias, np.empty((n_img, h, w, fc.COUT), np.float32), out)
     return out
-
-
-@lru_cache(maxsize=64)
-def _tap_offsets(width, channels, ksize):
-    return fc.tap_offsets(width, channels, k_pad=1, ksize=ksize)

@@ -70,6 +70,8 @@ and ``rng``. ``DEPENDS_SHA256`` below is those files' fingerprint: a test fails
 when it is out of date, so an edit of a helper is an edit of this file too, and
 the cached kernels recompile.
 """
+import functools
+
 import numba
 import numpy as np
 from numba import prange, uint64
@@ -88,10 +90,12 @@ COUT = 32       # output channels per kernel call (two 16-lane vectors)
 PIX = 8         # output pixels per register block
 
 
+@functools.lru_cache(maxsize=64)
 def tap_offsets(width, channels, k_pad=8, ksize=3):
     """koff for a ksize x ksize window over an NHWC image of the given width padded by
     (ksize - 1) / 2 ("same" padding); padded with zeros to a multiple of ``k_pad`` (the
-    extra taps get zero weights)."""
+    extra taps get zero weights). Computed once per shape: callers share the array and
+    only read it."""
     wp = width + ksize - 1
     offs = [kh * wp * channels + kw * channels + c
             for kh in range(ksize) for kw in range(ksize) for c in range(channels)]
