@@ -274,9 +274,9 @@ def test_every_figure_in_docs_is_shown_somewhere():
 
 def test_the_full_cifar10_lessons_prose_still_describes_the_committed_runs():
     """docs/networks-and-presets.md and both landing pages read the full-CIFAR-10 lessons in
-    words: k1 ten points behind the tutorial, average pooling behind max pooling (in test and
-    train accuracy), BatchNorm six points ahead and ahead from the first epoch. New runs that say
-    otherwise must come with new words."""
+    words: k1 ten points behind the tutorial, deep behind for 8 epochs and ahead from the 9th,
+    average pooling behind max pooling (in test and train accuracy), BatchNorm six points
+    ahead and ahead from the first epoch. New runs that say otherwise must come with new words."""
     runs = {r["config"]["arch"]: r["epochs"] for _, r in D.lesson_runs() if r["config"]["backend"] == "scratch"}
     final = {a: ep[-1] for a, ep in runs.items()}
     tut = final["tutorial"]["test_acc"]
@@ -284,6 +284,10 @@ def test_the_full_cifar10_lessons_prose_still_describes_the_committed_runs():
     assert tut - final["avgpool"]["test_acc"] > 0.01                          # beyond a point of noise
     assert final["avgpool"]["train_acc"] < final["tutorial"]["train_acc"]     # "learning less"
     assert all(a["test_acc"] < t["test_acc"] for a, t in zip(runs["avgpool"][4:], runs["tutorial"][4:]))
+    deep, tutorial = runs["deep"], runs["tutorial"]                # "behind for 8 epochs, ahead from the 9th"
+    assert all(d["test_acc"] < t["test_acc"] for d, t in zip(deep[:8], tutorial[:8]))
+    assert all(d["test_acc"] > t["test_acc"] for d, t in zip(deep[8:], tutorial[8:]))
+    assert 0.015 < final["deep"]["test_acc"] - tut < 0.02 and final["deep"]["train_acc"] > final["tutorial"]["train_acc"] + 0.05
     assert 0.055 < final["bn"]["test_acc"] - tut < 0.065                      # "adds six points"
     assert runs["bn"][0]["test_acc"] > runs["tutorial"][0]["test_acc"] + 0.1  # "ahead from the first epoch"
 
