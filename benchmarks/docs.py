@@ -239,8 +239,9 @@ def lessons_readme(lang="en"):
     has them with that caveat; benchmarks/ measures speed)."""
     from scratchcnn.architecture import PRESETS
     from scratchcnn.compare import summarise
+    runs = lesson_runs()
     by_arch = {}
-    for name, run in lesson_runs():
+    for name, run in runs:
         by_arch.setdefault(run["config"].get("arch", "tutorial"), {})[run["config"].get("backend")] = summarise(run)
     zh = lang == "zh"
     lines = [("| 网络 | 改动 | 测试集准确率 | 参数量 | 每张图的乘加次数 | 最后一个卷积层的感受野 |" if zh else
@@ -253,7 +254,7 @@ def lessons_readme(lang="en"):
                 PRESETS[arch][0].split(":")[0].replace("the tutorial's network with ", ""))
         lines.append(f"| `{arch}` | {what} | {acc} | {r['params']:,} | {r['macs'] / 1e6:.1f} M | "
                      f"{'x'.join(map(str, r['rf']))} |")
-    epochs = lesson_runs()[0][1]["epochs"][-1]["epoch"]
+    epochs = runs[0][1]["epochs"][-1]["epoch"]
     guide = "docs/networks-and-presets.md#what-the-presets-teach-the-full-cifar-10"
     if zh:
         lines += ["", f"`--recipe tutorial`，{epochs} 个 epoch，随机种子 0；最后一个 epoch 之后在 10,000 张测试图上的"
