@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import _report as R
+
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -324,7 +326,7 @@ def save(name, markdown, data, plot=None, out=RESULTS):
     out.mkdir(parents=True, exist_ok=True)
     data = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_info(), **data}
     (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
-    header = f"# benchmark: {name}\n\n{data['date']}, {data['machine']['cpu']}, {data['machine']['logical_cpus']} CPUs"
+    header = f"# benchmark: {name}\n\n{data['date']}, {R.cpu_name(data['machine'])}, {data['machine']['logical_cpus']} CPUs"
     if data.get("quiet_check", {}).get("forced"):
         header += "  \n**FORCED: the machine was busy; timings include other processes' load.**"
     if data.get("load_during_run", {}).get("disturbed"):

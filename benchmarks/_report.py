@@ -127,9 +127,24 @@ def step_table(step):
     return "\n".join(lines)
 
 
+def cpu_name(machine):
+    """The CPU's model name with its family and model numbers, e.g. "AMD EPYC (family 25 model 1)".
+    A virtual machine's model name alone ("AMD EPYC") is the same for CPUs of different
+    generations (a Zen 3 and a Zen 5 have both reported it), whose speeds differ by 1.6x."""
+    name = machine.get("cpu", "an unknown CPU")
+    if machine.get("cpu_family") is None:
+        return name
+    return f"{name} (family {machine['cpu_family']} model {machine.get('cpu_model', '?')})"
+
+
+def cpu_id(machine):
+    """What makes two results' CPUs the same kind: (model name, family, model)."""
+    return machine.get("cpu"), machine.get("cpu_family"), machine.get("cpu_model")
+
+
 def machine_line(data):
     m = data.get("machine", {})
-    return f"{m.get('logical_cpus', '?')} vCPUs of {m.get('cpu', 'an unknown CPU')}"
+    return f"{m.get('logical_cpus', '?')} vCPUs of {cpu_name(m)}"
 
 
 def status_line(data):

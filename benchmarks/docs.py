@@ -89,8 +89,7 @@ def speed():
 
 def _cpu(result):
     """(model name, family, model) of the CPU a benchmark result was measured on."""
-    m = result.get("machine", {})
-    return m.get("cpu"), m.get("cpu_family"), m.get("cpu_model")
+    return RM.R.cpu_id(result.get("machine", {}))
 
 
 def cifar10_runs():
@@ -127,10 +126,10 @@ def headline(lang):
     epoch_cpu = _cpu(s["epoch"]) if "epoch" in s else None
     step_cpu = _cpu(s["step"])
     elsewhere = epoch_sp is not None and epoch_cpu != step_cpu
-    where_en = (f" ({RM.R.machine_line(s['epoch'])}, family {epoch_cpu[1]} model {epoch_cpu[2]}, "
-                f"{s['epoch']['date'][:10]}: another CPU)" if elsewhere else "")
-    where_zh = (f"（另一种 CPU：{epoch_cpu[0]}，family {epoch_cpu[1]} model {epoch_cpu[2]}，"
-                f"{s['epoch']['date'][:10]}）" if elsewhere else "")
+    where_en = (f" ({RM.R.machine_line(s['epoch'])}, {s['epoch']['date'][:10]}: another CPU)"
+                if elsewhere else "")
+    where_zh = (f"（另一种 CPU：{RM.R.cpu_name(s['epoch']['machine'])}，{s['epoch']['date'][:10]}）"
+                if elsewhere else "")
     runs = cifar10_runs()
     tutorial = [(n, r) for n, r, _ in runs if r["config"].get("recipe") == "tutorial"
                 and r["config"].get("arch", "tutorial") == "tutorial"] or [(n, r) for n, r, _ in runs[:1]]
@@ -144,7 +143,7 @@ def headline(lang):
     n_test = "10,000"
     machine = f"{RM.R.machine_line(s['step'])}, {s['step']['date'][:10]}"
     m = s["step"].get("machine", {})
-    machine_zh = f"{m.get('cpu', '?')} 的 {m.get('logical_cpus', '?')} 个 vCPU，{s['step']['date'][:10]}"
+    machine_zh = f"{RM.R.cpu_name(m)} 的 {m.get('logical_cpus', '?')} 个 vCPU，{s['step']['date'][:10]}"
     if lang == "zh":
         lines = [
             f"- **与 PyTorch 数值一致。** 每个层的反向传播都通过 float64 中心差分梯度检验（{gc['passed']}/{gc['total']} "
@@ -154,7 +153,7 @@ def headline(lang):
             f"详见 [验证](docs/verification.md)。",
             f"- **CPU 上更快。** 批大小 32、{h['threads']} 线程的一个训练步：比教程的 PyTorch 循环快 "
             f"{_iv(h['vs_tutorial'], 'zh')}，比测得最快的 PyTorch 配置快 {_iv(h['vs_best'], 'zh')}"
-            + (f"（{machine_zh}，family {step_cpu[1]} model {step_cpu[2]}）" if elsewhere else "")
+            + (f"（{machine_zh}）" if elsewhere else "")
             + (f"；一个完整 epoch（含评估）快 {_iv(epoch_sp, 'zh')}{where_zh}" if epoch_sp else "")
             + ("；详见 [速度](docs/speed.md)。" if elsewhere else f"（{machine_zh}；详见 [速度](docs/speed.md)）。"),
             f"- **真实数据。** 在完整的 CIFAR-10 上（JPEG 版本，50,000 张训练图、{n_test} 张测试图），"
@@ -173,7 +172,7 @@ def headline(lang):
             f"- **Fast on a CPU.** One training step of batch 32 at {h['threads']} threads is "
             f"{_iv(h['vs_tutorial'])} faster than the tutorial's PyTorch loop and {_iv(h['vs_best'])} faster "
             f"than the best PyTorch configuration measured"
-            + (f" ({machine}, family {step_cpu[1]} model {step_cpu[2]})" if elsewhere else "")
+            + (f" ({machine})" if elsewhere else "")
             + (f"; one epoch end to end, evaluation included, {_iv(epoch_sp)}{where_en}" if epoch_sp else "")
             + ("" if elsewhere else f" ({machine})") + ". [Speed](docs/speed.md).",
             f"- **Real data.** On the full CIFAR-10 (the JPEG copy: 50,000 training and {n_test} test images), "

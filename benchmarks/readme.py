@@ -145,11 +145,12 @@ def generate(results):
 
 
 def history_line(history, step):
-    """The range of the headline ratios over every recorded run on the same CPU as ``step``."""
-    cpu = step["machine"]["cpu"]
-    runs = [h for h in history if h["cpu"] == cpu]
+    """The range of the headline ratios over every recorded run on the same kind of CPU as ``step``
+    (model name, family and model: ``R.cpu_id``)."""
+    here = R.cpu_id(step["machine"])
+    runs = [h for h in history if (h["cpu"], h.get("cpu_family"), h.get("cpu_model")) == here]
     if not runs:
-        return f"`step_history.json` records no run on {cpu} yet."
+        return f"`step_history.json` records no run on {R.cpu_name(step['machine'])} yet."
 
     def span(key):
         got = [h[key] for h in runs if h.get(key)]
@@ -159,7 +160,7 @@ def history_line(history, step):
         return f"{lo:.2f}-{hi:.2f}x (lowest interval bound {min(g['low'] for g in got):.2f}x)"
 
     clean = sum(h["clean"] for h in runs)
-    return (f"**Run to run:** over the {len(runs)} recorded run(s) of this benchmark on this CPU "
+    return (f"**Run to run:** over the {len(runs)} recorded run(s) of this benchmark on this kind of CPU "
             f"({clean} of them quiet throughout; `benchmarks/results/step_history.json`), scratch's step ranged "
             f"{min(h['scratch_ms'] for h in runs):.1f}-{max(h['scratch_ms'] for h in runs):.1f} ms and was "
             f"{span('vs_tutorial')} faster than the tutorial's PyTorch loop, {span('vs_best')} faster than the "

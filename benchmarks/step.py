@@ -282,7 +282,9 @@ def history_entry(data):
         ratio, lo, hi = S.bootstrap_ratio(best["rounds_s"], data["results"]["scratch@1"]["rounds_s"],
                                           seed=data["seed"])
         best_one = {"config": best["config"], "ratio": ratio, "low": lo, "high": hi}
-    return {"date": data["date"], "cpu": data["machine"]["cpu"], "threads": h["threads"],
+    m = data["machine"]
+    return {"date": data["date"], "cpu": m["cpu"], "cpu_family": m.get("cpu_family"),
+            "cpu_model": m.get("cpu_model"), "threads": h["threads"],
             "clean": not (data["quiet_check"].get("forced") or data["load_during_run"].get("disturbed")),
             "scratch_ms": data["results"][f"scratch@{h['threads']}"]["median_ms"], "best_torch": h["best_torch"],
             "vs_tutorial": h["vs_tutorial"], "vs_best": h["vs_best"], "vs_tutorial_1_thread": one,

@@ -196,7 +196,7 @@ def test_step_history_records_each_runs_headline_and_the_readme_gives_the_range(
     assert [h["date"] for h in hist] == ["2026-11-30 00:00:00", "2026-11-30 01:00:00"]
     assert hist[1]["scratch_ms"] == 20.0 and hist[1]["clean"] and hist[1]["best_torch"] == "torch+channels_last"
     text = RM.generate(RM.load(tmp_path))
-    assert ("over the 2 recorded run(s) of this benchmark on this CPU (2 of them quiet throughout; "
+    assert ("over the 2 recorded run(s) of this benchmark on this kind of CPU (2 of them quiet throughout; "
             "`benchmarks/results/step_history.json`), scratch's step ranged 20.0-20.0 ms and was "
             "2.50-3.10x (lowest interval bound 2.30x) faster than the tutorial's PyTorch loop, "
             "2.20-2.60x (lowest interval bound 2.10x) faster than the best PyTorch configuration of each run, "
@@ -205,6 +205,19 @@ def test_step_history_records_each_runs_headline_and_the_readme_gives_the_range(
     assert hist[0]["vs_best_1_thread"]["config"] == "torch+malloc"
     other = [{**hist[0], "cpu": "Intel Xeon"}]                   # runs on another CPU are not mixed in
     assert "records no run on AMD EPYC" in RM.history_line(other, _fake_step())
+    # nor runs on another generation behind the same model name (a Zen 3 and a Zen 5 both say "AMD EPYC")
+    zen5, zen3 = _fake_step(), _fake_step()
+    zen5["machine"].update(cpu_family="26", cpu_model="2")
+    zen3["machine"].update(cpu_family="25", cpu_model="1")
+    zen3["headline"]["vs_best"]["ratio"] = 1.4
+    both = [ST.history_entry(zen5), ST.history_entry(zen3)]
+    assert [(h["cpu_family"], h["cpu_model"]) for h in both] == [("26", "2"), ("25", "1")]
+    line = RM.history_line(both, zen3)
+    assert "over the 1 recorded run(s) of this benchmark on this kind of CPU (1 of them" in line
+    assert "1.40-1.40x" in line and "2.20" not in line
+    assert "records no run on AMD EPYC (family 19 model 17)" in RM.history_line(
+        both, {"machine": {"cpu": "AMD EPYC", "cpu_family": "19", "cpu_model": "17"}})
+    assert R.machine_line(zen3) == "2 vCPUs of AMD EPYC (family 25 model 1)"
 
 
 def test_epoch_benchmark_summary_table_and_readme_section(tmp_path):
